@@ -1,0 +1,66 @@
+"""Minimal ASGI plumbing shared by the proxy, admin and status listeners.
+
+No framework: a listener is an ASGI callable with a dict route table. These helpers read a
+request body under a byte limit, send a complete response, and read headers from the scope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
+TEXT_HEADERS: Headers = [(b"content-type", b"text/plain; charset=utf-8")]
+
+
+class BodyTooLarge(Exception):
+    """The request body exceeded the configured limit."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before the body was read."""
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """First value of a (lowercase) request header, or None."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+async def read_body(receive: Receive, scope: Scope, limit: int) -> bytes:
+    """Read the whole body; raise BodyTooLarge past `limit` bytes (0 = no limit)."""
+    if limit:
+        declared = header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if limit and size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def send_response(
+    send: Send, status: int, body: bytes, headers: Headers, extra: Headers | None = None
+) -> None:
+    all_headers = headers + extra if extra else headers
+    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send({"type": "http.response.body", "body": body})

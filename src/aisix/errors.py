@@ -1,0 +1,229 @@
+"""The closed tree of errors a proxy request can end with, and their wire envelopes.
+
+Every failure on the request path is a `GatewayError` carrying its HTTP status, OpenAI `type`
+and `code`, and two flags the attempt loop reads (`retryable`, `reached_upstream`). It is mapped
+to bytes once per inbound protocol: the OpenAI envelope on `/v1/*`, the Anthropic envelope on
+`/v1/messages*`. Admin errors (`{"error_msg": ...}`) live in `aisix.admin`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+class GatewayError(Exception):
+    """Base of every request-path error; subclasses fix status, type and flags."""
+
+    status: int = 500
+    type: str = "api_error"
+    code: str | None = None
+    retryable: bool = False
+    reached_upstream: bool = False
+    #: reason label for cooldown and `status_reason` (None: the error does not cool a target)
+    reason: str | None = None
+    #: the upstream's HTTP status when the error came from an upstream answer
+    upstream_status: int | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.param = param
+        self.headers: dict[str, str] = headers or {}
+        self.extra: dict[str, Any] = extra or {}
+        #: upstream Retry-After in seconds, for backoff and cooldown decisions
+        self.retry_after = retry_after
+
+    def openai_body(self) -> bytes:
+        err: dict[str, Any] = {"message": self.message, "type": self.type}
+        if self.param:
+            err["param"] = self.param
+        if self.code:
+            err["code"] = self.code
+        err.update(self.extra)
+        return orjson.dumps({"error": err})
+
+    def anthropic_type(self) -> str:
+        if self.type == "billing_error":
+            return "billing_error"
+        return _ANTHROPIC_TYPES.get(self.status, "api_error")
+
+    def anthropic_body(self) -> bytes:
+        return orjson.dumps(
+            {"type": "error", "error": {"type": self.anthropic_type(), "message": self.message}}
+        )
+
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    422: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    type = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "permission_denied"
+
+
+class ModelNotFound(GatewayError):
+    status = 404
+    type = "model_not_found"
+
+
+class UnknownRoute(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "unknown_route"
+
+
+class RequestTooLarge(GatewayError):
+    status = 413
+    type = "request_too_large"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_exceeded"
+
+
+class BudgetExceeded(GatewayError):
+    status = 429
+    type = "billing_error"
+    code = "budget_exceeded"
+
+
+class NotImplementedByAdapter(GatewayError):
+    status = 501
+    type = "not_implemented"
+
+
+class AllCandidatesUnavailable(GatewayError):
+    status = 503
+    type = "all_candidates_unavailable"
+
+
+# --- errors that come from an upstream attempt -------------------------------------------
+
+
+class UpstreamError(GatewayError):
+    """An attempt reached (or tried to reach) the upstream and failed."""
+
+    type = "upstream_error"
+    reached_upstream = True
+
+
+class UpstreamClientError(UpstreamError):
+    """Upstream 4xx other than 401/403: relayed with the upstream's status and message."""
+
+    reason = "upstream_status_failure"
+
+
+class UpstreamRateLimited(UpstreamClientError):
+    status = 429
+    reason = "upstream_rate_limited"
+
+
+class UpstreamServerError(UpstreamError):
+    status = 502
+    code = "upstream_server_error"
+    retryable = True
+    reason = "upstream_server_error"
+
+
+class UpstreamDecodeError(UpstreamError):
+    status = 502
+    code = "upstream_decode_error"
+    retryable = True
+    reason = "upstream_decode_error"
+
+
+class UpstreamConnectionError(UpstreamError):
+    status = 502
+    code = "connection_error"
+    retryable = True
+    reason = "transport_error"
+
+
+class UpstreamAuthError(UpstreamError):
+    status = 502
+    type = "upstream_auth_error"
+    reason = "upstream_auth_failure"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    type = "timeout"
+    retryable = True
+    reason = "request_timeout"
+
+
+def upstream_status_error(
+    status: int, body: bytes, retry_after: float | None, retry_after_raw: str | None
+) -> UpstreamError:
+    """Classify a non-2xx upstream answer into the error the contract (§6.4) prescribes."""
+    if status in (401, 403):
+        return UpstreamAuthError(f"upstream rejected the provider credentials ({status})")
+    if status >= 500:
+        err: UpstreamError = UpstreamServerError(f"upstream returned {status}")
+    else:
+        message, code, param = _upstream_error_fields(body, status)
+        headers = {"Retry-After": retry_after_raw} if status == 429 and retry_after_raw else {}
+        cls = UpstreamRateLimited if status == 429 else UpstreamClientError
+        err = cls(message, code=code, param=param, headers=headers, status=status)
+        if status == 408:
+            err.reason = "upstream_request_timeout"
+    err.upstream_status = status
+    err.retry_after = retry_after
+    return err
+
+
+def _upstream_error_fields(body: bytes, status: int) -> tuple[str, str | None, str | None]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return f"upstream returned {status}", None, None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict):
+        message = error.get("message")
+        code = error.get("code")
+        param = error.get("param")
+        return (
+            message if isinstance(message, str) and message else f"upstream returned {status}",
+            str(code) if code is not None else None,
+            param if isinstance(param, str) else None,
+        )
+    if isinstance(error, str):
+        return error, None, None
+    return f"upstream returned {status}", None, None

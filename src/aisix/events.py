@@ -1,0 +1,92 @@
+"""Events the request pipeline emits once per request, and the bus that fans them out.
+
+The pipeline never writes metrics, logs or ledgers itself: it publishes a `RequestFinished`
+(contract §12.3 usage event) and subscribers react. Subscribers must be cheap and
+non-blocking; a slow sink keeps its own bounded queue and batching task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts of one answer, as the upstream reported them (or as estimated)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    total_tokens: int = 0
+    estimated: bool = False
+
+
+@dataclass(slots=True)
+class AttemptFinished:
+    model_id: str
+    served_model: str
+    provider: str
+    status: int
+    latency_s: float
+    error_type: str | None
+    is_fallback: bool
+
+
+@dataclass(slots=True)
+class RequestFinished:
+    """One finished proxy request (contract §12.3); fields the pipeline did not reach are None."""
+
+    event_id: str
+    request_id: str
+    ts: float
+    endpoint: str
+    method: str
+    path: str
+    stream: bool
+    status: int
+    outcome: str
+    latency_ms: float
+    client_ip: str | None
+    api_key_id: str | None = None
+    team_id: str | None = None
+    user_id: str | None = None
+    requested_model: str | None = None
+    model_id: str | None = None
+    served_model: str | None = None
+    provider: str | None = None
+    provider_key_id: str | None = None
+    upstream_model: str | None = None
+    error_type: str | None = None
+    error_code: str | None = None
+    attempts: int = 0
+    is_fallback: bool = False
+    usage: Usage | None = None
+    cost_usd: float = 0.0
+    ttft_ms: float | None = None
+    budget_warnings: list[str] = field(default_factory=list)
+    attempt_log: list[AttemptFinished] = field(default_factory=list)
+
+
+Subscriber = Callable[[RequestFinished], None]
+
+
+class EventBus:
+    """Synchronous fan-out to subscribers; a failing subscriber never breaks a request."""
+
+    __slots__ = ("_subscribers",)
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    def publish(self, event: RequestFinished) -> None:
+        for subscriber in self._subscribers:
+            try:
+                subscriber(event)
+            except Exception:  # noqa: BLE001 - a sink failure must not fail the request
+                import logging
+
+                logging.getLogger("aisix.events").exception("event subscriber failed")

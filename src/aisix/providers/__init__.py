@@ -1,0 +1,1 @@
+"""Provider adapters: translation to and from each upstream wire family, and the transport."""

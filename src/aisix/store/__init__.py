@@ -1,0 +1,1 @@
+"""Resource stores: where provider keys, models, API keys and policies persist."""

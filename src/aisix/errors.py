@@ -129,6 +129,13 @@ class NotImplementedByAdapter(GatewayError):
     type = "not_implemented"
 
 
+class ServiceUnavailable(GatewayError):
+    """The gateway itself cannot serve yet (no snapshot) or is draining."""
+
+    status = 503
+    type = "service_unavailable"
+
+
 class AllCandidatesUnavailable(GatewayError):
     status = 503
     type = "all_candidates_unavailable"

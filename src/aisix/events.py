@@ -86,7 +86,7 @@ class EventBus:
         for subscriber in self._subscribers:
             try:
                 subscriber(event)
-            except Exception:  # noqa: BLE001 - a sink failure must not fail the request
+            except Exception:
                 import logging
 
                 logging.getLogger("aisix.events").exception("event subscriber failed")

@@ -115,9 +115,12 @@ class ResourceIndex:
         found: list[tuple[str, str, str | None]] = []
         target = self.items[kind].get(resource_id)
         for model_id, model in self.items["models"].items():
-            if kind == "provider_keys" and isinstance(model, DirectModel):
-                if model.provider_key_id == resource_id:
-                    found.append(("models", model_id, model.display_name))
+            if (
+                kind == "provider_keys"
+                and isinstance(model, DirectModel)
+                and model.provider_key_id == resource_id
+            ):
+                found.append(("models", model_id, model.display_name))
             if kind == "models" and isinstance(model, RoutingModel) and target is not None:
                 alias = identity_of(kind, target)
                 if any(t.model == alias for t in model.routing.targets):
@@ -137,7 +140,10 @@ class ResourceIndex:
         if old is None or not isinstance(value, DirectModel | RoutingModel):
             return
         assert isinstance(old, DirectModel | RoutingModel)
-        if old.display_name == value.display_name:
+        # a routing target must stay a single-target model under the same alias
+        if old.display_name == value.display_name and not (
+            isinstance(old, DirectModel) and isinstance(value, RoutingModel)
+        ):
             return
         for ref_kind, ref_id, ref_name in self.referrers("models", resource_id):
             if ref_kind == "models":
@@ -166,7 +172,9 @@ def build_snapshot(
     index = ResourceIndex()
     valid: dict[str, dict[str, Record]] = {kind: {} for kind in _BUILD_ORDER}
     rejected: list[Rejected] = []
-    stale_since = {(r.kind, r.id): r.serving_stale_since for r in previous.rejected} if previous else {}
+    stale_since = (
+        {(r.kind, r.id): r.serving_stale_since for r in previous.rejected} if previous else {}
+    )
     # routing models reference direct ones, so direct models are indexed first
     ordered = [(k, r) for k in _BUILD_ORDER for r in _models_first(k, by_kind[k].values())]
     for kind, record in ordered:
@@ -177,10 +185,16 @@ def build_snapshot(
         old = previous.records.get(kind, {}).get(record.id) if previous else None
         name = record.value.get("display_name") or record.value.get("name")
         since = None
-        if old is not None and old.revision != record.revision and _accept(index, kind, old) is None:
+        if (
+            old is not None
+            and old.revision != record.revision
+            and _accept(index, kind, old) is None
+        ):
             valid[kind][record.id] = old
             since = stale_since.get((kind, record.id)) or now()
-        rejected.append(Rejected(kind, record.id, name if isinstance(name, str) else None, error, since))
+        rejected.append(
+            Rejected(kind, record.id, name if isinstance(name, str) else None, error, since)
+        )
     return _compile(index, valid, revision, tuple(rejected), target_factory)
 
 
@@ -224,9 +238,7 @@ def _compile(
     by_alias = {entry.alias: entry for entry in models_by_id.values()}
     for mid, value in index.items["models"].items():
         if isinstance(value, RoutingModel):
-            routes = tuple(
-                (by_alias[t.model], t.weight, t.priority) for t in value.routing.targets
-            )
+            routes = tuple((by_alias[t.model], t.weight, t.priority) for t in value.routing.targets)
             entry = ModelEntry(
                 mid, valid["models"][mid].revision, value, None, None, routes, _networks(value)
             )
@@ -241,7 +253,11 @@ def _compile(
         assert isinstance(value, ApiKey)
         expires = parse_rfc3339(value.expires_at).timestamp() if value.expires_at else None
         entry_key = KeyEntry(
-            kid, valid["api_keys"][kid].revision, value, Allowlist.compile(value.allowed_models), expires
+            kid,
+            valid["api_keys"][kid].revision,
+            value,
+            Allowlist.compile(value.allowed_models),
+            expires,
         )
         api_keys[kid] = entry_key
         if value.previous_key_hash and value.previous_key_expires_at:
@@ -259,11 +275,13 @@ def _compile(
         api_keys=api_keys,
         keys_by_hash=keys_by_hash,
         rate_limit_policies={
-            pid: v for pid, v in index.items["rate_limit_policies"].items()
+            pid: v
+            for pid, v in index.items["rate_limit_policies"].items()
             if isinstance(v, RateLimitPolicy)
         },
         budget_policies={
-            pid: v for pid, v in index.items["budget_policies"].items()
+            pid: v
+            for pid, v in index.items["budget_policies"].items()
             if isinstance(v, BudgetPolicy)
         },
         rejected=rejected,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -59,6 +59,11 @@ def parse_rfc3339(value: str) -> datetime:
     if parsed.tzinfo is None:
         raise ValueError("must be an RFC 3339 timestamp with a time zone")
     return parsed
+
+
+def format_rfc3339(timestamp: float) -> str:
+    """A Unix time as the RFC 3339 UTC string used in every JSON body (`...T10:00:30Z`)."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _check_rfc3339(value: str | None) -> str | None:
@@ -284,9 +289,7 @@ class ApiKey(_Strict):
     @model_validator(mode="after")
     def _previous_pair(self) -> ApiKey:
         if (self.previous_key_hash is None) != (self.previous_key_expires_at is None):
-            raise ValueError(
-                "previous_key_hash and previous_key_expires_at must be set together"
-            )
+            raise ValueError("previous_key_hash and previous_key_expires_at must be set together")
         return self
 
 

@@ -24,6 +24,10 @@ class StoreUnavailable(RuntimeError):
 class ReadOnlyStore(RuntimeError):
     """The store is file-managed: admin writes answer 405."""
 
+    @classmethod
+    def for_location(cls, location: str) -> ReadOnlyStore:
+        return cls(f"resources are file-managed ({location}): edit the file and send SIGHUP")
+
 
 class StoreTx(Protocol):
     def records(self) -> list[Record]: ...

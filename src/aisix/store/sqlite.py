@@ -12,6 +12,7 @@ error; nothing is ever recreated over it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -212,10 +213,8 @@ class SqliteStore:
         assert self._local_change is not None
         seen = await self._run(lambda: _change_seq(self._db()))
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._local_change.wait(), self._poll_interval)
-            except TimeoutError:
-                pass
             self._local_change.clear()
             try:
                 current = await self._run(lambda: _change_seq(self._db()))

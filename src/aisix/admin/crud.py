@@ -1,0 +1,258 @@
+"""Generic CRUD for every available resource kind, plus API key rotation (contract §4, §5.4).
+
+Each write runs inside one `store.transact` call, in the contract's order: fields (400) →
+references (400) → uniqueness and renames (409) → commit (503). References and uniqueness
+are checked by `aisix.loader.ResourceIndex` against the transaction's own view of the store,
+so two concurrent writes can never both pass the same check. Provider key secrets are
+write-only: reads show `"***"`, and a PUT that omits the secret or sends `"***"` keeps the
+stored one. Nothing here builds snapshots; `on_write` tells the supervisor to reload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aisix.admin.routing import AdminError, AdminRequest, AdminResponse, Handler, Route
+from aisix.loader import Conflict, ResourceIndex, describe_referrer
+from aisix.resources import (
+    ID_PATTERN,
+    SECRET_MASK,
+    ResourceInvalid,
+    describe_validation_error,
+    format_rfc3339,
+    public_value,
+    stored_value,
+    validate_value,
+)
+from aisix.snapshot import Record
+from aisix.store.base import ReadOnlyStore, ResourceStore, StoreTx, StoreUnavailable
+
+#: URL segment → resource kind (`apikeys` is the documented path, `api_keys` its alias)
+KIND_PATHS: dict[str, str] = {
+    "provider_keys": "provider_keys",
+    "models": "models",
+    "apikeys": "api_keys",
+    "api_keys": "api_keys",
+    "rate_limit_policies": "rate_limit_policies",
+    "budget_policies": "budget_policies",
+}
+RESERVED_KINDS = ("guardrails", "cache_policies", "observability_exporters")
+MAX_LIST_LIMIT = 1000
+KindHandler = Callable[[str, AdminRequest], Awaitable[AdminResponse]]
+NOT_FOUND = "resource not found"
+
+
+class RotateRequest(BaseModel):
+    """Body of `POST /admin/v1/apikeys/{id}/rotate`; the body itself is optional."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    grace_seconds: Annotated[int, Field(ge=0, le=86400)] = 0
+
+
+def envelope(record: Record) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "value": public_value(record.kind, record.value),
+        "revision": record.revision,
+    }
+
+
+def parse_json_body(body: bytes) -> Any:
+    """The body as JSON whatever its Content-Type; 400 for non-UTF-8 or bad syntax."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise AdminError(400, "request body is not valid UTF-8") from None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise AdminError(400, f"invalid JSON: {exc}") from None
+
+
+def _page_param(query: dict[str, str], name: str, low: int, high: int | None) -> int | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    bound = f"between {low} and {high}" if high is not None else f">= {low}"
+    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
+        raise AdminError(400, f"{name} must be an integer {bound}")
+    return int(raw)
+
+
+def _require_id(resource_id: str) -> None:
+    if resource_id == "status" or not ID_PATTERN.match(resource_id):
+        shown = resource_id if len(resource_id) <= 80 else resource_id[:80] + "…"
+        raise AdminError(
+            400,
+            f'invalid id "{shown}": must match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}$ '
+            'and not be "status"',
+        )
+
+
+def _keep_secret(raw: Any, current: Record | None) -> Any:
+    """On PUT, an omitted or masked provider key secret means "keep the stored one"."""
+    if not isinstance(raw, dict):
+        return raw
+    sent = raw.get("secret", raw.get("api_key"))
+    if current is not None and (sent is None or sent == SECRET_MASK):
+        raw = {k: v for k, v in raw.items() if k not in ("secret", "api_key")}
+        raw["secret"] = current.value.get("secret")
+    elif sent == SECRET_MASK:
+        raise AdminError(400, 'secret: "***" is the read mask; send the real secret')
+    return raw
+
+
+class ResourceHandlers:
+    """The CRUD and rotate handlers over one store."""
+
+    def __init__(self, store: ResourceStore, on_write: Callable[[], None] | None) -> None:
+        self.store = store
+        self.on_write = on_write
+
+    def routes(self) -> list[Route]:
+        routes: list[Route] = []
+        for segment, kind in KIND_PATHS.items():
+            collection = f"/admin/v1/{segment}"
+            item = collection + "/{id}"
+            routes += [
+                Route("GET", collection, self._bind(self.list_resources, kind)),
+                Route("POST", collection, self._bind(self.create, kind), writes=True),
+                Route("GET", item, self._bind(self.read, kind)),
+                Route("PUT", item, self._bind(self.replace, kind), writes=True),
+                Route("DELETE", item, self._bind(self.delete, kind), writes=True),
+            ]
+            if kind == "api_keys":
+                routes.append(Route("POST", item + "/rotate", self.rotate, writes=True))
+        return routes
+
+    @staticmethod
+    def _bind(method: KindHandler, kind: str) -> Handler:
+        async def handler(request: AdminRequest) -> AdminResponse:
+            return await method(kind, request)
+
+        return handler
+
+    async def _transact(self, fn: Callable[[StoreTx], AdminResponse]) -> AdminResponse:
+        try:
+            response = await self.store.transact(fn)
+        except ResourceInvalid as exc:
+            raise AdminError(400, str(exc)) from None
+        except Conflict as exc:
+            raise AdminError(409, str(exc)) from None
+        except ReadOnlyStore as exc:
+            raise AdminError(405, str(exc)) from None
+        except StoreUnavailable as exc:
+            raise AdminError(503, _unavailable(exc)) from None
+        if self.on_write is not None and response.status < 300:
+            self.on_write()
+        return response
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def list_resources(self, kind: str, request: AdminRequest) -> AdminResponse:
+        limit = _page_param(request.query, "limit", 1, MAX_LIST_LIMIT)
+        offset = _page_param(request.query, "offset", 0, None) or 0
+        try:
+            records, total = await self.store.list(kind, limit, offset)
+        except StoreUnavailable as exc:
+            raise AdminError(503, _unavailable(exc)) from None
+        return AdminResponse(200, {"list": [envelope(r) for r in records], "total": total})
+
+    async def read(self, kind: str, request: AdminRequest) -> AdminResponse:
+        try:
+            record = await self.store.get(kind, request.path_params["id"])
+        except StoreUnavailable as exc:
+            raise AdminError(503, _unavailable(exc)) from None
+        if record is None:
+            raise AdminError(404, NOT_FOUND)
+        return AdminResponse(200, envelope(record))
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def create(self, kind: str, request: AdminRequest) -> AdminResponse:
+        raw = parse_json_body(request.body)
+        resource_id = str(uuid.uuid4())
+        if kind == "provider_keys":
+            raw = _keep_secret(raw, None)
+        return await self._transact(lambda tx: _write(tx, kind, resource_id, raw, None))
+
+    async def replace(self, kind: str, request: AdminRequest) -> AdminResponse:
+        resource_id = request.path_params["id"]
+        _require_id(resource_id)
+        raw = parse_json_body(request.body)
+
+        def put(tx: StoreTx) -> AdminResponse:
+            current = tx.get(kind, resource_id)
+            value = _keep_secret(raw, current) if kind == "provider_keys" else raw
+            return _write(tx, kind, resource_id, value, current)
+
+        return await self._transact(put)
+
+    async def delete(self, kind: str, request: AdminRequest) -> AdminResponse:
+        resource_id = request.path_params["id"]
+
+        def remove(tx: StoreTx) -> AdminResponse:
+            if tx.get(kind, resource_id) is None:
+                raise AdminError(404, NOT_FOUND)
+            refs = ResourceIndex.from_records(tx.records()).referrers(kind, resource_id)
+            if refs:
+                raise Conflict(describe_referrer(kind, resource_id, refs[0]))
+            tx.delete(kind, resource_id)
+            return AdminResponse(200, {"deleted": True, "id": resource_id})
+
+        return await self._transact(remove)
+
+    async def rotate(self, request: AdminRequest) -> AdminResponse:
+        options = RotateRequest()
+        if request.body.strip():
+            try:
+                options = RotateRequest.model_validate(parse_json_body(request.body))
+            except ValidationError as exc:
+                raise AdminError(400, describe_validation_error(exc)) from None
+        resource_id = request.path_params["id"]
+        plaintext = "sk-" + secrets.token_hex(16)
+
+        def rotate(tx: StoreTx) -> AdminResponse:
+            current = tx.get("api_keys", resource_id)
+            if current is None:
+                raise AdminError(404, NOT_FOUND)
+            value = dict(current.value)
+            old_hash = value.get("key_hash")
+            value["key_hash"] = hashlib.sha256(plaintext.encode()).hexdigest()
+            value.pop("previous_key_hash", None)
+            value.pop("previous_key_expires_at", None)
+            if options.grace_seconds > 0 and isinstance(old_hash, str):
+                value["previous_key_hash"] = old_hash
+                until = time.time() + options.grace_seconds
+                value["previous_key_expires_at"] = format_rfc3339(until)
+            written = _write(tx, "api_keys", resource_id, value, current)
+            return AdminResponse(200, {"entry": written.body, "plaintext": plaintext})
+
+        return await self._transact(rotate)
+
+
+def _write(
+    tx: StoreTx, kind: str, resource_id: str, raw: Any, current: Record | None
+) -> AdminResponse:
+    """Validate `raw` as `kind` against the transaction's view and store it."""
+    value = validate_value(kind, raw)
+    index = ResourceIndex.from_records(tx.records())
+    index.check_references(kind, value)
+    index.check_unique(kind, resource_id, value)
+    index.check_rename(resource_id, value)
+    record = tx.put(kind, resource_id, stored_value(value))
+    return AdminResponse(201 if current is None else 200, envelope(record))
+
+
+def _unavailable(exc: StoreUnavailable) -> str:
+    message = str(exc)
+    return message if message.startswith("store unavailable") else f"store unavailable: {message}"

@@ -1,0 +1,255 @@
+"""JSON Schemas of the resource kinds and the admin API's OpenAPI 3.1 document.
+
+Both are generated from the pydantic models in `aisix.resources`, so they cannot drift from
+the validation the admin API, the stores and `aisix validate` apply. `resource_schemas()`
+backs `aisix schema` (draft 2020-12, one self-contained schema per kind);
+`openapi_document(routes)` describes every route the admin listener serves, the routes
+other modules contribute through `extra_routes` included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from aisix.admin.crud import KIND_PATHS, RotateRequest
+from aisix.resources import (
+    ApiKey,
+    BudgetPolicy,
+    DirectModel,
+    ProviderKey,
+    RateLimitPolicy,
+    RoutingModel,
+)
+
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+_KIND_MODELS: dict[str, type[BaseModel] | Any] = {
+    "provider_keys": ProviderKey,
+    "models": DirectModel | RoutingModel,
+    "api_keys": ApiKey,
+    "rate_limit_policies": RateLimitPolicy,
+    "budget_policies": BudgetPolicy,
+}
+_SCHEMA_NAMES = {
+    "provider_keys": "ProviderKey",
+    "models": "Model",
+    "api_keys": "ApiKey",
+    "rate_limit_policies": "RateLimitPolicy",
+    "budget_policies": "BudgetPolicy",
+}
+#: summaries of the routes other modules serve through `extra_routes`
+_EXTRA_SUMMARIES = {
+    ("GET", "/admin/v1/models/status"): "Per-model runtime state (cooldown, latency, in flight)",
+    ("GET", "/admin/v1/health"): "Gateway health: model cooldowns and snapshot age",
+    ("GET", "/admin/v1/apikeys/{id}/usage"): "One API key's usage and budget (?from=&to=)",
+    ("GET", "/admin/v1/usage"): "Aggregated usage (?group_by=api_key|model|team&from=&to=)",
+}
+
+
+def resource_schemas() -> dict[str, dict[str, Any]]:
+    """Draft 2020-12 JSON Schema of every resource kind's `value`, keyed by kind."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind, model in _KIND_MODELS.items():
+        schema = TypeAdapter(model).json_schema(mode="validation")
+        out[kind] = {"$schema": DRAFT_2020_12, "title": _SCHEMA_NAMES[kind], **schema}
+    return out
+
+
+def _components() -> dict[str, Any]:
+    classes: tuple[type[BaseModel], ...] = (
+        ProviderKey,
+        DirectModel,
+        RoutingModel,
+        ApiKey,
+        RateLimitPolicy,
+        BudgetPolicy,
+        RotateRequest,
+    )
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in classes]
+    _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
+    schemas: dict[str, Any] = dict(defs.get("$defs", {}))
+    schemas["Model"] = {
+        "oneOf": [
+            {"$ref": "#/components/schemas/DirectModel"},
+            {"$ref": "#/components/schemas/RoutingModel"},
+        ]
+    }
+    schemas["Error"] = {
+        "type": "object",
+        "properties": {"error_msg": {"type": "string"}},
+        "required": ["error_msg"],
+    }
+    schemas["Deleted"] = {
+        "type": "object",
+        "properties": {"deleted": {"const": True}, "id": {"type": "string"}},
+        "required": ["deleted", "id"],
+    }
+    for name in _SCHEMA_NAMES.values():
+        schemas[f"{name}Envelope"] = {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "value": _ref(name),
+                "revision": {"type": "integer", "minimum": 1},
+            },
+            "required": ["id", "value", "revision"],
+        }
+        schemas[f"{name}List"] = {
+            "type": "object",
+            "properties": {
+                "list": {"type": "array", "items": _ref(f"{name}Envelope")},
+                "total": {"type": "integer", "minimum": 0},
+            },
+            "required": ["list", "total"],
+        }
+    schemas["RotateResult"] = {
+        "type": "object",
+        "properties": {"entry": _ref("ApiKeyEnvelope"), "plaintext": {"type": "string"}},
+        "required": ["entry", "plaintext"],
+    }
+    return schemas
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    body = {"application/json": {"schema": schema or {}}}
+    return {"description": description, "content": body}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    texts = {
+        400: "Invalid JSON, field, reference or query",
+        401: "Missing or wrong admin key",
+        404: "Resource not found",
+        405: "Method not allowed, or the resources are file-managed",
+        409: "Identity clash, or the resource is referenced",
+        413: "Request body too large",
+        503: "Store unavailable",
+    }
+    return {str(s): _json(texts[s], _ref("Error")) for s in (401, *statuses)}
+
+
+def _id_param() -> dict[str, Any]:
+    return {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _kind_paths(segment: str, kind: str) -> dict[str, Any]:
+    name = _SCHEMA_NAMES[kind]
+    tag = [kind]
+    body = {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+    page = [
+        {
+            "name": "limit",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+        },
+        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+    ]
+    envelope = _ref(f"{name}Envelope")
+    collection = {
+        "get": {
+            "tags": tag,
+            "summary": f"List {kind}",
+            "parameters": page,
+            "responses": {
+                "200": _json("Entries in creation order", _ref(f"{name}List")),
+                **_errors(400, 503),
+            },
+        },
+        "post": {
+            "tags": tag,
+            "summary": f"Create one of {kind}",
+            "requestBody": body,
+            "responses": {"201": _json("Created", envelope), **_errors(400, 405, 409, 413, 503)},
+        },
+    }
+    item = {
+        "parameters": [_id_param()],
+        "get": {
+            "tags": tag,
+            "summary": "Read one",
+            "responses": {"200": _json("The entry", envelope), **_errors(404, 503)},
+        },
+        "put": {
+            "tags": tag,
+            "summary": "Replace (or create under this id)",
+            "requestBody": body,
+            "responses": {
+                "200": _json("Updated", envelope),
+                "201": _json("Created", envelope),
+                **_errors(400, 405, 409, 413, 503),
+            },
+        },
+        "delete": {
+            "tags": tag,
+            "summary": "Delete",
+            "responses": {"200": _json("Deleted", _ref("Deleted")), **_errors(404, 405, 409, 503)},
+        },
+    }
+    paths = {f"/admin/v1/{segment}": collection, f"/admin/v1/{segment}/{{id}}": item}
+    if kind == "api_keys":
+        rotate_body = {
+            "required": False,
+            "content": {"application/json": {"schema": _ref("RotateRequest")}},
+        }
+        paths[f"/admin/v1/{segment}/{{id}}/rotate"] = {
+            "parameters": [_id_param()],
+            "post": {
+                "tags": tag,
+                "summary": "Rotate the key; the only response with a plaintext",
+                "requestBody": rotate_body,
+                "responses": {
+                    "200": _json("Rotated", _ref("RotateResult")),
+                    **_errors(400, 404, 405, 503),
+                },
+            },
+        }
+    return paths
+
+
+def openapi_document(extra_routes: list[tuple[str, str]], version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the admin listener."""
+    paths: dict[str, Any] = {}
+    for segment, kind in KIND_PATHS.items():
+        paths.update(_kind_paths(segment, kind))
+    for method, pattern in extra_routes:
+        operation: dict[str, Any] = {
+            "summary": _EXTRA_SUMMARIES.get((method, pattern), pattern),
+            "responses": {"200": _json("OK"), **_errors()},
+        }
+        if "{id}" in pattern:
+            operation["parameters"] = [_id_param()]
+        paths.setdefault(pattern, {})[method.lower()] = operation
+    plain = {
+        "description": "`ok`, or `draining` with 503",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    }
+    paths["/livez"] = {
+        "get": {"summary": "Liveness", "security": [], "responses": {"200": plain, "503": plain}}
+    }
+    paths["/admin/openapi.json"] = {
+        "get": {
+            "summary": "This document",
+            "security": [],
+            "responses": {"200": _json("OpenAPI 3.1")},
+        }
+    }
+    return {
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": DRAFT_2020_12,
+        "info": {"title": "aisix admin API", "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": _components(),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            },
+        },
+        "security": [{"bearer": []}, {"apiKeyHeader": []}],
+    }

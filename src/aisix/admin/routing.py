@@ -1,0 +1,100 @@
+"""The admin listener's request/response types and its small route table.
+
+A route is a method plus a path pattern of literal segments and `{name}` placeholders
+(`/admin/v1/apikeys/{id}/usage`); a placeholder matches exactly one non-empty segment. Other
+modules (model status, health, usage reads) plug their handlers in through `extra_routes`,
+a mapping `(method, pattern) -> handler`; a handler takes an `AdminRequest` and returns an
+`AdminResponse` or raises `AdminError`. Extra routes are matched before the built-in CRUD
+routes, and every route under `/admin/v1/` is authenticated before its handler runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aisix.asgi import Scope
+
+
+class AdminError(Exception):
+    """An admin error answered as `{"error_msg": message}` with `status`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class AdminRequest:
+    method: str
+    path: str
+    #: values of the pattern's `{name}` placeholders
+    path_params: dict[str, str]
+    #: query parameters; the first value of a repeated name wins
+    query: dict[str, str]
+    #: the request body (read only for POST and PUT, within the admin body limit)
+    body: bytes
+    scope: Scope = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AdminResponse:
+    status: int
+    #: any value orjson can serialise
+    body: Any
+
+
+Handler = Callable[[AdminRequest], Awaitable[AdminResponse]]
+ExtraRoutes = Mapping[tuple[str, str], Handler]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    pattern: str
+    handler: Handler
+    #: a resource write: refused with 405 on a read-only (file-managed) store
+    writes: bool = False
+    segments: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "segments", tuple(self.pattern.strip("/").split("/")))
+
+    def match(self, parts: list[str]) -> dict[str, str] | None:
+        if len(parts) != len(self.segments):
+            return None
+        params: dict[str, str] = {}
+        for want, got in zip(self.segments, parts, strict=True):
+            if want.startswith("{") and want.endswith("}"):
+                if not got:
+                    return None
+                params[want[1:-1]] = got
+            elif want != got:
+                return None
+        return params
+
+
+class RouteTable:
+    """Routes in priority order; answers the route for a request, or 404 / 405."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = routes
+
+    def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        parts = path.strip("/").split("/") if path != "/" else [""]
+        path_known = False
+        for route in self.routes:
+            params = route.match(parts)
+            if params is None:
+                continue
+            path_known = True
+            if route.method == method:
+                return route, params
+        if path_known:
+            raise AdminError(405, "method not allowed")
+        raise AdminError(404, "resource not found")
+
+    def patterns(self) -> list[tuple[str, str]]:
+        return [(route.method, route.pattern) for route in self.routes]

@@ -1,0 +1,303 @@
+"""The gateway process: builds every component from Settings and runs the listeners.
+
+`Gateway` owns the lifecycle: open the store, publish the first snapshot, start the upstream
+transport, bind the proxy, admin and status listeners (uvicorn with httptools + uvloop on
+sockets we create, so `proxy.workers > 1` can share the proxy port with SO_REUSEPORT), then
+wait for a signal. SIGHUP reloads a resources file; SIGTERM/SIGINT drain: health endpoints
+answer 503, listeners stop accepting, in-flight requests get `shutdown_grace_secs`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from aisix.admin.app import build_admin_app
+from aisix.admin.routing import AdminRequest, AdminResponse
+from aisix.events import EventBus
+from aisix.limits.factory import build_governor
+from aisix.obs.access_log import AccessLog
+from aisix.obs.metrics import Metrics
+from aisix.obs.status import StatusApp
+from aisix.providers.registry import build_target
+from aisix.providers.transport import Transport
+from aisix.proxy.client_ip import ClientIPResolver
+from aisix.proxy.context import ProxyRuntime
+from aisix.proxy.server import ProxyApp
+from aisix.routing.health import HealthRegistry
+from aisix.routing.strategies import Router
+from aisix.settings import Settings, TLSFiles
+from aisix.snapshot import Snapshot, SnapshotHolder
+from aisix.store.base import ResourceStore
+from aisix.store.supervisor import Supervisor
+
+log = logging.getLogger("aisix")
+
+
+class StartupError(RuntimeError):
+    """The gateway cannot start; the message names the cause (config key, path, port)."""
+
+
+@dataclass(slots=True)
+class Listener:
+    name: str
+    key: str
+    server: uvicorn.Server
+    sock: socket.socket
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def bind_socket(addr: str, key: str, reuse_port: bool = False) -> socket.socket:
+    host, port = split_addr(addr)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"{key}: cannot bind {addr}: {exc.strerror or exc}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def make_store(settings: Settings) -> ResourceStore:
+    if settings.etcd is not None:
+        raise StartupError("etcd: the etcd store is not available in this build yet")
+    if settings.resources_file is not None:
+        from aisix.store.file import FileStore
+
+        return FileStore(settings.resolve(settings.resources_file), dict(os.environ))
+    from aisix.store.sqlite import SqliteStore
+
+    poll = (settings.store.poll_interval_ms if settings.store else 250) / 1000
+    return SqliteStore(settings.sqlite_path, poll_interval=poll)
+
+
+def _uvicorn_server(
+    app: Any, grace: int, tls: TLSFiles | None, settings: Settings
+) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        http="httptools",
+        loop="none",
+        lifespan="off",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        log_level=settings.observability.log_level,
+        timeout_graceful_shutdown=grace,
+        timeout_keep_alive=75,
+        ssl_certfile=str(settings.resolve(tls.cert_file)) if tls else None,
+        ssl_keyfile=str(settings.resolve(tls.key_file)) if tls else None,
+    )
+    config.load()
+    server = uvicorn.Server(config)
+    server.lifespan = config.lifespan_class(config)
+    return server
+
+
+class Gateway:
+    """One gateway process; `serve_admin` is False in extra proxy worker processes."""
+
+    def __init__(self, settings: Settings, *, serve_admin: bool = True) -> None:
+        self.settings = settings
+        self.serve_admin = serve_admin
+        self.holder = SnapshotHolder()
+        self.bus = EventBus()
+        self.metrics = Metrics()
+        self.health = HealthRegistry()
+        self.router = Router(self.health)
+        self.transport = Transport(
+            settings.upstream.connect_timeout_ms, settings.upstream.pool_size_per_host
+        )
+        self.store = make_store(settings)
+        self.supervisor = Supervisor(self.store, self.holder, build_target, self._on_reload)
+        self.listeners: list[Listener] = []
+        self.stop_event = asyncio.Event()
+        self.runtime: ProxyRuntime | None = None
+        self.ledger: Any = None
+        self._cleanup: list[Callable[[], Awaitable[None]]] = []
+
+    def _on_reload(self, ok: bool, snapshot: Snapshot | None) -> None:
+        self.metrics.on_reload(
+            ok,
+            snapshot.revision if snapshot else None,
+            len(snapshot.rejected) if snapshot else None,
+        )
+        if snapshot is not None:
+            self.health.prune(snapshot.models_by_id.keys())
+
+    async def start(self) -> None:
+        settings = self.settings
+        try:
+            await self.store.open()
+        except Exception as exc:
+            raise StartupError(str(exc)) from None
+        self._cleanup.append(self.store.close)
+        await self.supervisor.start()
+        self._cleanup.append(self.supervisor.stop)
+        if self.holder.current is None:
+            error = self.supervisor.last_reload.error if self.supervisor.last_reload else "?"
+            raise StartupError(f"cannot load resources: {error}")
+        await self.transport.start()
+        self._cleanup.append(self.transport.close)
+        governor = await build_governor(settings, self.ledger, self.metrics)
+        self._cleanup.append(governor.close)
+        self.runtime = ProxyRuntime(
+            settings=settings,
+            holder=self.holder,
+            transport=self.transport,
+            router=self.router,
+            health=self.health,
+            governor=governor,
+            bus=self.bus,
+            client_ip=ClientIPResolver(settings.proxy.real_ip),
+        )
+        runtime = self.runtime
+        self.metrics.bind_in_flight(lambda: float(runtime.in_flight))
+        self.health.on_change = lambda entry, state, reason: self.metrics.on_cooldown(
+            entry.alias, state, reason
+        )
+        self.bus.subscribe(self.metrics.on_request)
+        if settings.observability.access_log:
+            self.bus.subscribe(AccessLog().on_request)
+        await self._bind_listeners(runtime)
+
+    async def _bind_listeners(self, runtime: ProxyRuntime) -> None:
+        settings = self.settings
+        grace = settings.proxy.shutdown_grace_secs
+        proxy_sock = bind_socket(settings.proxy.addr, "proxy.addr", settings.proxy.workers > 1)
+        planned: list[tuple[str, str, Any, socket.socket, TLSFiles | None]] = [
+            ("proxy", "proxy.addr", ProxyApp(runtime), proxy_sock, settings.proxy.tls)
+        ]
+        if self.serve_admin and settings.admin.enabled:
+            assert settings.admin.admin_keys
+            admin_app = build_admin_app(
+                self.store,
+                settings.admin.admin_keys,
+                extra_routes=self._admin_routes(),
+                draining=lambda: runtime.draining,
+            )
+            sock = bind_socket(settings.admin.addr, "admin.addr")
+            planned.append(("admin", "admin.addr", admin_app, sock, settings.admin.tls))
+        prometheus = settings.observability.metrics.prometheus
+        if self.serve_admin and prometheus.enabled:
+            status_app = StatusApp(
+                prometheus.path,
+                self.metrics.render,
+                self.supervisor.status,
+                self._models_status,
+                lambda: self.holder.current is not None and not runtime.draining,
+            )
+            sock = bind_socket(prometheus.addr, "observability.metrics.prometheus.addr")
+            planned.append(("status", prometheus.addr, status_app, sock, None))
+        for name, key, app, sock, tls in planned:
+            server = _uvicorn_server(app, grace, tls, settings)
+            await server.startup(sockets=[sock])
+            self.listeners.append(Listener(name, key, server, sock))
+
+    def _models_status(self) -> list[dict[str, Any]]:
+        snapshot = self.holder.current
+        return self.health.status(snapshot.models_by_id.values()) if snapshot else []
+
+    def _admin_routes(
+        self,
+    ) -> dict[tuple[str, str], Callable[[AdminRequest], Awaitable[AdminResponse]]]:
+        async def models_status(request: AdminRequest) -> AdminResponse:
+            return AdminResponse(200, self._models_status())
+
+        async def health(request: AdminRequest) -> AdminResponse:
+            snapshot = self.holder.current
+            models = self._models_status()
+            cooling = any(m.get("status") == "cooldown" for m in models)
+            body = {
+                "status": "degraded" if cooling or not self.store.connected() else "ok",
+                "models": [
+                    {
+                        "id": m["id"],
+                        "name": m["display_name"],
+                        "health": 1 if m.get("status") == "cooldown" else 0,
+                    }
+                    for m in models
+                    if m.get("kind") == "direct"
+                ],
+                "config": {
+                    "snapshot_revision": snapshot.revision if snapshot else None,
+                    "snapshot_age_seconds": int(time.time() - snapshot.applied_at)
+                    if snapshot
+                    else None,
+                },
+            }
+            return AdminResponse(200, body)
+
+        routes: dict[tuple[str, str], Callable[[AdminRequest], Awaitable[AdminResponse]]] = {
+            ("GET", "/admin/v1/models/status"): models_status,
+            ("GET", "/admin/v1/health"): health,
+        }
+        return routes
+
+    async def reload_file(self) -> None:
+        reload = getattr(self.store, "reload", None)
+        if reload is None:
+            log.info("SIGHUP ignored: the resource source is not a file")
+            return
+        try:
+            await reload()
+        except Exception as exc:
+            log.error("resources file reload rejected: %s", exc)
+            self.supervisor.record_failure(str(exc))
+            return
+        await self.supervisor.reload()
+
+    async def drain_and_stop(self) -> None:
+        if self.runtime is not None:
+            self.runtime.draining = True
+        for listener in self.listeners:
+            for server in listener.server.servers:
+                server.close()
+        await asyncio.gather(
+            *(listener.server.shutdown(sockets=[listener.sock]) for listener in self.listeners),
+            return_exceptions=True,
+        )
+        for close in reversed(self._cleanup):
+            try:
+                await close()
+            except Exception:
+                log.exception("error during shutdown")
+
+    async def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT, drain and stop; return the exit status."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGINT, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload_file()))
+        try:
+            await self.start()
+        except StartupError:
+            await self.drain_and_stop()
+            raise
+        log.info(
+            "aisix listening: %s",
+            ", ".join(f"{listener.name} {listener.key}" for listener in self.listeners),
+        )
+        await self.stop_event.wait()
+        log.info("draining")
+        await self.drain_and_stop()
+        return 0

@@ -1,0 +1,157 @@
+"""The `aisix` command: serve, validate, schema, demo-upstream (contract §1.2).
+
+Exit codes: `serve` 0 after a clean shutdown, 2 for an invalid configuration (one stderr line
+naming the key), 1 for any other startup failure; `validate` 0 valid, 1 invalid, 2 usage;
+`schema` 0, or 2 for an unknown kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import sys
+
+import orjson
+
+from aisix import __version__
+from aisix.settings import ConfigError, Settings, load_settings
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"aisix: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="aisix", description="aisix AI gateway")
+    parser.add_argument("--version", action="version", version=f"aisix {__version__}")
+    parser.add_argument("--config", help="path to config.yaml (or set AISIX_CONFIG)")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="start the gateway")
+    serve.add_argument("--config", default=argparse.SUPPRESS)
+    validate = sub.add_parser("validate", help="check config and resources without serving")
+    validate.add_argument("--config", default=argparse.SUPPRESS)
+    validate.add_argument("--resources", help="resources file to check")
+    schema = sub.add_parser("schema", help="print resource JSON Schemas")
+    schema.add_argument("kind", nargs="?")
+    sub.add_parser(
+        "demo-upstream", help="fake OpenAI upstream for demos and load tests", add_help=False
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in and args_in[0] == "demo-upstream":
+        from aisix.demo_upstream import main as demo_main
+
+        return demo_main(args_in[1:])
+    args = _parser().parse_args(args_in)
+    config = getattr(args, "config", None) or os.environ.get("AISIX_CONFIG")
+    if args.command == "schema":
+        return _schema(args.kind)
+    if args.command == "validate":
+        return _validate(config, args.resources)
+    return serve(config)
+
+
+def _schema(kind: str | None) -> int:
+    from aisix.admin.openapi import resource_schemas
+
+    schemas = resource_schemas()
+    if kind is not None:
+        normalised = "api_keys" if kind == "apikeys" else kind
+        if normalised not in schemas:
+            print(f"aisix: unknown kind {kind!r} (one of {', '.join(schemas)})", file=sys.stderr)
+            return EXIT_USAGE
+        print(orjson.dumps(schemas[normalised], option=orjson.OPT_INDENT_2).decode())
+        return EXIT_OK
+    print(orjson.dumps(schemas, option=orjson.OPT_INDENT_2).decode())
+    return EXIT_OK
+
+
+def _validate(config: str | None, resources: str | None) -> int:
+    if config is None:
+        print("aisix: validate needs --config (or AISIX_CONFIG)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        settings = load_settings(config, os.environ)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_FAIL
+    path = resources or settings.resources_file
+    if path is not None:
+        from aisix.store.file import validate_resources_file
+
+        problems = validate_resources_file(settings.resolve(path), os.environ)
+        if problems:
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            return EXIT_FAIL
+    print("ok")
+    return EXIT_OK
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.observability.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def serve(config: str | None) -> int:
+    try:
+        settings = load_settings(config, os.environ)
+    except ConfigError as exc:
+        print(f"aisix: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    _configure_logging(settings)
+    workers = [_spawn_worker(config) for _ in range(settings.proxy.workers - 1)]
+    try:
+        return _run_gateway(settings, serve_admin=True)
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+        for worker in workers:
+            worker.join(timeout=settings.proxy.shutdown_grace_secs + 5)
+
+
+def _run_gateway(settings: Settings, serve_admin: bool) -> int:
+    from aisix.app import Gateway, StartupError
+
+    import uvloop
+
+    try:
+        return uvloop.run(Gateway(settings, serve_admin=serve_admin).run())
+    except StartupError as exc:
+        print(f"aisix: startup failed: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+
+
+def _spawn_worker(config: str | None) -> multiprocessing.process.BaseProcess:
+    ctx = multiprocessing.get_context("spawn")
+    process = ctx.Process(target=_worker_main, args=(config,), daemon=True)
+    process.start()
+    return process
+
+
+def _worker_main(config: str | None) -> None:
+    """An extra proxy worker: proxy listener only, sharing the port with SO_REUSEPORT."""
+    settings = load_settings(config, os.environ)
+    _configure_logging(settings)
+    raise SystemExit(_run_gateway(settings, serve_admin=False))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
+
+
+__all__ = ["main"]

@@ -1,0 +1,54 @@
+"""UTC window and budget-period arithmetic shared by every counter backend (contract §9.2, §5.7).
+
+A *window code* names a counting window: a positive number is a fixed window of that many
+seconds aligned to the Unix epoch (`window_start = floor(now / W) × W`); `WEEK` is a 7-day
+window starting Monday 00:00 UTC, `MONTH` a calendar month starting on the 1st 00:00 UTC, and
+`TOTAL` a window that never ends. `bounds(code, now)` gives `(start, end)` in whole seconds
+(`end == 0` for `TOTAL`). The Redis Lua scripts (`aisix.limits.lua`) implement the same rules
+on the server clock; tests check both agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+Clock = Callable[[], float]
+
+SECOND, MINUTE, HOUR, DAY = 1, 60, 3600, 86400
+WEEK = -7
+MONTH = -1
+TOTAL = 0
+#: 1970-01-05 (a Monday) — week windows are fixed 7-day windows offset by this much
+WEEK_OFFSET = 4 * DAY
+
+POLICY_WINDOWS = {"second": SECOND, "minute": MINUTE, "hour": HOUR, "day": DAY}
+PERIODS = {"day": DAY, "week": WEEK, "month": MONTH, "total": TOTAL}
+
+
+def bounds(code: int, now: float) -> tuple[int, int]:
+    """The `(start, end)` of the window `code` containing `now`; end is 0 when it never ends."""
+    if code > 0:
+        start = math.floor(now / code) * code
+        return start, start + code
+    if code == WEEK:
+        span = 7 * DAY
+        start = math.floor((now - WEEK_OFFSET) / span) * span + WEEK_OFFSET
+        return start, start + span
+    if code == MONTH:
+        moment = datetime.fromtimestamp(math.floor(now), UTC)
+        first = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        following = first.replace(year=first.year + first.month // 12, month=first.month % 12 + 1)
+        return int(first.timestamp()), int(following.timestamp())
+    return 0, 0
+
+
+def seconds_until(end: int, now: float) -> int:
+    """Whole seconds until `end`, at least 1 (the contract's Retry-After and reset rule)."""
+    return max(1, math.ceil(end - now))
+
+
+def rfc3339(ts: float) -> str:
+    """`2026-01-05T10:00:30Z` for a Unix timestamp (whole seconds, UTC)."""
+    return datetime.fromtimestamp(math.floor(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

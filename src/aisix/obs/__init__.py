@@ -1,0 +1,1 @@
+"""Observability sinks: Prometheus metrics, the JSON access log, and the status listener."""

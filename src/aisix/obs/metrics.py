@@ -1,0 +1,217 @@
+"""Prometheus metrics (contract §12.1), fed by `RequestFinished` events and runtime hooks.
+
+Label values come from configuration (aliases, provider labels, route templates) or from a
+closed set, never from client strings. Label children are cached per label tuple so the
+per-request cost is a dict hit and an increment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from aisix.events import RequestFinished
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class _Cached:
+    """A metric family with its label children memoised by label tuple."""
+
+    __slots__ = ("_children", "family")
+
+    def __init__(self, family: Any) -> None:
+        self.family = family
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def child(self, *labels: str) -> Any:
+        found = self._children.get(labels)
+        if found is None:
+            found = self.family.labels(*labels)
+            self._children[labels] = found
+        return found
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        c = self._counter
+        self.requests = c(
+            "aisix_requests_total",
+            "Proxy requests",
+            ["endpoint", "model", "provider", "status", "outcome"],
+        )
+        self.duration = _Cached(
+            Histogram(
+                "aisix_request_duration_seconds",
+                "Proxy request duration",
+                ["endpoint", "model", "outcome"],
+                buckets=_LATENCY_BUCKETS,
+                registry=r,
+            )
+        )
+        self.llm_requests = c(
+            "aisix_llm_requests_total",
+            "Upstream attempts",
+            ["model", "provider", "status", "is_fallback"],
+        )
+        self.llm_latency = _Cached(
+            Histogram(
+                "aisix_llm_api_latency_seconds",
+                "Upstream attempt latency",
+                ["model", "provider"],
+                buckets=_LATENCY_BUCKETS,
+                registry=r,
+            )
+        )
+        self.ttft = _Cached(
+            Histogram(
+                "aisix_llm_time_to_first_token_seconds",
+                "Time to first streamed chunk",
+                ["model", "provider"],
+                buckets=_LATENCY_BUCKETS,
+                registry=r,
+            )
+        )
+        self.input_tokens = c(
+            "aisix_llm_input_tokens_total", "Prompt tokens", ["model", "provider"]
+        )
+        self.output_tokens = c(
+            "aisix_llm_output_tokens_total", "Completion tokens", ["model", "provider"]
+        )
+        self.total_tokens = c("aisix_llm_total_tokens_total", "Total tokens", ["model", "provider"])
+        self.consumed = c("aisix_tokens_consumed_total", "Tokens consumed", ["model", "provider"])
+        self.spend = c(
+            "aisix_llm_spend_micro_usd_total", "Spend in micro-USD", ["model", "provider"]
+        )
+        self.auth = c("aisix_auth_decisions_total", "Caller auth decisions", ["result", "reason"])
+        self.ratelimit_rejections = c(
+            "aisix_ratelimit_rejections_total", "Rate-limit refusals", ["scope", "layer"]
+        )
+        self.budget_rejections = c("aisix_budget_rejections_total", "Budget refusals", ["scope"])
+        self.budget_warnings = c("aisix_budget_warnings_total", "Warn budgets crossed", ["scope"])
+        self.in_flight = Gauge(
+            "aisix_proxy_in_flight_requests", "Proxy requests in flight", registry=r
+        )
+        self.body_limit = Counter(
+            "aisix_proxy_request_body_limit_rejections_total", "Bodies over the limit", registry=r
+        )
+        self.cancelled = c(
+            "aisix_proxy_client_cancelled_requests_total",
+            "Requests the client abandoned",
+            ["endpoint"],
+        )
+        self.deployment_state = _Cached(
+            Gauge("aisix_deployment_state", "0 healthy, 1 cooldown", ["model"], registry=r)
+        )
+        self.cooled_down = c(
+            "aisix_deployment_cooled_down_total", "Cooldowns entered", ["model", "reason"]
+        )
+        self.fallback_ok = c(
+            "aisix_routing_successful_fallbacks_total",
+            "Requests a fallback target served",
+            ["model"],
+        )
+        self.fallback_failed = c(
+            "aisix_routing_failed_fallbacks_total", "Requests whose fallbacks all failed", ["model"]
+        )
+        self.reloads = c("aisix_config_reloads_total", "Resource reloads", ["result"])
+        self.applied_revision = Gauge(
+            "aisix_config_applied_revision", "Snapshot revision", registry=r
+        )
+        self.rejected = Gauge("aisix_config_rejected_resources", "Rejected resources", registry=r)
+        self.last_reload_ok = Gauge(
+            "aisix_config_last_reload_successful", "1 if the last reload succeeded", registry=r
+        )
+        self.usage_emitted = Counter(
+            "aisix_usage_events_emitted_total", "Usage events emitted", registry=r
+        )
+        self.usage_drops = Counter(
+            "aisix_usage_event_drops_total", "Usage events dropped", registry=r
+        )
+        self.redis_failures = c("aisix_redis_failures_total", "Redis failures", ["operation"])
+
+    def _counter(self, name: str, doc: str, labels: list[str]) -> _Cached:
+        return _Cached(Counter(name.removesuffix("_total"), doc, labels, registry=self.registry))
+
+    def bind_in_flight(self, read: Callable[[], float]) -> None:
+        self.in_flight.set_function(read)
+
+    def render(self) -> bytes:
+        data: bytes = generate_latest(self.registry)
+        return data
+
+    # -- subscribers -----------------------------------------------------------------------
+
+    def on_request(self, event: RequestFinished) -> None:
+        model = event.requested_model or "unresolved"
+        provider = event.provider or ""
+        status = str(event.status)
+        outcome = event.outcome
+        self.requests.child(event.endpoint, model, provider, status, outcome).inc()
+        self.duration.child(event.endpoint, model, outcome).observe(event.latency_ms / 1000)
+        self._auth(event)
+        if event.status == 413:
+            self.body_limit.inc()
+        if event.status == 499 or (event.status == 200 and event.error_type == "client_gone"):
+            self.cancelled.child(event.endpoint).inc()
+        if outcome == "rate_limited":
+            layer = "policy" if "policy" in (event.error_code or "") else "api_key"
+            self.ratelimit_rejections.child("requests", layer).inc()
+        elif outcome == "budget_exceeded":
+            self.budget_rejections.child("request").inc()
+        for name in event.budget_warnings:
+            self.budget_warnings.child("request").inc()
+            del name
+        for attempt in event.attempt_log:
+            self.llm_requests.child(
+                attempt.served_model,
+                attempt.provider,
+                str(attempt.status),
+                "true" if attempt.is_fallback else "false",
+            ).inc()
+            self.llm_latency.child(attempt.served_model, attempt.provider).observe(
+                attempt.latency_s
+            )
+        self._served(event)
+
+    def _auth(self, event: RequestFinished) -> None:
+        if event.api_key_id is not None:
+            self.auth.child("allowed", "ok").inc()
+        elif event.status == 401:
+            self.auth.child("denied", event.error_code or "invalid_api_key").inc()
+
+    def _served(self, event: RequestFinished) -> None:
+        served = event.served_model
+        if served is None or event.outcome != "success":
+            if event.is_fallback and event.requested_model:
+                self.fallback_failed.child(event.requested_model).inc()
+            return
+        provider = event.provider or ""
+        if event.is_fallback and event.requested_model:
+            self.fallback_ok.child(event.requested_model).inc()
+        if event.ttft_ms is not None:
+            self.ttft.child(served, provider).observe(event.ttft_ms / 1000)
+        usage = event.usage
+        if usage is not None:
+            self.input_tokens.child(served, provider).inc(usage.prompt_tokens)
+            self.output_tokens.child(served, provider).inc(usage.completion_tokens)
+            self.total_tokens.child(served, provider).inc(usage.total_tokens)
+            self.consumed.child(served, provider).inc(usage.total_tokens)
+        if event.cost_usd:
+            self.spend.child(served, provider).inc(event.cost_usd * 1_000_000)
+
+    def on_reload(self, successful: bool, revision: int | None, rejected: int | None) -> None:
+        self.reloads.child("success" if successful else "failure").inc()
+        self.last_reload_ok.set(1 if successful else 0)
+        if revision is not None:
+            self.applied_revision.set(revision)
+        if rejected is not None:
+            self.rejected.set(rejected)
+
+    def on_cooldown(self, model: str, state: int, reason: str | None) -> None:
+        self.deployment_state.child(model).set(state)
+        if state == 1:
+            self.cooled_down.child(model, reason or "unknown").inc()

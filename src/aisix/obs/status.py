@@ -1,0 +1,48 @@
+"""The status listener's ASGI app: `/metrics`, `/status/config`, `/status/ready`, `/status/models`.
+
+Unauthenticated and bound to loopback by default; it exposes no secret and no key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from aisix.asgi import JSON_HEADERS, TEXT_HEADERS, Receive, Scope, Send, send_response
+
+PROMETHEUS_TYPE = [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
+
+
+class StatusApp:
+    def __init__(
+        self,
+        metrics_path: str,
+        render_metrics: Callable[[], bytes],
+        config_status: Callable[[], dict[str, Any]],
+        models_status: Callable[[], list[dict[str, Any]]],
+        ready: Callable[[], bool],
+    ) -> None:
+        self._routes: dict[str, Callable[[], tuple[int, bytes, list[tuple[bytes, bytes]]]]] = {
+            metrics_path: lambda: (200, render_metrics(), PROMETHEUS_TYPE),
+            "/status/config": lambda: (200, orjson.dumps(config_status()), JSON_HEADERS),
+            "/status/models": lambda: (200, orjson.dumps(models_status()), JSON_HEADERS),
+            "/status/ready": lambda: (
+                (200, b"ok", TEXT_HEADERS) if ready() else (503, b"not ready", TEXT_HEADERS)
+            ),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        route = self._routes.get(scope["path"])
+        if route is None:
+            await send_response(send, 404, b'{"error_msg": "resource not found"}', JSON_HEADERS)
+            return
+        if scope["method"] not in ("GET", "HEAD"):
+            body = b'{"error_msg": "method not allowed"}'
+            await send_response(send, 405, body, JSON_HEADERS)
+            return
+        status, body, headers = route()
+        await send_response(send, status, body, headers)

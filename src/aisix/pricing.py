@@ -1,0 +1,110 @@
+"""Token estimates and money: what a request may use before dispatch, and what it cost after.
+
+`estimate_request` implements the contract's pre-dispatch estimate (§9.3): the prompt is the
+UTF-8 bytes of all text in the request (messages, system, prompt, input) divided by 4 and
+rounded up; token-id arrays count one token per id; the completion cap is
+`max_completion_tokens`, else `max_tokens`, else the configured default, and zero for
+embeddings. `cost_usd` is §10.1's cost; `worst_case_usd` is §10.2's reservation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from aisix.events import Usage
+from aisix.resources import Pricing
+
+_PER_MILLION = 1_000_000
+#: fields of a message or content block that carry text a model reads
+_TEXT_FIELDS = ("content", "text", "arguments", "name", "input", "thinking", "reasoning_content")
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    prompt_tokens: int
+    completion_cap: int
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_cap
+
+
+def estimate_request(body: dict[str, Any], default_completion: int, embeddings: bool) -> Estimate:
+    """The §9.3 estimate for a parsed request body."""
+    counter = _TextCounter()
+    for field in ("messages", "system", "prompt", "input"):
+        if field in body:
+            counter.add(body[field], top=True)
+    prompt = -(-counter.bytes // 4) + counter.token_ids
+    if embeddings:
+        return Estimate(prompt, 0)
+    cap = _positive_int(body.get("max_completion_tokens"))
+    if cap is None:
+        cap = _positive_int(body.get("max_tokens"))
+    return Estimate(prompt, default_completion if cap is None else cap)
+
+
+class _TextCounter:
+    """Walks messages / blocks / strings / token-id arrays and totals what the model reads."""
+
+    __slots__ = ("bytes", "token_ids")
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.token_ids = 0
+
+    def add(self, value: Any, top: bool = False) -> None:
+        if isinstance(value, str):
+            self.bytes += len(value.encode("utf-8"))
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, int) and not isinstance(item, bool) and top:
+                    self.token_ids += 1
+                else:
+                    self.add(item, top=top and isinstance(item, list))
+        elif isinstance(value, dict):
+            for name in _TEXT_FIELDS:
+                if name in value:
+                    field = value[name]
+                    if isinstance(field, dict):  # Anthropic tool_use input: JSON arguments
+                        self.bytes += len(orjson.dumps(field))
+                    else:
+                        self.add(field)
+            if "function" in value:
+                self.add(value["function"])
+            if "tool_calls" in value:
+                self.add(value["tool_calls"])
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def cost_usd(pricing: Pricing | None, usage: Usage) -> float:
+    """§10.1: cached prompt tokens at the cached price (or the input price); unpriced costs 0."""
+    if pricing is None:
+        return 0.0
+    cached = min(max(usage.cached_tokens, 0), usage.prompt_tokens)
+    cached_price = pricing.cached_input_per_million
+    if cached_price is None:
+        cached_price = pricing.input_per_million
+    return (
+        (usage.prompt_tokens - cached) * pricing.input_per_million
+        + cached * cached_price
+        + usage.completion_tokens * pricing.output_per_million
+    ) / _PER_MILLION
+
+
+def worst_case_usd(pricing: Pricing | None, est: Estimate) -> float:
+    """§10.2: every prompt token at the dearer input price, the whole completion cap as output."""
+    if pricing is None:
+        return 0.0
+    input_price = max(pricing.input_per_million, pricing.cached_input_per_million or 0.0)
+    return (
+        est.prompt_tokens * input_price + est.completion_cap * pricing.output_per_million
+    ) / _PER_MILLION

@@ -1,0 +1,120 @@
+"""Per-request state carried through the pipeline, and the runtime the pipeline runs in.
+
+`ProxyRuntime` bundles the long-lived collaborators (snapshot holder, transport, router,
+health registry, governor, event bus) so handlers receive one object. `RequestContext` is
+the mutable record of one request; it becomes the `RequestFinished` event at the end.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aisix.events import AttemptFinished, EventBus, RequestFinished, Usage
+from aisix.providers.base import Endpoint
+from aisix.providers.transport import Transport
+from aisix.proxy.client_ip import ClientIPResolver
+from aisix.proxy.governance import Governor
+from aisix.routing.health import HealthRegistry
+from aisix.routing.strategies import Router
+from aisix.settings import Settings
+from aisix.snapshot import KeyEntry, ModelEntry, Snapshot, SnapshotHolder
+
+
+@dataclass(slots=True)
+class ProxyRuntime:
+    settings: Settings
+    holder: SnapshotHolder
+    transport: Transport
+    router: Router
+    health: HealthRegistry
+    governor: Governor
+    bus: EventBus
+    client_ip: ClientIPResolver
+    draining: bool = False
+    in_flight: int = 0
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    endpoint: str
+    method: str
+    path: str
+    client_ip: str | None
+    started: float = field(default_factory=time.perf_counter)
+    ts: float = field(default_factory=time.time)
+    kind: Endpoint | None = None
+    stream: bool = False
+    prompt_estimate: int = 0
+    snapshot: Snapshot | None = None
+    key: KeyEntry | None = None
+    alias: ModelEntry | None = None
+    served: ModelEntry | None = None
+    status: int = 0
+    error_type: str | None = None
+    error_code: str | None = None
+    attempts: int = 0
+    is_fallback: bool = False
+    usage: Usage | None = None
+    cost_usd: float = 0.0
+    ttft: float | None = None
+    client_cancelled: bool = False
+    budget_warnings: list[str] = field(default_factory=list)
+    #: holds still to be finished when the request is cancelled mid-attempt
+    open_holds: list[Any] = field(default_factory=list)
+    stream_state: Any = None
+    attempt_log: list[AttemptFinished] = field(default_factory=list)
+
+    def outcome(self) -> str:
+        if 200 <= self.status < 400:
+            return "success"
+        if self.error_type == "billing_error":
+            return "budget_exceeded"
+        if self.error_type == "rate_limit_exceeded":
+            return "rate_limited"
+        if self.error_type in ("upstream_error", "upstream_auth_error", "timeout") or (
+            self.error_type == "all_candidates_unavailable"
+        ):
+            return "upstream_error"
+        if self.status >= 500:
+            return "upstream_error"
+        return "client_error"
+
+    def finished(self) -> RequestFinished:
+        key = self.key.value if self.key else None
+        served = self.served
+        target: Any = served.target if served else None
+        return RequestFinished(
+            event_id=str(uuid.uuid4()),
+            request_id=self.request_id,
+            ts=self.ts,
+            endpoint=self.endpoint,
+            method=self.method,
+            path=self.path,
+            stream=self.stream,
+            status=self.status,
+            outcome=self.outcome(),
+            latency_ms=(time.perf_counter() - self.started) * 1000,
+            client_ip=self.client_ip,
+            api_key_id=self.key.id if self.key else None,
+            team_id=key.team_id if key else None,
+            user_id=key.user_id if key else None,
+            requested_model=self.alias.alias if self.alias else None,
+            model_id=served.id if served else None,
+            served_model=served.alias if served else None,
+            provider=getattr(served.value, "provider", None) if served else None,
+            provider_key_id=served.provider_key.id if served and served.provider_key else None,
+            upstream_model=target.model_name if target is not None else None,
+            error_type=self.error_type,
+            error_code=self.error_code,
+            attempts=self.attempts,
+            is_fallback=self.is_fallback,
+            usage=self.usage,
+            cost_usd=self.cost_usd,
+            ttft_ms=self.ttft * 1000 if self.ttft is not None else None,
+            budget_warnings=self.budget_warnings,
+            attempt_log=self.attempt_log,
+        )

@@ -143,6 +143,7 @@ class Gateway:
         )
         if snapshot is not None:
             self.health.prune(snapshot.models_by_id.keys())
+            self.router.prune(snapshot.models_by_id.keys())
 
     async def start(self) -> None:
         settings = self.settings
@@ -201,7 +202,7 @@ class Gateway:
         if self.serve_admin and prometheus.enabled:
             status_app = StatusApp(
                 prometheus.path,
-                self.metrics.render,
+                self._render_metrics,
                 self.supervisor.status,
                 self._models_status,
                 lambda: self.holder.current is not None and not runtime.draining,
@@ -213,7 +214,12 @@ class Gateway:
             await server.startup(sockets=[sock])
             self.listeners.append(Listener(name, key, server, sock))
 
+    def _render_metrics(self) -> bytes:
+        self.health.sweep()
+        return self.metrics.render()
+
     def _models_status(self) -> list[dict[str, Any]]:
+        self.health.sweep()
         snapshot = self.holder.current
         return self.health.status(snapshot.models_by_id.values()) if snapshot else []
 
@@ -263,8 +269,6 @@ class Gateway:
         except Exception as exc:
             log.error("resources file reload rejected: %s", exc)
             self.supervisor.record_failure(str(exc))
-            return
-        await self.supervisor.reload()
 
     async def drain_and_stop(self) -> None:
         if self.runtime is not None:

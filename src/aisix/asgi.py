@@ -61,7 +61,9 @@ async def read_body(receive: Receive, scope: Scope, limit: int) -> bytes:
 async def send_response(
     send: Send, status: int, body: bytes, headers: Headers, extra: Headers | None = None
 ) -> None:
-    all_headers = headers + extra if extra else headers
+    """Send a complete response with an explicit Content-Length (no chunked encoding)."""
+    all_headers = headers + extra if extra else list(headers)
+    all_headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": all_headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -125,9 +125,9 @@ def serve(config: str | None) -> int:
 
 
 def _run_gateway(settings: Settings, serve_admin: bool) -> int:
-    from aisix.app import Gateway, StartupError
-
     import uvloop
+
+    from aisix.app import Gateway, StartupError
 
     try:
         return uvloop.run(Gateway(settings, serve_admin=serve_admin).run())

@@ -200,10 +200,11 @@ def upstream_status_error(
     status: int, body: bytes, retry_after: float | None, retry_after_raw: str | None
 ) -> UpstreamError:
     """Classify a non-2xx upstream answer into the error the contract (§6.4) prescribes."""
+    err: UpstreamError
     if status in (401, 403):
-        return UpstreamAuthError(f"upstream rejected the provider credentials ({status})")
-    if status >= 500:
-        err: UpstreamError = UpstreamServerError(f"upstream returned {status}")
+        err = UpstreamAuthError(f"upstream rejected the provider credentials ({status})")
+    elif status >= 500:
+        err = UpstreamServerError(f"upstream returned {status}")
     else:
         message, code, param = _upstream_error_fields(body, status)
         headers = {"Retry-After": retry_after_raw} if status == 429 and retry_after_raw else {}

@@ -1,49 +1,34 @@
-"""Builds the Governor the proxy uses from Settings (memory or Redis counters)."""
+"""Builds the Governor the proxy uses from Settings: memory counters (spend kept durable by
+the SQLite ledger) or Redis counters (spend durable in Redis), reporting to the metrics."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aisix.asgi import Headers
-from aisix.events import Usage
-from aisix.pricing import Estimate
+from aisix.limits.base import CounterBackend, SpendLedger
+from aisix.limits.governor import Governor
+from aisix.limits.memory import MemoryBackend
+from aisix.limits.metrics import NO_METRICS, LimitMetrics, ObsMetrics
+from aisix.limits.redis import RedisBackend, redis_client
 from aisix.settings import Settings
-from aisix.snapshot import KeyEntry, ModelEntry, Snapshot
 
 
-class _Noop:
-    headers: Headers = []
-    budget_warnings: list[str] = []
-
-    async def settle(self, usage: Usage, cost_usd: float) -> None:
-        return None
-
-    async def fail(self) -> None:
-        return None
-
-    async def rollback(self) -> None:
-        return None
-
-
-_NOOP = _Noop()
-
-
-class Unlimited:
-    """TEMPORARY: admits everything until the limits governor is wired in."""
-
-    async def admit_gate(
-        self, snap: Snapshot, key: KeyEntry, alias: ModelEntry, est: Estimate, candidates: list[ModelEntry]
-    ) -> _Noop:
-        return _NOOP
-
-    async def admit_attempt(
-        self, snap: Snapshot, key: KeyEntry, target: ModelEntry, est: Estimate, gate_alias: ModelEntry
-    ) -> _Noop:
-        return _NOOP
-
-    async def close(self) -> None:
-        return None
-
-
-async def build_governor(settings: Settings, ledger: Any, metrics: Any) -> Unlimited:
-    return Unlimited()
+async def build_governor(
+    settings: Settings, ledger: SpendLedger | None, metrics: Any = None
+) -> Governor:
+    """`ledger` (an `aisix.usage.UsageStore`) is used only with the memory backend."""
+    conf = settings.ratelimit
+    hooks: LimitMetrics = NO_METRICS if metrics is None else ObsMetrics(metrics)
+    backend: CounterBackend
+    if conf.backend == "redis":
+        assert conf.redis is not None
+        backend = RedisBackend(
+            redis_client(conf.redis),
+            on_failure=conf.on_redis_failure,
+            concurrency_ttl_secs=conf.concurrency_ttl_secs,
+            metrics=hooks,
+        )
+        ledger = None
+    else:
+        backend = MemoryBackend(concurrency_ttl_secs=conf.concurrency_ttl_secs)
+    return Governor(conf, backend, ledger, metrics=hooks)

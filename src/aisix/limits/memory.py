@@ -91,7 +91,12 @@ class MemoryBackend:
         return state
 
     def release(
-        self, checks: Sequence[Check], starts: list[int], member: int, mode: str, tokens: int,
+        self,
+        checks: Sequence[Check],
+        starts: list[int],
+        member: int,
+        mode: str,
+        tokens: int,
         spend: int,
     ) -> None:
         """Finish one admission: see `aisix.limits.base` for what each mode keeps."""

@@ -27,7 +27,7 @@ from aisix.errors import GatewayError
 from aisix.limits import lua
 from aisix.limits.base import CONCURRENCY, REQUESTS, ROLLBACK, SETTLE, SPEND, Admission, Check
 from aisix.limits.memory import MemoryBackend
-from aisix.limits.metrics import REDIS_FAILURES
+from aisix.limits.metrics import NO_METRICS, LimitMetrics
 from aisix.limits.windows import Clock
 from aisix.settings import RedisConn
 
@@ -53,7 +53,9 @@ class RedisBackend:
         concurrency_ttl_secs: int = 300,
         clock: Clock = time.time,
         clock_offset_s: float = 0.0,
+        metrics: LimitMetrics = NO_METRICS,
     ) -> None:
+        self._metrics = metrics
         self._client = client
         self._acquire_script = client.register_script(lua.ACQUIRE)
         self._finish_script = client.register_script(lua.FINISH)
@@ -111,7 +113,7 @@ class RedisBackend:
 
     def record_failure(self, operation: str, exc: BaseException) -> None:
         self.failures[operation] = self.failures.get(operation, 0) + 1
-        REDIS_FAILURES.labels(operation).inc()
+        self._metrics.redis_failure(operation)
         now = self._clock()
         self._skip_until = now + RETRY_AFTER_FAILURE_S
         if now - self._last_log >= LOG_INTERVAL_S:
@@ -178,8 +180,11 @@ def redis_client(conn: RedisConn) -> aioredis.Redis:
     if conn.mode == "sentinel":
         assert conn.sentinels is not None and conn.master_name is not None
         hosts = [(h.rpartition(":")[0], int(h.rpartition(":")[2])) for h in conn.sentinels]
-        kwargs.pop("connection_class", None)
-        return Sentinel(hosts, **kwargs).master_for(conn.master_name)
+        if kwargs.pop("connection_class", None) is not None:
+            kwargs["ssl"] = True
+        sentinel = Sentinel(hosts, **kwargs)  # type: ignore[no-untyped-call]
+        master: aioredis.Redis = sentinel.master_for(conn.master_name)
+        return master
     raise ValueError(
         "ratelimit.redis.mode: cluster is not supported (one admission spans several "
         "buckets, which a cluster shards across slots); use single or sentinel"

@@ -43,7 +43,6 @@ from aisix.routing.retry import (
 )
 from aisix.snapshot import ModelEntry
 
-
 _RNG = random.Random()
 
 

@@ -14,7 +14,16 @@ from typing import Any
 
 import orjson
 
-from aisix.asgi import JSON_HEADERS, BodyTooLarge, Headers, Receive, Scope, Send, read_body
+from aisix.asgi import (
+    JSON_HEADERS,
+    BodyTooLarge,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    send_response,
+)
 from aisix.errors import (
     GatewayError,
     ModelNotFound,
@@ -156,8 +165,7 @@ async def _send_json_answer(ctx: RequestContext, send: Send, served: Served, hea
         headers = [*headers, (b"x-aisix-served-by", served.target.alias.encode())]
     headers = headers + served.hold.headers if served.hold.headers else headers
     ctx.status = 200
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": orjson.dumps(answer)})
+    await send_response(send, 200, orjson.dumps(answer), headers)
 
 
 async def _settle(ctx: RequestContext, served: Served, gate: Hold, est: Estimate) -> None:

@@ -17,8 +17,19 @@ import uuid
 import orjson
 
 from aisix import __version__
-from aisix.asgi import JSON_HEADERS, TEXT_HEADERS, ClientGone, Headers, Receive, Scope, Send, header
-from aisix.errors import GatewayError, NotImplementedByAdapter, UnknownRoute
+from aisix.asgi import (
+    JSON_HEADERS,
+    TEXT_HEADERS,
+    ClientGone,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    header,
+    send_response,
+    serve_lifespan,
+)
+from aisix.errors import GatewayError, NotImplementedByAdapter, ServiceUnavailable, UnknownRoute
 from aisix.providers.base import Endpoint
 from aisix.proxy.auth import authenticate
 from aisix.proxy.context import ProxyRuntime, RequestContext
@@ -56,7 +67,7 @@ class ProxyApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
-                await _lifespan(receive, send)
+                await serve_lifespan(receive, send)
             return
         path: str = scope["path"]
         if path == "/livez" or path == "/readyz":
@@ -121,8 +132,6 @@ class ProxyApp:
     ) -> None:
         snapshot = self.rt.holder.current
         if snapshot is None:
-            from aisix.errors import ServiceUnavailable
-
             raise ServiceUnavailable("gateway is not ready")
         key = authenticate(scope, snapshot, time.time())
         ctx.key = key
@@ -139,8 +148,7 @@ class ProxyApp:
         ]
         ctx.status = 200
         body = orjson.dumps({"object": "list", "data": data})
-        await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS + common})
-        await send({"type": "http.response.body", "body": body})
+        await send_response(send, 200, body, JSON_HEADERS, common)
 
     async def _render_error(
         self,
@@ -157,8 +165,7 @@ class ProxyApp:
         headers = JSON_HEADERS + common
         if err.headers:
             headers = headers + [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
-        await send({"type": "http.response.start", "status": err.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_response(send, err.status, body, headers)
 
     async def _health(self, path: str, send: Send) -> None:
         rt = self.rt
@@ -171,13 +178,3 @@ class ProxyApp:
         headers = [*TEXT_HEADERS, SERVER_HEADER]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

@@ -205,7 +205,8 @@ class HealthRegistry:
     # --- status (§8.6) ----------------------------------------------------------------------
 
     def status(self, models: Iterable[ModelEntry]) -> list[dict[str, Any]]:
-        """The runtime status array, sorted by display_name."""
+        """The §8.6 status array, sorted by display_name. `cooldown_until` and `status_reason`
+        appear only while a model cools; `last_error` and `latency_ewma_ms` once recorded."""
         self.sweep()
         out: list[dict[str, Any]] = []
         for entry in sorted(models, key=lambda m: m.alias):

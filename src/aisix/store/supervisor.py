@@ -17,14 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from aisix.loader import TargetFactory, build_snapshot
+from aisix.resources import format_rfc3339
 from aisix.snapshot import Snapshot, SnapshotHolder
 from aisix.store.base import ResourceStore
 
 log = logging.getLogger("aisix.supervisor")
-
-
-def rfc3339(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 @dataclass(slots=True)
@@ -114,7 +111,7 @@ class Supervisor:
         if snapshot is not None:
             out["snapshot"] = {
                 "revision": snapshot.revision,
-                "applied_at": rfc3339(snapshot.applied_at),
+                "applied_at": format_rfc3339(snapshot.applied_at),
                 "age_seconds": int(time.time() - snapshot.applied_at),
                 "resource_counts": snapshot.counts(),
             }
@@ -125,7 +122,7 @@ class Supervisor:
                     "name": r.name,
                     "error": r.error,
                     **(
-                        {"serving_stale_since": rfc3339(r.serving_stale_since)}
+                        {"serving_stale_since": format_rfc3339(r.serving_stale_since)}
                         if r.serving_stale_since
                         else {}
                     ),
@@ -137,7 +134,7 @@ class Supervisor:
         if self.last_reload is not None:
             out["last_reload"] = {
                 "successful": self.last_reload.successful,
-                "at": rfc3339(self.last_reload.at),
+                "at": format_rfc3339(self.last_reload.at),
                 "error": self.last_reload.error,
             }
         return out

@@ -1,0 +1,1 @@
+"""Fake upstreams speaking provider wire formats on real sockets, scriptable per test."""

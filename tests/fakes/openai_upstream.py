@@ -1,0 +1,338 @@
+"""Scriptable fake OpenAI upstream for tests, on a real socket.
+
+`FakeOpenAIUpstream` runs an aiohttp server in a background thread with its own event loop, so
+synchronous tests (and the official `openai` SDK) can talk to it. It records every request
+(method, path, headers, body, parsed JSON) and answers each one with the next scripted `Reply`
+(status and error body, Retry-After, delays, stream cuts, malformed bodies, missing `[DONE]` or
+usage, raw SSE frames), falling back to a good answer built by `aisix.demo_upstream`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from aisix import demo_upstream as demo
+
+JsonObject = dict[str, Any]
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the fake upstream received it."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]  # names lowercased; repeated headers joined with ", "
+    body: bytes
+    json: Any  # parsed body, or None when it is not JSON
+    received_at: float
+
+
+@dataclass
+class Reply:
+    """How to answer one request. The default is a good answer like the demo upstream's."""
+
+    status: int = 200
+    json: Any = None  # body sent as JSON instead of the built answer (e.g. an error envelope)
+    raw_body: bytes | None = None  # body sent verbatim (e.g. malformed JSON), status as given
+    headers: dict[str, str] = field(default_factory=dict)
+    retry_after: int | str | None = None
+    delay_s: float = 0.0  # before the response head
+    chunk_delay_s: float = 0.0  # between stream events
+    cut_after_chunks: int | None = None  # stream: drop the connection after N events
+    drop_connection: bool = False  # close the socket without answering
+    omit_done: bool = False  # stream: no final `data: [DONE]`
+    omit_usage: bool = False  # no `usage` in the body, no usage chunk in the stream
+    sse_frames: list[str] | None = None  # stream body written verbatim, frame by frame
+    content: str | None = None  # reply text instead of "echo: <last user message>"
+    usage: JsonObject | None = None  # usage instead of the computed one
+    chunks: int | None = None  # content chunks per stream (default: the fake's `chunks`)
+
+    @classmethod
+    def error(
+        cls,
+        status: int,
+        message: str = "upstream says no",
+        err_type: str = "server_error",
+        code: str | None = None,
+        retry_after: int | str | None = None,
+        **kwargs: Any,
+    ) -> Reply:
+        body = {"error": {"message": message, "type": err_type, "param": None, "code": code}}
+        return cls(status=status, json=body, retry_after=retry_after, **kwargs)
+
+
+class FakeOpenAIUpstream:
+    """An OpenAI-compatible upstream with per-request scripted behaviour; see module docstring."""
+
+    def __init__(self, *, chunks: int = 4, host: str = "127.0.0.1") -> None:
+        self.chunks = chunks
+        self.host = host
+        self.port = 0
+        self.requests: list[RecordedRequest] = []
+        self.default = Reply()
+        self._script: collections.deque[Reply] = collections.deque()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+
+    # -- control -------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Root URL without `/v1`, e.g. `http://127.0.0.1:41234`."""
+        return f"http://{self.host}:{self.port}"
+
+    def script(self, *replies: Reply) -> None:
+        """Queue replies; each request takes the next one, then `default` answers."""
+        with self._lock:
+            self._script.extend(replies)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._script.clear()
+            self.requests.clear()
+            self.default = Reply()
+
+    def pending_replies(self) -> int:
+        with self._lock:
+            return len(self._script)
+
+    def model_requests(self) -> list[RecordedRequest]:
+        """Recorded POSTs (chat, completions, embeddings), oldest first."""
+        return [r for r in list(self.requests) if r.method == "POST"]
+
+    def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[RecordedRequest]:
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"expected {count} upstream requests, got {len(self.requests)}"
+                )
+            time.sleep(0.01)
+        return list(self.requests)
+
+    def start(self) -> FakeOpenAIUpstream:
+        started = threading.Event()
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._serve())
+            except BaseException as exc:  # reported to start()
+                errors.append(exc)
+                started.set()
+                return
+            started.set()
+            loop.run_forever()
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-openai-upstream", daemon=True)
+        self._thread.start()
+        if not started.wait(10) or errors:
+            raise RuntimeError(f"fake upstream failed to start: {errors}")
+        return self
+
+    def stop(self) -> None:
+        loop, runner, thread = self._loop, self._runner, self._thread
+        if loop is None or thread is None:
+            return
+        if runner is not None:
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        self._loop = self._thread = self._runner = None
+
+    def __enter__(self) -> FakeOpenAIUpstream:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- server --------------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, 0, backlog=2048)
+        await site.start()
+        server = site._server
+        assert isinstance(server, asyncio.base_events.Server)
+        self.port = server.sockets[0].getsockname()[1]
+
+    def _next_reply(self) -> Reply:
+        with self._lock:
+            return self._script.popleft() if self._script else self.default
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        try:
+            parsed: Any = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            parsed = None
+        headers: dict[str, str] = {}
+        for name, value in request.headers.items():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        self.requests.append(
+            RecordedRequest(
+                request.method,
+                request.path,
+                request.query_string,
+                headers,
+                body,
+                parsed,
+                time.time(),
+            )
+        )
+        reply = self._next_reply()
+        if reply.delay_s > 0:
+            await asyncio.sleep(reply.delay_s)
+        if reply.drop_connection:
+            return _drop(request)
+        extra = dict(reply.headers)
+        if reply.retry_after is not None:
+            extra["Retry-After"] = str(reply.retry_after)
+        if reply.raw_body is not None:
+            return web.Response(
+                body=reply.raw_body,
+                status=reply.status,
+                headers=extra,
+                content_type="application/json",
+            )
+        if reply.json is not None or reply.status != 200:
+            payload = reply.json if reply.json is not None else _default_error(reply.status)
+            return web.Response(
+                body=orjson.dumps(payload),
+                status=reply.status,
+                headers=extra,
+                content_type="application/json",
+            )
+        if reply.sse_frames is not None:
+            frames = [f.encode() for f in reply.sse_frames]
+            return await self._stream(request, reply, extra, frames)
+        return await self._good_answer(request, reply, extra, parsed)
+
+    async def _good_answer(
+        self, request: web.Request, reply: Reply, extra: dict[str, str], body: Any
+    ) -> web.StreamResponse:
+        if request.method == "GET" and request.path == "/v1/models":
+            return _json(demo.models_response(), extra)
+        if request.method != "POST" or not isinstance(body, dict):
+            return _json(demo.error_body("fake upstream: unsupported request"), extra, 400)
+        model = str(body.get("model", ""))
+        stream = body.get("stream") is True
+        builder = _BUILDERS.get(request.path)
+        if builder is None:
+            return _json(demo.error_body(f"fake upstream: no route {request.path}"), extra, 404)
+        events = builder(self, reply, body, model, stream)
+        if isinstance(events, dict):
+            return _json(events, extra)
+        frames = [demo.sse_event(e) for e in events]
+        if not reply.omit_done:
+            frames.append(demo.sse_event("[DONE]"))
+        return await self._stream(request, reply, extra, frames)
+
+    async def _stream(
+        self, request: web.Request, reply: Reply, extra: dict[str, str], frames: list[bytes]
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=reply.status,
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **extra},
+        )
+        await response.prepare(request)
+        for i, frame in enumerate(frames):
+            if reply.cut_after_chunks is not None and i >= reply.cut_after_chunks:
+                return _drop(request, response)
+            if i and reply.chunk_delay_s > 0:
+                await asyncio.sleep(reply.chunk_delay_s)
+            await response.write(frame)
+        if reply.cut_after_chunks is not None and reply.cut_after_chunks >= len(frames):
+            return _drop(request, response)
+        await response.write_eof()
+        return response
+
+
+def _json(body: Any, extra: dict[str, str], status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, headers=extra, content_type="application/json"
+    )
+
+
+def _default_error(status: int) -> JsonObject:
+    return demo.error_body(f"fake upstream error {status}", "server_error")
+
+
+def _drop(request: web.Request, response: web.StreamResponse | None = None) -> web.StreamResponse:
+    """Close the connection without finishing the response (the client sees a transport error)."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+    # Raising makes aiohttp abandon the response instead of trying to finish it.
+    raise asyncio.CancelledError
+
+
+def _usage(reply: Reply, computed: JsonObject, body: JsonObject, stream: bool) -> JsonObject | None:
+    if reply.omit_usage or (stream and not demo.wants_usage(body)):
+        return None
+    return reply.usage if reply.usage is not None else computed
+
+
+def _chat(
+    fake: FakeOpenAIUpstream, reply: Reply, body: JsonObject, model: str, stream: bool
+) -> JsonObject | list[JsonObject]:
+    text = reply.content if reply.content is not None else demo.chat_reply_text(body)
+    usage = _usage(reply, demo.chat_usage(body, text), body, stream)
+    if stream:
+        return demo.chat_stream_chunks(model, text, usage, chunks=reply.chunks or fake.chunks)
+    return demo.chat_completion(model, text, usage)
+
+
+def _completions(
+    fake: FakeOpenAIUpstream, reply: Reply, body: JsonObject, model: str, stream: bool
+) -> JsonObject | list[JsonObject]:
+    text = reply.content if reply.content is not None else demo.completion_reply_text(body)
+    usage = _usage(reply, demo.completion_usage(body, text), body, stream)
+    if stream:
+        return demo.text_completion_chunks(model, text, usage, chunks=reply.chunks or fake.chunks)
+    return demo.text_completion(model, text, usage)
+
+
+def _embeddings(
+    fake: FakeOpenAIUpstream, reply: Reply, body: JsonObject, model: str, stream: bool
+) -> JsonObject | list[JsonObject]:
+    items = demo.embedding_inputs(body.get("input")) or []
+    dims = body.get("dimensions", demo.DEFAULT_EMBEDDING_DIMENSIONS)
+    encoding = "base64" if body.get("encoding_format") == "base64" else "float"
+    out = demo.embeddings_response(model, items, int(dims), encoding)
+    if reply.omit_usage:
+        out.pop("usage")
+    elif reply.usage is not None:
+        out["usage"] = reply.usage
+    return out
+
+
+_Builder = Callable[
+    [FakeOpenAIUpstream, Reply, JsonObject, str, bool], "JsonObject | list[JsonObject]"
+]
+_BUILDERS: dict[str, _Builder] = {
+    "/v1/chat/completions": _chat,
+    "/v1/completions": _completions,
+    "/v1/embeddings": _embeddings,
+}

@@ -34,6 +34,7 @@ from aisix.settings import RedisConn
 log = logging.getLogger("aisix.limits.redis")
 RETRY_AFTER_FAILURE_S = 1.0
 LOG_INTERVAL_S = 60.0
+POOL_SIZE = 64
 _REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
@@ -175,8 +176,11 @@ def redis_client(conn: RedisConn) -> aioredis.Redis:
         )
     if conn.mode == "single":
         assert conn.url is not None
-        client: aioredis.Redis = aioredis.Redis.from_url(conn.url, **kwargs)
-        return client
+        # a burst waits for a pooled connection instead of failing as "Redis unreachable"
+        pool = aioredis.BlockingConnectionPool.from_url(
+            conn.url, max_connections=POOL_SIZE, timeout=timeout, **kwargs
+        )
+        return aioredis.Redis(connection_pool=pool)
     if conn.mode == "sentinel":
         assert conn.sentinels is not None and conn.master_name is not None
         hosts = [(h.rpartition(":")[0], int(h.rpartition(":")[2])) for h in conn.sentinels]

@@ -99,6 +99,7 @@ def _uvicorn_server(
         loop="none",
         lifespan="off",
         access_log=False,
+        proxy_headers=False,  # client IP comes from proxy.real_ip, not uvicorn's middleware
         server_header=False,
         date_header=False,
         log_level=settings.observability.log_level,
@@ -116,9 +117,17 @@ def _uvicorn_server(
 class Gateway:
     """One gateway process; `serve_admin` is False in extra proxy worker processes."""
 
-    def __init__(self, settings: Settings, *, serve_admin: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        serve_admin: bool = True,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.serve_admin = serve_admin
+        #: called as soon as a stop signal arrives (the main process forwards it to workers)
+        self.on_stop = on_stop
         self.holder = SnapshotHolder()
         self.bus = EventBus()
         self.metrics = Metrics()
@@ -303,5 +312,7 @@ class Gateway:
         )
         await self.stop_event.wait()
         log.info("draining")
+        if self.on_stop is not None:
+            self.on_stop()
         await self.drain_and_stop()
         return 0

@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import os
 import sys
+from collections.abc import Callable
 
 import orjson
 
@@ -114,23 +115,29 @@ def serve(config: str | None) -> int:
         return EXIT_USAGE
     _configure_logging(settings)
     workers = [_spawn_worker(config) for _ in range(settings.proxy.workers - 1)]
-    try:
-        return _run_gateway(settings, serve_admin=True)
-    finally:
+
+    def stop_workers() -> None:
         for worker in workers:
             if worker.is_alive():
                 worker.terminate()
+
+    try:
+        return _run_gateway(settings, serve_admin=True, on_stop=stop_workers)
+    finally:
+        stop_workers()
         for worker in workers:
             worker.join(timeout=settings.proxy.shutdown_grace_secs + 5)
 
 
-def _run_gateway(settings: Settings, serve_admin: bool) -> int:
+def _run_gateway(
+    settings: Settings, serve_admin: bool, on_stop: Callable[[], None] | None = None
+) -> int:
     import uvloop
 
     from aisix.app import Gateway, StartupError
 
     try:
-        return uvloop.run(Gateway(settings, serve_admin=serve_admin).run())
+        return uvloop.run(Gateway(settings, serve_admin=serve_admin, on_stop=on_stop).run())
     except StartupError as exc:
         print(f"aisix: startup failed: {exc}", file=sys.stderr)
         return EXIT_FAIL

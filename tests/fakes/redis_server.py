@@ -1,6 +1,6 @@
 """A real `redis-server` on a free port for tests: no persistence, data dir in tmp_path.
 
-`RedisServer(dir, port).start()` launches it and waits (with a deadline) until it answers
+`RedisServer(dir).start()` launches it and waits (with a deadline) until it answers
 PING; `stop()` terminates it (kill after a grace period). `url` is `redis://127.0.0.1:<port>/0`.
 Shared by the counter-backend integration tests and the two-gateway e2e test.
 """
@@ -16,10 +16,16 @@ from pathlib import Path
 START_DEADLINE_S = 10.0
 
 
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class RedisServer:
-    def __init__(self, directory: Path, port: int) -> None:
+    def __init__(self, directory: Path, port: int | None = None) -> None:
         self.directory = directory
-        self.port = port
+        self.port = port or unused_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -30,8 +36,19 @@ class RedisServer:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.directory.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

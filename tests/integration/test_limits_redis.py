@@ -13,18 +13,17 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "limits"))
-from conftest import free_port  # noqa: E402
-from fakes.redis_server import RedisServer  # noqa: E402
-from limits_helpers import EST, key, model, price, snapshot  # noqa: E402
+from limits_helpers import EST, key, model, price, snapshot
 
-from aisix.errors import BudgetExceeded, RateLimited  # noqa: E402
-from aisix.events import Usage  # noqa: E402
-from aisix.limits.base import SPEND, Check  # noqa: E402
-from aisix.limits.governor import Governor, Hold  # noqa: E402
-from aisix.limits.redis import CountersUnavailable, RedisBackend, redis_client  # noqa: E402
-from aisix.limits.windows import DAY, MONTH, WEEK, bounds  # noqa: E402
-from aisix.pricing import Estimate  # noqa: E402
-from aisix.settings import RateLimitSettings, RedisConn  # noqa: E402
+from aisix.errors import BudgetExceeded, RateLimited
+from aisix.events import Usage
+from aisix.limits.base import SPEND, Check
+from aisix.limits.governor import Governor, Hold
+from aisix.limits.redis import CountersUnavailable, RedisBackend, redis_client
+from aisix.limits.windows import DAY, MONTH, WEEK, bounds
+from aisix.pricing import Estimate
+from aisix.settings import RateLimitSettings, RedisConn
+from fakes.redis_server import RedisServer, unused_port
 
 PRICED = price(1_000_000, 1_000_000)  # $1 per token
 EST3 = Estimate(prompt_tokens=1, completion_cap=2)  # worst case $3
@@ -32,7 +31,7 @@ EST3 = Estimate(prompt_tokens=1, completion_cap=2)  # worst case $3
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"), free_port()).start()
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     try:
         yield server
     finally:
@@ -118,7 +117,9 @@ def test_two_governors_share_one_limit_and_one_budget(with_governors: Any) -> No
     snap2 = snapshot([k2], [m2])
 
     async def rpm(a: Governor, b: Governor) -> int:
-        holds = await asyncio.gather(*(try_gate(g, snap2, k2, m2) for _ in range(100) for g in (a, b)))
+        holds = await asyncio.gather(
+            *(try_gate(g, snap2, k2, m2) for _ in range(100) for g in (a, b))
+        )
         return sum(h is not None for h in holds)
 
     assert with_governors(rpm, n=2) == 25
@@ -181,9 +182,16 @@ def test_window_boundary_on_the_server_clock(with_governors: Any) -> None:
 
 @pytest.mark.parametrize("code", [DAY, WEEK, MONTH])
 def test_lua_periods_match_python(with_governors: Any, code: int) -> None:
-    moments = ["2024-02-29T23:59:59.5", "2024-03-01T00:00:00.1", "2025-12-31T23:59:59.5",
-               "2026-01-01T00:00:00.1", "2026-01-04T23:59:59.5", "2026-01-05T00:00:00.1",
-               "2100-02-28T12:00:00", "2000-02-29T12:00:00"]
+    moments = [
+        "2024-02-29T23:59:59.5",
+        "2024-03-01T00:00:00.1",
+        "2025-12-31T23:59:59.5",
+        "2026-01-01T00:00:00.1",
+        "2026-01-04T23:59:59.5",
+        "2026-01-05T00:00:00.1",
+        "2100-02-28T12:00:00",
+        "2000-02-29T12:00:00",
+    ]
 
     async def body(gov: Governor) -> None:
         for moment in moments:
@@ -233,7 +241,7 @@ def test_unreachable_redis(mode: str) -> None:
     snap = snapshot([k], [m])
 
     async def main() -> None:
-        client = redis_client(RedisConn(url=f"redis://127.0.0.1:{free_port()}/0"))
+        client = redis_client(RedisConn(url=f"redis://127.0.0.1:{unused_port()}/0"))
         backend = RedisBackend(client, on_failure=mode)
         gov = Governor(RateLimitSettings(), backend, None)
         if mode == "closed":

@@ -8,11 +8,11 @@ the mutable record of one request; it becomes the `RequestFinished` event at the
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from aisix.events import AttemptFinished, EventBus, RequestFinished, Usage
+from aisix.ids import uuid4_str
 from aisix.providers.base import Endpoint
 from aisix.providers.transport import Transport
 from aisix.proxy.client_ip import ClientIPResolver
@@ -88,7 +88,7 @@ class RequestContext:
         served = self.served
         target: Any = served.target if served else None
         return RequestFinished(
-            event_id=str(uuid.uuid4()),
+            event_id=uuid4_str(),
             request_id=self.request_id,
             ts=self.ts,
             endpoint=self.endpoint,

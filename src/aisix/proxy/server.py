@@ -12,7 +12,6 @@ import asyncio
 import logging
 import re
 import time
-import uuid
 
 import orjson
 
@@ -30,6 +29,7 @@ from aisix.asgi import (
     serve_lifespan,
 )
 from aisix.errors import GatewayError, NotImplementedByAdapter, ServiceUnavailable, UnknownRoute
+from aisix.ids import uuid4_str
 from aisix.providers.base import Endpoint
 from aisix.proxy.auth import authenticate
 from aisix.proxy.context import ProxyRuntime, RequestContext
@@ -57,7 +57,7 @@ def request_id_of(scope: Scope) -> str:
     inbound = header(scope, b"x-request-id")
     if inbound is not None and _REQUEST_ID.match(inbound):
         return inbound.decode()
-    return str(uuid.uuid4())
+    return uuid4_str()
 
 
 class ProxyApp:

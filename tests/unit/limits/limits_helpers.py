@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import hashlib
 from typing import Any
 
@@ -58,7 +57,9 @@ def model(
     return ModelEntry(mid, 1, value, provider_key=pk)
 
 
-def routing(mid: str, targets: list[ModelEntry], rate_limit: dict[str, int] | None = None) -> ModelEntry:
+def routing(
+    mid: str, targets: list[ModelEntry], rate_limit: dict[str, int] | None = None
+) -> ModelEntry:
     value = RoutingModel(
         display_name=mid,
         routing=Routing(targets=[RoutingTarget(model=t.alias) for t in targets]),
@@ -98,9 +99,7 @@ def snapshot(
         models_by_id={m.id: m for m in models},
         models_by_alias={m.alias: m for m in models},
         api_keys={k.id: k for k in keys},
-        rate_limit_policies={
-            pid: RateLimitPolicy(**p) for pid, p in (rate_policies or {}).items()
-        },
+        rate_limit_policies={pid: RateLimitPolicy(**p) for pid, p in (rate_policies or {}).items()},
         budget_policies={pid: BudgetPolicy(**p) for pid, p in (budget_policies or {}).items()},
     )
 

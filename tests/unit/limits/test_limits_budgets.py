@@ -37,8 +37,12 @@ def test_block_budget_refuses_with_contract_fields() -> None:
     assert (e.status, e.type, e.code) == (429, "billing_error", "budget_exceeded")
     assert e.message == 'budget exceeded for api_key "k1"'
     assert e.extra == {
-        "scope": "api_key", "scope_ref": "k1", "limit_usd": 5, "spent_usd": 2.0,
-        "period": "month", "period_resets_at": "2026-02-01T00:00:00Z",
+        "scope": "api_key",
+        "scope_ref": "k1",
+        "limit_usd": 5,
+        "spent_usd": 2.0,
+        "period": "month",
+        "period_resets_at": "2026-02-01T00:00:00Z",
     }
     assert e.headers == {"Retry-After": str(int(ts("2026-02-01") - ts("2026-01-05T10:00")))}
 
@@ -105,8 +109,16 @@ def test_period_boundaries_reset_spend(period: str, before: str, after: str) -> 
 
 
 def test_warn_budget_never_refuses_and_lists_its_name() -> None:
-    policies = {"bp": {"name": "team-soft", "scope": "team", "scope_ref": "t", "limit_usd": 4,
-                       "period": "day", "mode": "warn"}}
+    policies = {
+        "bp": {
+            "name": "team-soft",
+            "scope": "team",
+            "scope_ref": "t",
+            "limit_usd": 4,
+            "period": "day",
+            "mode": "warn",
+        }
+    }
     k, m = key(team="t"), model("m1", pricing=PRICED)
     gov, snap = memory_governor(), snapshot([k], [m], budget_policies=policies)
     first = run(gov.admit_gate(snap, k, m, EST, [m]))
@@ -120,10 +132,20 @@ def test_gate_reserves_at_the_dearest_candidate_and_attempts_at_the_target() -> 
     alias = routing("r", [cheap, dear])
     policies = {
         "user": {"name": "u", "scope": "user", "scope_ref": "u1", "limit_usd": 5, "period": "day"},
-        "pk": {"name": "pk", "scope": "provider_key", "scope_ref": "pk1", "limit_usd": 4,
-               "period": "day"},
-        "mb": {"name": "mb", "scope": "model", "scope_ref": "cheap", "limit_usd": 1.5,
-               "period": "day"},
+        "pk": {
+            "name": "pk",
+            "scope": "provider_key",
+            "scope_ref": "pk1",
+            "limit_usd": 4,
+            "period": "day",
+        },
+        "mb": {
+            "name": "mb",
+            "scope": "model",
+            "scope_ref": "cheap",
+            "limit_usd": 1.5,
+            "period": "day",
+        },
     }
     k = key(user="u1")
     gov, snap = memory_governor(), snapshot([k], [cheap, dear, alias], budget_policies=policies)

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from limits_helpers import EST, FakeClock, key, memory_governor, model, price, routing, snapshot
+from limits_helpers import EST, FakeClock, key, memory_governor, model, routing, snapshot
 
 from aisix.errors import BudgetExceeded, RateLimited
 from aisix.events import Usage
@@ -79,8 +79,15 @@ def test_rollback_gives_counts_back_fail_keeps_them() -> None:
 
 
 def test_later_layer_refusal_takes_nothing_from_earlier_layers() -> None:
-    policies = {"p1": {"name": "tight", "scope": "model", "scope_ref": "m1", "window": "minute",
-                       "max_requests": 1}}
+    policies = {
+        "p1": {
+            "name": "tight",
+            "scope": "model",
+            "scope_ref": "m1",
+            "window": "minute",
+            "max_requests": 1,
+        }
+    }
     k, m = key(rate_limit={"rpm": 2, "concurrency": 5}), model("m1")
     gov, snap = memory_governor(), snapshot([k], [m], rate_policies=policies)
     run(gov.admit_gate(snap, k, m, EST, [m]))
@@ -140,8 +147,15 @@ def test_oversized_token_request_runs_only_in_an_unused_window() -> None:
 
 def test_headers_show_the_strictest_bucket() -> None:
     clock = FakeClock(1_767_225_600.0 + 50)
-    policies = {"p": {"name": "p", "scope": "api_key", "scope_ref": "k1", "window": "hour",
-                      "max_requests": 3}}
+    policies = {
+        "p": {
+            "name": "p",
+            "scope": "api_key",
+            "scope_ref": "k1",
+            "window": "hour",
+            "max_requests": 3,
+        }
+    }
     k, m = key(rate_limit={"rpm": 10, "rps": 100}), model("m1", rate_limit={"rpm": 5})
     gov, snap = memory_governor(clock), snapshot([k], [m], rate_policies=policies)
     hold = run(gov.admit_gate(snap, k, m, EST, [m]))
@@ -181,8 +195,15 @@ def test_routing_target_limits_are_per_attempt() -> None:
 
 
 def test_team_member_policy_buckets_per_user() -> None:
-    policies = {"tm": {"name": "tm", "scope": "team_member", "scope_ref": "t",
-                       "window": "minute", "max_requests": 1}}
+    policies = {
+        "tm": {
+            "name": "tm",
+            "scope": "team_member",
+            "scope_ref": "t",
+            "window": "minute",
+            "max_requests": 1,
+        }
+    }
     a, b, anon = key("a", team="t", user="u1"), key("b", team="t", user="u2"), key("c", team="t")
     m = model("m1")
     gov, snap = memory_governor(), snapshot([a, b, anon], [m], rate_policies=policies)
@@ -193,8 +214,15 @@ def test_team_member_policy_buckets_per_user() -> None:
 
 
 def test_team_and_member_policies_share_buckets_across_keys() -> None:
-    policies = {"team": {"name": "team", "scope": "team", "scope_ref": "t", "window": "day",
-                         "max_requests": 2}}
+    policies = {
+        "team": {
+            "name": "team",
+            "scope": "team",
+            "scope_ref": "t",
+            "window": "day",
+            "max_requests": 2,
+        }
+    }
     a, b, m = key("a", team="t"), key("b", team="t"), model("m1")
     gov, snap = memory_governor(), snapshot([a, b], [m], rate_policies=policies)
     assert run(try_gate(gov, snap, a, m)) and run(try_gate(gov, snap, b, m))

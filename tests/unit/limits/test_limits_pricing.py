@@ -30,7 +30,10 @@ def test_anthropic_system_tools_and_token_arrays() -> None:
     body = {
         "system": [{"type": "text", "text": "12345678"}],
         "messages": [
-            {"role": "assistant", "content": [{"type": "tool_use", "name": "f", "input": {"a": 1}}]},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "name": "f", "input": {"a": 1}}],
+            },
         ],
         "max_tokens": 5,
     }

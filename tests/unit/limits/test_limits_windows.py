@@ -22,10 +22,19 @@ def ts(text: str) -> float:
 
 
 def test_fixed_windows_align_to_utc() -> None:
-    assert bounds(MINUTE, ts("2026-01-05T10:00:59.999")) == (ts("2026-01-05T10:00"), ts("2026-01-05T10:01"))
-    assert bounds(MINUTE, ts("2026-01-05T10:01:00")) == (ts("2026-01-05T10:01"), ts("2026-01-05T10:02"))
+    assert bounds(MINUTE, ts("2026-01-05T10:00:59.999")) == (
+        ts("2026-01-05T10:00"),
+        ts("2026-01-05T10:01"),
+    )
+    assert bounds(MINUTE, ts("2026-01-05T10:01:00")) == (
+        ts("2026-01-05T10:01"),
+        ts("2026-01-05T10:02"),
+    )
     assert bounds(SECOND, 100.5) == (100, 101)
-    assert bounds(DAY, ts("2026-01-05T23:59:59")) == (ts("2026-01-05T00:00"), ts("2026-01-06T00:00"))
+    assert bounds(DAY, ts("2026-01-05T23:59:59")) == (
+        ts("2026-01-05T00:00"),
+        ts("2026-01-06T00:00"),
+    )
 
 
 def test_week_starts_monday_midnight() -> None:

@@ -88,7 +88,7 @@ def measure_target(
             timeout=120,
         )
     )
-    hold_timeout = profile.slow_chunks * profile.slow_interval_ms / 1000 + 45
+    hold_timeout = profile.slow_chunks * profile.slow_interval_ms / 1000 + 30
     results["hold"] = guarded(
         lambda: run_probe(
             "hold",

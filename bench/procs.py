@@ -226,3 +226,19 @@ class ForeignLoad:
         foreign = (system_busy_seconds() - busy0) - (own_cpu_seconds() - own0)
         cpus = os.cpu_count() or 1
         self.share = round(max(0.0, foreign) / (wall * cpus), 3) if wall > 0 else None
+
+
+def wait_quiet(max_wait: float, threshold: float = 0.1, window: float = 2.0) -> float | None:
+    """Wait (at most max_wait s) until other processes use under `threshold` of all cores.
+
+    Returns the last measured share. Used before each target so that a test suite running
+    beside the benchmark does not silently spoil its figures.
+    """
+    deadline = time.monotonic() + max_wait
+    share: float | None = None
+    while True:
+        with ForeignLoad() as load:
+            time.sleep(window)
+        share = load.share
+        if share is None or share < threshold or time.monotonic() >= deadline:
+            return share

@@ -201,10 +201,25 @@ METHOD = """## How these figures are taken
 """
 
 
+def _noise_warning(results: dict[str, Any]) -> list[str]:
+    derived = results.get("derived", {})
+    worst = max((f.get("foreign_cpu_pct") or 0.0 for f in derived.values()), default=0.0)
+    if worst < 10:
+        return []
+    return [
+        f"> **Warning: other processes used up to {worst:.0f}% of all cores while this run "
+        'measured** (column "other load %"). Its figures are disturbed and ratios between '
+        "targets measured at different times are unreliable; rerun on a quiet machine "
+        "(`--wait-quiet 120` waits for one before each target).",
+        "",
+    ]
+
+
 def render(results: dict[str, Any], labels: dict[str, str], chart_note: str | None) -> str:
     lines = _meta_lines(results)
     if chart_note:
         lines += [f"_{chart_note}_", ""]
+    lines += _noise_warning(results)
     lines += _sections(results, labels)
     lines += _scaling(results)
     lines += _soak(results)

@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 
 from load import RssSampler, WrkRun, measured_wrk
 from measure import FULL, QUICK, Profile, measure_target
-from procs import ProcessGroup, raise_fd_limit, tree_cpu_seconds
+from procs import ProcessGroup, raise_fd_limit, tree_cpu_seconds, wait_quiet
 from report import write_outputs
 from targets import (
     ALIASES,
@@ -67,6 +67,7 @@ class Run:
         self.results: dict[str, Any] = {"targets": {}, "skipped": {}}
         self.redis_url: str | None = None
         self.redis_error: str | None = None
+        self.wait_quiet = 0.0
         nginx = start_nginx(self.group, workdir, LOAD_CPUS)
         paced = start_paced(self.group, LOAD_CPUS)
         self.upstream_procs = [nginx.managed]
@@ -107,7 +108,15 @@ class Run:
         }
         return starters[name]
 
+    def quiet(self) -> None:
+        """Wait for the machine to be quiet, if --wait-quiet asks for it."""
+        if self.wait_quiet > 0:
+            share = wait_quiet(self.wait_quiet)
+            if share is not None and share >= 0.1:
+                log(f"machine still busy ({share:.0%} of all cores used by others); measuring")
+
     def measure(self, name: str) -> None:
+        self.quiet()
         log(f"target {name}: starting")
         try:
             target = self.starter(name, TARGET_CPUS)()
@@ -145,6 +154,7 @@ class Run:
         out: dict[str, Any] = {}
         for workers in (1, 2):
             name = f"workers-{workers}"
+            self.quiet()
             log(f"scaling {name}: starting")
             try:
                 variant = AisixVariant(name, True, redis_url=self.redis(), workers=workers)
@@ -245,6 +255,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help=f"comma list of targets from {ALL_TARGETS}")
     parser.add_argument("--no-litellm", action="store_true", help="skip installing LiteLLM")
     parser.add_argument("--no-scaling", action="store_true", help="skip the workers 1 vs 2 step")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each target, wait up to SECONDS for other processes to go quiet",
+    )
     parser.add_argument("--keep-workdir", action="store_true", help="keep logs and configs")
     return parser.parse_args(argv)
 
@@ -286,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     try:
         run = Run(profile, workdir, group)
+        run.wait_quiet = args.wait_quiet
         if litellm_error:
             run.results["skipped"]["litellm"] = litellm_error
             names.remove("litellm")

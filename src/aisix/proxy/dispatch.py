@@ -214,6 +214,7 @@ async def _attempt(
         keepalive = Keepalive(sink.keepalive_s, sink.send, state)
         try:
             if state.saw_done:
+                state.finished = True
                 await sink.send({"type": "http.response.body", "body": DONE})
             else:
                 await relay_rest(response, decoder, state, sink.send, stream_timeout_ms)

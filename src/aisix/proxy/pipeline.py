@@ -134,6 +134,9 @@ async def _watch_disconnect(receive: Receive, ctx: RequestContext, task: asyncio
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
+            state = ctx.stream_state
+            if state is not None and state.finished:
+                return  # uvicorn reports the completed response as a disconnect
             ctx.client_cancelled = True
             task.cancel()
             return

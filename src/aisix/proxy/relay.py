@@ -83,6 +83,8 @@ class StreamState:
     generated_chars: int = 0
     head_sent: bool = False
     saw_done: bool = False
+    #: the terminal message is being sent; a disconnect from here on is the normal end
+    finished: bool = False
     error: GatewayError | None = None
     first_chunk_at: float | None = None
     last_send: float = field(default_factory=time.monotonic)
@@ -170,12 +172,14 @@ async def relay_rest(
                 break
     except GatewayError as err:
         state.error = err
+        state.finished = True
         event = {"error": {"message": err.message, "type": err.type}}
         await send(
             {"type": "http.response.body", "body": b"data: " + orjson.dumps(event) + b"\n\n"}
         )
         await send({"type": "http.response.body", "body": b""})
         return
+    state.finished = True
     await send({"type": "http.response.body", "body": DONE})
 
 

@@ -156,7 +156,7 @@ def _soak(results: dict[str, Any]) -> list[str]:
         f"aisix governance on, 50 connections for {soak.get('duration_us', 0) / 1e6:.0f} s "
         f"({soak.get('rps')} req/s, {soak.get('failed')} failed): RSS {_fmt(first)} → "
         f"{_fmt(last)} MiB, growth **{_fmt(soak.get('rss_growth_mib_per_min'))} MiB/min** "
-        "(least-squares slope of RSS sampled every 5 s, first 10% ignored as warm-up). "
+        "(least-squares slope of RSS sampled every 5 s, first 20% ignored as warm-up). "
         f"Run on {(soak.get('meta') or {}).get('date')}.",
         "",
     ]

@@ -198,8 +198,10 @@ class Run:
 
 
 def rss_slope(samples: list[tuple[float, float]]) -> float | None:
-    """Least-squares RSS slope in MiB/min, ignoring the first 10% (warm-up) of the samples."""
-    usable = samples[len(samples) // 10 :]
+    """Least-squares RSS slope in MiB/min over the samples after the first 20% (warm-up)."""
+    if not samples:
+        return None
+    usable = [(t, r) for t, r in samples if t >= 0.2 * samples[-1][0]]
     if len(usable) < 3:
         return None
     n = len(usable)
@@ -268,7 +270,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def execute(run: Run, args: argparse.Namespace, names: list[str]) -> None:
     if args.soak:
-        run.results["soak"] = run.soak()
+        try:
+            run.results["soak"] = run.soak()
+        except StartError as exc:
+            run.results["soak"] = {"error": str(exc)}
         return
     for name in names:
         run.measure(name)
@@ -284,8 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown targets: {sorted(unknown)}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
+    # explicit, so Ctrl-C works even where SIGINT was inherited as ignored (background jobs)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
     raise_fd_limit()
     # the harness (its /proc sampling included) stays off the target's core
     os.sched_setaffinity(0, {int(c) for c in LOAD_CPUS.split(",")})
@@ -315,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"cannot start upstreams: {exc}")
         return 1
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not abort the cleanup
         group.stop_all()
         if args.keep_workdir:
             log(f"logs and configs kept in {workdir}")
@@ -322,12 +330,12 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     if run is None or interrupted:
         return 130 if interrupted else 1
-    results = finish(run, args, profile, started)
-    log(f"done in {results['meta']['elapsed_s']:.0f} s: see bench/RESULTS.md")
+    finish(run, args, profile, started)
+    log(f"done in {time.monotonic() - started:.0f} s: see bench/RESULTS.md")
     return 0
 
 
-def finish(run: Run, args: argparse.Namespace, profile: Profile, started: float) -> dict[str, Any]:
+def finish(run: Run, args: argparse.Namespace, profile: Profile, started: float) -> None:
     previous = load_previous()
     results = dict(previous) if args.soak else {**run.results, "soak": previous.get("soak")}
     if args.soak:
@@ -338,7 +346,6 @@ def finish(run: Run, args: argparse.Namespace, profile: Profile, started: float)
     results.setdefault("meta", {}).setdefault("elapsed_s", round(time.monotonic() - started, 1))
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     write_outputs(results, RESULTS_DIR, BENCH_DIR / "RESULTS.md", log)
-    return results
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ class Reply:
     retry_after: int | str | None = None
     delay_s: float = 0.0  # before the response head
     chunk_delay_s: float = 0.0  # between stream events
+    first_chunk_delay_s: float = 0.0  # stream: after the 200 head, before the first event
     cut_after_chunks: int | None = None  # stream: drop the connection after N events
     drop_connection: bool = False  # close the socket without answering
     omit_done: bool = False  # stream: no final `data: [DONE]`
@@ -80,6 +81,8 @@ class FakeOpenAIUpstream:
         self.host = host
         self.port = 0
         self.requests: list[RecordedRequest] = []
+        #: monotonic times at which a client went away while a stream was being written
+        self.disconnects: list[float] = []
         self.default = Reply()
         self._script: collections.deque[Reply] = collections.deque()
         self._lock = threading.Lock()
@@ -257,13 +260,19 @@ class FakeOpenAIUpstream:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **extra},
         )
         await response.prepare(request)
-        for i, frame in enumerate(frames):
-            if reply.cut_after_chunks is not None and i >= reply.cut_after_chunks:
-                return _drop(request, response)
-            if i and reply.chunk_delay_s > 0:
-                await asyncio.sleep(reply.chunk_delay_s)
-            await response.write(frame)
-        if reply.cut_after_chunks is not None and reply.cut_after_chunks >= len(frames):
+        try:
+            if reply.first_chunk_delay_s > 0:
+                await _pause(request, reply.first_chunk_delay_s)
+            for i, frame in enumerate(frames):
+                if reply.cut_after_chunks is not None and i >= reply.cut_after_chunks:
+                    break
+                if i and reply.chunk_delay_s > 0:
+                    await _pause(request, reply.chunk_delay_s)
+                await response.write(frame)
+        except ConnectionResetError:  # the client (the gateway) closed the connection
+            self.disconnects.append(time.monotonic())
+            raise
+        if reply.cut_after_chunks is not None:
             return _drop(request, response)
         await response.write_eof()
         return response
@@ -277,6 +286,19 @@ def _json(body: Any, extra: dict[str, str], status: int = 200) -> web.Response:
 
 def _default_error(status: int) -> JsonObject:
     return demo.error_body(f"fake upstream error {status}", "server_error")
+
+
+async def _pause(request: web.Request, seconds: float) -> None:
+    """Sleep, noticing within ~10 ms when the client closes the connection meanwhile."""
+    deadline = time.monotonic() + seconds
+    while True:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("client closed the connection")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        await asyncio.sleep(min(left, 0.01))
 
 
 def _drop(request: web.Request, response: web.StreamResponse | None = None) -> web.StreamResponse:

@@ -256,3 +256,22 @@ def test_unreachable_redis(mode: str) -> None:
         await gov.close()
 
     asyncio.run(main())
+
+
+def test_cancelled_admission_gives_everything_back(with_governors: Any) -> None:
+    k, m = key(rate_limit={"rpm": 1, "concurrency": 1}), model("m1")
+    snap = snapshot([k], [m])
+
+    async def body(gov: Governor) -> None:
+        task = asyncio.create_task(gov.admit_gate(snap, k, m, EST, [m]))
+        for _ in range(3):
+            await asyncio.sleep(0)  # the script call is now in flight
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        deadline = asyncio.get_running_loop().time() + 5
+        while await try_gate(gov, snap, k, m) is None:
+            assert asyncio.get_running_loop().time() < deadline, "reservation never released"
+            await asyncio.sleep(0.01)
+
+    with_governors(body)

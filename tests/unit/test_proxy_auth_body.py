@@ -202,7 +202,9 @@ def test_unhashable_role_is_a_400_not_a_crash(role: Any) -> None:
 
 @pytest.mark.parametrize("content", ["text", None, [{"type": "text", "text": "x"}]])
 def test_content_string_null_or_parts(content: Any) -> None:
-    parse_body(orjson.dumps({"model": "m", "messages": [{"role": "user", "content": content}]}), "chat")
+    parse_body(
+        orjson.dumps({"model": "m", "messages": [{"role": "user", "content": content}]}), "chat"
+    )
 
 
 @pytest.mark.parametrize("content", [5, {"type": "text"}, True])

@@ -21,7 +21,7 @@ SETTLE, FAIL, ROLLBACK = "s", "f", "r"
 NANO_PER_USD = 1_000_000_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request, and frozen __init__ is slow
 class Check:
     """One bucket to check and reserve in: `key` is `aisix:rl:{<bucket>}:<dimension>`."""
 

@@ -75,37 +75,43 @@ class BudgetRefusal(BudgetExceeded):
 class Hold:
     """The reservations of one admission. Finishers are idempotent; the first one wins."""
 
-    __slots__ = (
-        "_done",
-        "_ledger",
-        "_spend_keys",
-        "_ticket",
-        "budget_warnings",
-        "requests",
-        "tokens",
-    )
+    __slots__ = ("_adm", "_checks", "_done", "_ledger", "_spend_keys", "_ticket", "budget_warnings")
 
     def __init__(
         self,
         ticket: Ticket | None,
         ledger: SpendLedger | None = None,
         spend_keys: tuple[tuple[str, int], ...] = (),
-        requests: _Strictest | None = None,
-        tokens: _Strictest | None = None,
+        checks: list[Check] | None = None,
+        adm: Admission | None = None,
         budget_warnings: list[str] | None = None,
     ) -> None:
         self._ticket = ticket
         self._done = ticket is None
         self._ledger = ledger
         self._spend_keys = spend_keys
-        self.requests = requests
-        self.tokens = tokens
+        self._checks = checks
+        self._adm = adm
         #: names of warn budgets this request pushes past their limit (do not mutate)
         self.budget_warnings: list[str] = budget_warnings if budget_warnings is not None else []
 
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
         return ratelimit_headers(self)
+
+    def strictest(self) -> dict[str, _Strictest]:
+        """Per dimension (requests, tokens): (remaining, limit, reset s) of the tightest bucket."""
+        found: dict[str, _Strictest] = {}
+        if self._checks is None or self._adm is None:
+            return found
+        adm = self._adm
+        for i, check in enumerate(self._checks):
+            if check.dim == REQUESTS or check.dim == TOKENS:
+                remaining = max(0, check.limit - adm.used[i] - check.amount)
+                best = found.get(check.dim)
+                if best is None or remaining < best[0]:
+                    found[check.dim] = (remaining, check.limit, seconds_until(adm.ends[i], adm.now))
+        return found
 
     async def settle(self, usage: Usage, cost_usd: float) -> None:
         if self._done:
@@ -137,11 +143,15 @@ NOOP_HOLD = Hold(None)
 
 def ratelimit_headers(*holds: Hold) -> list[tuple[bytes, bytes]]:
     """x-ratelimit-* of the strictest request bucket and token bucket among `holds` (§6.5)."""
+    best: dict[str, _Strictest] = {}
+    for hold in holds:
+        for dim, found in hold.strictest().items():
+            if dim not in best or found[0] < best[dim][0]:
+                best[dim] = found
     headers: list[tuple[bytes, bytes]] = []
-    for suffix, attr in ((b"requests", "requests"), (b"tokens", "tokens")):
-        found = [getattr(h, attr) for h in holds if getattr(h, attr) is not None]
-        if found:
-            remaining, limit, reset = min(found)
+    for dim, suffix in ((REQUESTS, b"requests"), (TOKENS, b"tokens")):
+        if dim in best:
+            remaining, limit, reset = best[dim]
             headers += [
                 (b"x-ratelimit-limit-" + suffix, str(limit).encode()),
                 (b"x-ratelimit-remaining-" + suffix, str(remaining).encode()),
@@ -252,8 +262,8 @@ class Governor:
             adm.ticket,
             self._ledger,
             spend_keys,
-            _strictest(checks, adm, REQUESTS),
-            _strictest(checks, adm, TOKENS),
+            checks if rates else None,
+            adm,
             warnings,
         )
 
@@ -296,16 +306,6 @@ class Governor:
 
 def _pricing(model: ModelEntry) -> Any:
     return model.value.pricing if isinstance(model.value, DirectModel) else None
-
-
-def _strictest(checks: list[Check], adm: Admission, dim: str) -> _Strictest | None:
-    best: _Strictest | None = None
-    for i, check in enumerate(checks):
-        if check.dim == dim:
-            remaining = max(0, check.limit - adm.used[i] - check.amount)
-            if best is None or remaining < best[0]:
-                best = (remaining, check.limit, seconds_until(adm.ends[i], adm.now))
-    return best
 
 
 def _rate_refusal(spec: RateSpec, adm: Admission) -> RateLimitRefusal:

@@ -40,35 +40,45 @@ class MemoryBackend:
 
     def admit(self, checks: Sequence[Check], dry: bool = False) -> Admission:
         now = self._clock()
-        count = len(checks)
-        used, reserved, starts, ends = [0] * count, [0] * count, [0] * count, [0] * count
+        used: list[int] = []
+        reserved: list[int] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        spans: dict[int, tuple[int, int]] = {}
         refused = -1
         for i, check in enumerate(checks):
+            held = 0
             if check.dim == CONCURRENCY:
-                used[i] = self._live_slots(check, now)
-            elif check.dim == SPEND:
-                starts[i], ends[i] = bounds(check.window, now)
-                state = self._spend_state(check.key, starts[i])
-                used[i], reserved[i] = state[1], state[2]
+                start = end = 0
+                current = self._live_slots(check, now)
             else:
-                starts[i], ends[i] = bounds(check.window, now)
-                window = self._windows.get(check.key)
-                used[i] = window[1] if window is not None and window[0] == starts[i] else 0
-            over = used[i] + reserved[i] + check.amount > check.limit
-            if over and check.enforce and refused < 0:
+                span = spans.get(check.window)
+                if span is None:
+                    span = spans[check.window] = bounds(check.window, now)
+                start, end = span
+                if check.dim == SPEND:
+                    _, current, held = self._spend_state(check.key, start)
+                else:
+                    window = self._windows.get(check.key)
+                    current = window[1] if window is not None and window[0] == start else 0
+            used.append(current)
+            reserved.append(held)
+            starts.append(start)
+            ends.append(end)
+            if refused < 0 and check.enforce and current + held + check.amount > check.limit:
                 refused = i
         if refused >= 0 or dry:
             return Admission(refused, now, used, reserved, starts, ends, None)
         member = next(self._members)
-        for i, check in enumerate(checks):
+        for check, start in zip(checks, starts, strict=True):
             if check.dim == CONCURRENCY:
                 self._slots.setdefault(check.key, {})[member] = now + self._ttl
             elif check.dim == SPEND:
                 self._spend[check.key][2] += check.amount
             else:
                 window = self._windows.get(check.key)
-                if window is None or window[0] != starts[i]:
-                    self._windows[check.key] = [starts[i], check.amount]
+                if window is None or window[0] != start:
+                    self._windows[check.key] = [start, check.amount]
                 else:
                     window[1] += check.amount
         ticket = MemoryTicket(self, tuple(checks), starts, member)

@@ -71,6 +71,7 @@ class RedisBackend:
         self._last_log = float("-inf")
         self._member_prefix = uuid.uuid4().hex[:12]
         self._members = itertools.count(1)
+        self._orphans: set[asyncio.Future[None]] = set()
 
     def preload_spend(self, spend: Mapping[tuple[str, int], int]) -> None:
         return None  # spend is durable in Redis itself
@@ -85,11 +86,21 @@ class RedisBackend:
         args: list[Any] = [round(self.clock_offset_s * 1e6), member, self._ttl, int(dry)]
         for check in checks:
             args += (check.dim, check.window, check.limit, check.amount, int(check.enforce))
+        call = asyncio.ensure_future(self._acquire_script(keys=[c.key for c in checks], args=args))
         try:
-            raw = await self._acquire_script(keys=[c.key for c in checks], args=args)
+            raw = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            # the caller is gone (client disconnect) but the script may still reserve: undo it
+            call.add_done_callback(lambda done: self._undo_orphan(done, checks, member, dry))
+            raise
         except _REDIS_ERRORS as exc:
             self.record_failure("acquire", exc)
             return self._unavailable(checks, dry)
+        return self._admission(raw, checks, member, dry)
+
+    def _admission(
+        self, raw: list[Any], checks: Sequence[Check], member: str, dry: bool
+    ) -> Admission:
         refused, now_us = int(raw[0]), int(raw[1])
         values = [int(v) for v in raw[2:]]
         used, reserved, starts, ends = values[0::4], values[1::4], values[2::4], values[3::4]
@@ -97,6 +108,17 @@ class RedisBackend:
         if refused < 0 and not dry:
             ticket = RedisTicket(self, _full_keys(checks, starts), tuple(checks), member)
         return Admission(refused, now_us / 1e6, used, reserved, starts, ends, ticket)
+
+    def _undo_orphan(
+        self, done: asyncio.Future[Any], checks: Sequence[Check], member: str, dry: bool
+    ) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        ticket = self._admission(done.result(), checks, member, dry).ticket
+        if ticket is not None:
+            self._orphans.add(asyncio.ensure_future(ticket.finish(ROLLBACK, 0, 0)))
+            for task in [t for t in self._orphans if t.done()]:
+                self._orphans.discard(task)
 
     async def run_finish(self, keys: list[str], args: list[Any]) -> None:
         try:

@@ -37,11 +37,19 @@ def bounds(code: int, now: float) -> tuple[int, int]:
         start = math.floor((now - WEEK_OFFSET) / span) * span + WEEK_OFFSET
         return start, start + span
     if code == MONTH:
+        cached = _month_cache[0]
+        if cached[0] <= now < cached[1]:
+            return cached
         moment = datetime.fromtimestamp(math.floor(now), UTC)
         first = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         following = first.replace(year=first.year + first.month // 12, month=first.month % 12 + 1)
-        return int(first.timestamp()), int(following.timestamp())
+        _month_cache[0] = found = (int(first.timestamp()), int(following.timestamp()))
+        return found
     return 0, 0
+
+
+#: the last month computed: nearly every call asks for the current one
+_month_cache: list[tuple[int, int]] = [(0, 0)]
 
 
 def seconds_until(end: int, now: float) -> int:

@@ -174,10 +174,10 @@ async def relay_rest(
         state.error = err
         state.finished = True
         event = {"error": {"message": err.message, "type": err.type}}
+        # the error event is the final body message: it ends the response (no `[DONE]`)
         await send(
             {"type": "http.response.body", "body": b"data: " + orjson.dumps(event) + b"\n\n"}
         )
-        await send({"type": "http.response.body", "body": b""})
         return
     state.finished = True
     await send({"type": "http.response.body", "body": DONE})

@@ -8,6 +8,7 @@ to bytes once per inbound protocol: the OpenAI envelope on `/v1/*`, the Anthropi
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -196,9 +197,7 @@ class UpstreamTimeout(UpstreamError):
     reason = "request_timeout"
 
 
-def upstream_status_error(
-    status: int, body: bytes, retry_after: float | None, retry_after_raw: str | None
-) -> UpstreamError:
+def upstream_status_error(status: int, body: bytes, retry_after: float | None) -> UpstreamError:
     """Classify a non-2xx upstream answer into the error the contract (§6.4) prescribes."""
     err: UpstreamError
     if status in (401, 403):
@@ -207,7 +206,10 @@ def upstream_status_error(
         err = UpstreamServerError(f"upstream returned {status}")
     else:
         message, code, param = _upstream_error_fields(body, status)
-        headers = {"Retry-After": retry_after_raw} if status == 429 and retry_after_raw else {}
+        headers = {}
+        if status == 429 and retry_after is not None:
+            # §6.5: whole seconds ≥ 1, whatever form (date, fraction, 0) the upstream used
+            headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
         cls = UpstreamRateLimited if status == 429 else UpstreamClientError
         err = cls(message, code=code, param=param, headers=headers, status=status)
         if status == 408:

@@ -242,9 +242,9 @@ def load_settings(path: str | os.PathLike[str] | None, environ: Mapping[str, str
             raise ConfigError(f"config file {config_path} must hold a mapping")
         raw = loaded or {}
         base_dir = config_path.resolve().parent
+    _apply_env(raw, environ)
     if "base_dir" in raw:
         raise ConfigError('unknown key "base_dir"')
-    _apply_env(raw, environ)
     raw.setdefault("admin", {})
     raw["base_dir"] = str(base_dir)
     try:
@@ -282,7 +282,8 @@ def _apply_env(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
 
 
 def _env_value(key: str, value: str) -> Any:
-    """Env values are strings; lists are comma-separated or JSON; scalars parse as YAML."""
+    """Env values stay strings (pydantic converts them where a number or bool belongs);
+    lists are comma-separated or a JSON array."""
     stripped = value.strip()
     if stripped.startswith("["):
         try:
@@ -291,11 +292,7 @@ def _env_value(key: str, value: str) -> Any:
             raise ConfigError(f"environment value for {key} is not a JSON array") from None
     if key in _LIST_KEYS:
         return [item.strip() for item in value.split(",") if item.strip()]
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        return value
-    return parsed if isinstance(parsed, int | float | bool) else value
+    return value
 
 
 _LIST_KEYS = frozenset({"admin_keys", "endpoints", "trusted_proxies", "nodes", "sentinels"})

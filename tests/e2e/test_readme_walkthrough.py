@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 

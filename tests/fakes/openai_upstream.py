@@ -271,7 +271,7 @@ class FakeOpenAIUpstream:
                 await response.write(frame)
         except ConnectionResetError:  # the client (the gateway) closed the connection
             self.disconnects.append(time.monotonic())
-            raise
+            raise asyncio.CancelledError from None  # abandon the response, as `_drop` does
         if reply.cut_after_chunks is not None:
             return _drop(request, response)
         await response.write_eof()

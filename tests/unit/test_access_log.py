@@ -30,6 +30,9 @@ COMMON = {
     "completion_tokens",
     "total_tokens",
     "cost_usd",
+    # issue 3: every attempt (target, status, latency) and whether a fallback served it
+    "is_fallback",
+    "attempt_log",
 }
 CALLER_KEY = "sk-caller-0123456789abcdef"
 PROVIDER_SECRET = "sk-proj-provider-secret"
@@ -72,7 +75,7 @@ def event(**fields: Any) -> RequestFinished:
     return RequestFinished(**{**base, **fields})
 
 
-def test_success_has_exactly_the_contract_fields() -> None:
+def test_success_has_exactly_the_documented_fields() -> None:
     record = access_record(event())
     assert set(record) == COMMON
     assert record["model"] == "chat-prod"
@@ -85,6 +88,10 @@ def test_success_has_exactly_the_contract_fields() -> None:
     assert record["duration_ms"] == 12.346
     assert record["cost_usd"] == 0.00042
     assert record["stream"] is False and record["attempts"] == 2
+    assert record["is_fallback"] is True
+    assert [a["status"] for a in record["attempt_log"]] == [a.status for a in event().attempt_log]
+    assert record["is_fallback"] is True
+    assert [a["status"] for a in record["attempt_log"]] == [a.status for a in event().attempt_log]
 
 
 def test_stream_adds_ttft_and_error_adds_type_and_code() -> None:

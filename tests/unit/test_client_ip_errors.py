@@ -139,7 +139,7 @@ UPSTREAM_BODY = orjson.dumps(
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_upstream_auth_failure_becomes_502(status: int) -> None:
-    err = upstream_status_error(status, UPSTREAM_BODY, None, None)
+    err = upstream_status_error(status, UPSTREAM_BODY, None)
     assert isinstance(err, UpstreamAuthError)
     assert (err.status, err.type, err.code) == (502, "upstream_auth_error", None)
     assert err.message == f"upstream rejected the provider credentials ({status})"
@@ -149,7 +149,7 @@ def test_upstream_auth_failure_becomes_502(status: int) -> None:
 
 @pytest.mark.parametrize("status", [500, 502, 503, 529])
 def test_upstream_5xx_hides_the_body(status: int) -> None:
-    err = upstream_status_error(status, UPSTREAM_BODY, 3.0, "3")
+    err = upstream_status_error(status, UPSTREAM_BODY, 3.0)
     assert isinstance(err, UpstreamServerError)
     assert (err.status, err.type, err.code) == (502, "upstream_error", "upstream_server_error")
     assert err.message == f"upstream returned {status}"
@@ -158,19 +158,19 @@ def test_upstream_5xx_hides_the_body(status: int) -> None:
 
 
 def test_upstream_429_keeps_retry_after() -> None:
-    err = upstream_status_error(429, UPSTREAM_BODY, 7.0, "7")
+    err = upstream_status_error(429, UPSTREAM_BODY, 7.0)
     assert isinstance(err, UpstreamRateLimited)
     assert (err.status, err.type) == (429, "upstream_error")
     assert err.headers == {"Retry-After": "7"}
     assert err.retry_after == 7.0
     assert err.message == "secret-ish upstream detail"
     assert err.reason == "upstream_rate_limited"
-    assert upstream_status_error(429, b"", None, None).headers == {}
+    assert upstream_status_error(429, b"", None).headers == {}
 
 
 @pytest.mark.parametrize("status", [400, 404, 408, 409, 422])
 def test_upstream_other_4xx_keeps_message_code_param_and_status(status: int) -> None:
-    err = upstream_status_error(status, UPSTREAM_BODY, None, None)
+    err = upstream_status_error(status, UPSTREAM_BODY, None)
     assert isinstance(err, UpstreamClientError)
     assert (err.status, err.type, err.code, err.param) == (
         status,
@@ -196,5 +196,12 @@ def test_upstream_other_4xx_keeps_message_code_param_and_status(status: int) -> 
     ],
 )
 def test_upstream_4xx_odd_bodies(body: bytes, message: str, code: str | None) -> None:
-    err = upstream_status_error(400, body, None, None)
+    err = upstream_status_error(400, body, None)
     assert (err.message, err.code, err.param) == (message, code, None)
+
+
+@pytest.mark.parametrize(("retry_after", "sent"), [(0.0, "1"), (2.2, "3"), (30.0, "30")])
+def test_upstream_429_retry_after_is_whole_seconds_at_least_one(
+    retry_after: float, sent: str
+) -> None:
+    assert upstream_status_error(429, b"", retry_after).headers == {"Retry-After": sent}

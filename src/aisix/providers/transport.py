@@ -151,8 +151,8 @@ class Transport:
 
 
 def _status_error(response: aiohttp.ClientResponse, raw: bytes) -> GatewayError:
-    retry_raw = response.headers.get("Retry-After")
-    return upstream_status_error(response.status, raw, parse_retry_after(retry_raw), retry_raw)
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    return upstream_status_error(response.status, raw, retry_after)
 
 
 def _connection_message(exc: BaseException) -> str:

@@ -54,7 +54,8 @@ def _check_messages(messages: Any) -> None:
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise invalid(f"messages[{i}] must be an object", "messages")
-        if message.get("role") not in _ROLES:
+        role = message.get("role")
+        if not isinstance(role, str) or role not in _ROLES:
             raise invalid(f"messages[{i}].role is missing or not a known role", "messages")
         content = message.get("content")
         if content is not None and not isinstance(content, str | list):

@@ -41,12 +41,16 @@ SSE_HEADERS: Headers = [
 class SSEDecoder:
     """Incremental SSE parser yielding the joined `data:` payload of each event."""
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_buf", "_cr")
 
     def __init__(self) -> None:
         self._buf = b""
+        self._cr = False  # the previous read ended with CR: a leading LF completes that CRLF
 
     def feed(self, data: bytes) -> list[bytes]:
+        if self._cr and data.startswith(b"\n"):
+            data = data[1:]
+        self._cr = data.endswith(b"\r")
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buf = self._buf + data if self._buf else data
@@ -70,6 +74,7 @@ class SSEDecoder:
     def flush(self) -> list[bytes]:
         """Payload of a final event the upstream did not terminate with a blank line."""
         rest, self._buf = self._buf, b""
+        self._cr = False
         return self.feed(rest + b"\n\n") if rest.strip() else []
 
 

@@ -28,8 +28,7 @@ def health(clock: FakeClock) -> HealthRegistry:
 
 
 def status_error(status: int, retry_after: float | None = None) -> GatewayError:
-    raw = str(int(retry_after)) if retry_after is not None else None
-    return upstream_status_error(status, b'{"error": {"message": "nope"}}', retry_after, raw)
+    return upstream_status_error(status, b'{"error": {"message": "nope"}}', retry_after)
 
 
 def test_server_error_cools_for_default_seconds_then_expires(

@@ -89,7 +89,7 @@ def test_retries_for() -> None:
 
 
 def status(code: int) -> GatewayError:
-    return upstream_status_error(code, b"{}", None, None)
+    return upstream_status_error(code, b"{}", None)
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ def router(health: HealthRegistry) -> Router:
 
 
 def cool(health: HealthRegistry, entry: ModelEntry, retry_after: float | None = None) -> None:
-    health.record_failure(entry, upstream_status_error(503, b"", retry_after, None))
+    health.record_failure(entry, upstream_status_error(503, b"", retry_after))
 
 
 def binomial_ok(count: int, n: int, p: float, sigmas: float = 5.0) -> bool:

@@ -39,6 +39,7 @@ from aisix.settings import Settings, TLSFiles
 from aisix.snapshot import Snapshot, SnapshotHolder
 from aisix.store.base import ResourceStore
 from aisix.store.supervisor import Supervisor
+from aisix.usage import UsageApi, UsageStore
 
 log = logging.getLogger("aisix")
 
@@ -141,7 +142,8 @@ class Gateway:
         self.listeners: list[Listener] = []
         self.stop_event = asyncio.Event()
         self.runtime: ProxyRuntime | None = None
-        self.ledger: Any = None
+        self.ledger: UsageStore | None = None
+        self.usage_api: UsageApi | None = None
         self._cleanup: list[Callable[[], Awaitable[None]]] = []
 
     def _on_reload(self, ok: bool, snapshot: Snapshot | None) -> None:
@@ -168,8 +170,17 @@ class Gateway:
             raise StartupError(f"cannot load resources: {error}")
         await self.transport.start()
         self._cleanup.append(self.transport.close)
+        self.ledger = UsageStore(
+            settings.data_path / "usage.db", on_drop=self.metrics.usage_drops.inc
+        )
+        try:
+            await self.ledger.start()
+        except Exception as exc:
+            raise StartupError(f"data_dir: cannot open the usage ledger: {exc}") from None
+        self._cleanup.append(self.ledger.close)
         governor = await build_governor(settings, self.ledger, self.metrics)
         self._cleanup.append(governor.close)
+        self.usage_api = UsageApi(self.ledger, governor)
         self.runtime = ProxyRuntime(
             settings=settings,
             holder=self.holder,
@@ -186,6 +197,7 @@ class Gateway:
             entry.alias, state, reason
         )
         self.bus.subscribe(self.metrics.on_request)
+        self.bus.subscribe(self.ledger.on_event)
         if settings.observability.access_log:
             self.bus.subscribe(AccessLog().on_request)
         await self._bind_listeners(runtime)
@@ -262,11 +274,32 @@ class Gateway:
             }
             return AdminResponse(200, body)
 
+        async def key_usage(request: AdminRequest) -> AdminResponse:
+            assert self.usage_api is not None
+            snapshot = self._snapshot()
+            status, body = await self.usage_api.apikey_usage(
+                request.path_params["id"], request.query, snapshot
+            )
+            return AdminResponse(status, body)
+
+        async def usage(request: AdminRequest) -> AdminResponse:
+            assert self.usage_api is not None
+            status, body = await self.usage_api.usage(request.query, self._snapshot())
+            return AdminResponse(status, body)
+
         routes: dict[tuple[str, str], Callable[[AdminRequest], Awaitable[AdminResponse]]] = {
             ("GET", "/admin/v1/models/status"): models_status,
             ("GET", "/admin/v1/health"): health,
+            ("GET", "/admin/v1/apikeys/{id}/usage"): key_usage,
+            ("GET", "/admin/v1/api_keys/{id}/usage"): key_usage,
+            ("GET", "/admin/v1/usage"): usage,
         }
         return routes
+
+    def _snapshot(self) -> Snapshot:
+        snapshot = self.holder.current
+        assert snapshot is not None, "admin routes are bound after the first snapshot"
+        return snapshot
 
     async def reload_file(self) -> None:
         reload = getattr(self.store, "reload", None)

@@ -65,6 +65,8 @@ class RequestFinished:
     cost_usd: float = 0.0
     ttft_ms: float | None = None
     budget_warnings: list[str] = field(default_factory=list)
+    #: the client went away before the response was complete
+    client_cancelled: bool = False
     attempt_log: list[AttemptFinished] = field(default_factory=list)
 
 

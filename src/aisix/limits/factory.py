@@ -9,7 +9,6 @@ from aisix.limits.base import CounterBackend, SpendLedger
 from aisix.limits.governor import Governor
 from aisix.limits.memory import MemoryBackend
 from aisix.limits.metrics import NO_METRICS, LimitMetrics, ObsMetrics
-from aisix.limits.redis import RedisBackend, redis_client
 from aisix.settings import Settings
 
 
@@ -21,6 +20,8 @@ async def build_governor(
     hooks: LimitMetrics = NO_METRICS if metrics is None else ObsMetrics(metrics)
     backend: CounterBackend
     if conf.backend == "redis":
+        from aisix.limits.redis import RedisBackend, redis_client  # only Redis users pay for it
+
         assert conf.redis is not None
         backend = RedisBackend(
             redis_client(conf.redis),

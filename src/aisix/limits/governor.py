@@ -75,7 +75,18 @@ class BudgetRefusal(BudgetExceeded):
 class Hold:
     """The reservations of one admission. Finishers are idempotent; the first one wins."""
 
-    __slots__ = ("_adm", "_checks", "_done", "_ledger", "_spend_keys", "_ticket", "budget_warnings")
+    __slots__ = (
+        "_adm",
+        "_checks",
+        "_done",
+        "_ledger",
+        "_spend_keys",
+        "_ticket",
+        "budget_warnings",
+        "headers",
+    )
+    #: x-ratelimit-* of this hold's strictest buckets (§6.5); `ratelimit_headers` merges holds
+    headers: list[tuple[bytes, bytes]]
 
     def __init__(
         self,
@@ -95,9 +106,12 @@ class Hold:
         #: names of warn budgets this request pushes past their limit (do not mutate)
         self.budget_warnings: list[str] = budget_warnings if budget_warnings is not None else []
 
-    @property
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        return ratelimit_headers(self)
+    def __getattr__(self, name: str) -> Any:
+        # `headers` is a slot filled on first read (only successes read it, once)
+        if name == "headers":
+            self.headers = ratelimit_headers(self)
+            return self.headers
+        raise AttributeError(name)
 
     def strictest(self) -> dict[str, _Strictest]:
         """Per dimension (requests, tokens): (remaining, limit, reset s) of the tightest bucket."""

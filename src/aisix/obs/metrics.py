@@ -155,16 +155,8 @@ class Metrics:
         self._auth(event)
         if event.status == 413:
             self.body_limit.inc()
-        if event.status == 499 or (event.status == 200 and event.error_type == "client_gone"):
+        if event.client_cancelled:
             self.cancelled.child(event.endpoint).inc()
-        if outcome == "rate_limited":
-            layer = "policy" if "policy" in (event.error_code or "") else "api_key"
-            self.ratelimit_rejections.child("requests", layer).inc()
-        elif outcome == "budget_exceeded":
-            self.budget_rejections.child("request").inc()
-        for name in event.budget_warnings:
-            self.budget_warnings.child("request").inc()
-            del name
         for attempt in event.attempt_log:
             self.llm_requests.child(
                 attempt.served_model,
@@ -176,6 +168,7 @@ class Metrics:
                 attempt.latency_s
             )
         self._served(event)
+        self.usage_emitted.inc()
 
     def _auth(self, event: RequestFinished) -> None:
         if event.api_key_id is not None:

@@ -13,10 +13,10 @@ from typing import Any
 
 from aisix.events import AttemptFinished, EventBus, RequestFinished, Usage
 from aisix.ids import uuid4_str
+from aisix.limits.governor import Governor
 from aisix.providers.base import Endpoint
 from aisix.providers.transport import Transport
 from aisix.proxy.client_ip import ClientIPResolver
-from aisix.proxy.governance import Governor
 from aisix.routing.health import HealthRegistry
 from aisix.routing.strategies import Router
 from aisix.settings import Settings
@@ -116,5 +116,6 @@ class RequestContext:
             cost_usd=self.cost_usd,
             ttft_ms=self.ttft * 1000 if self.ttft is not None else None,
             budget_warnings=self.budget_warnings,
+            client_cancelled=self.client_cancelled,
             attempt_log=self.attempt_log,
         )

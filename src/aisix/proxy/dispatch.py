@@ -18,11 +18,11 @@ from typing import Any
 from aisix.asgi import Headers, Send
 from aisix.errors import BudgetExceeded, GatewayError, NotImplementedByAdapter, RateLimited
 from aisix.events import AttemptFinished
+from aisix.limits.governor import Hold, ratelimit_headers
 from aisix.pricing import Estimate
 from aisix.providers.base import Endpoint, UpstreamTarget
 from aisix.proxy.body import client_wants_usage
 from aisix.proxy.context import ProxyRuntime, RequestContext
-from aisix.proxy.governance import Hold
 from aisix.proxy.relay import (
     DONE,
     SSE_HEADERS,
@@ -59,10 +59,11 @@ class Served:
 class StreamSink:
     """How a streaming attempt reaches the client once its first chunk is ready."""
 
-    def __init__(self, send: Send, head: Headers, keepalive_s: float) -> None:
+    def __init__(self, send: Send, head: Headers, keepalive_s: float, gate: Hold) -> None:
         self.send = send
         self.head = head
         self.keepalive_s = keepalive_s
+        self.gate = gate
 
 
 def upstream_timeouts(rt: ProxyRuntime, model: DirectModel) -> tuple[int, int]:
@@ -114,7 +115,9 @@ async def dispatch(
             started = time.perf_counter()
             rt.health.begin(target.id)
             try:
-                answer, stream = await _attempt(rt, ctx, target, upstream, endpoint, body, sink)
+                answer, stream = await _attempt(
+                    rt, ctx, target, upstream, endpoint, body, sink, hold
+                )
             except GatewayError as err:
                 rt.health.end(target.id)
                 _log_attempt(ctx, target, err.upstream_status or err.status, started, err.type)
@@ -188,6 +191,7 @@ async def _attempt(
     endpoint: Endpoint,
     body: dict[str, Any],
     sink: StreamSink | None,
+    hold: Hold,
 ) -> tuple[dict[str, Any] | None, StreamState | None]:
     assert isinstance(target.value, DirectModel) and ctx.alias is not None
     timeout_ms, stream_timeout_ms = upstream_timeouts(rt, target.value)
@@ -204,7 +208,7 @@ async def _attempt(
         state.first_chunk_at = time.perf_counter()
         ctx.ttft = state.first_chunk_at - ctx.started
         ctx.status = 200
-        head = list(sink.head)
+        head = sink.head + ratelimit_headers(sink.gate, hold)
         if ctx.alias.is_routing:
             head.append((b"x-aisix-served-by", target.alias.encode()))
         await sink.send({"type": "http.response.start", "status": 200, "headers": head})

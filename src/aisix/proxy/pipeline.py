@@ -32,6 +32,7 @@ from aisix.errors import (
     ServiceUnavailable,
 )
 from aisix.events import Usage
+from aisix.limits.governor import Hold, ratelimit_headers
 from aisix.pricing import Estimate, cost_usd, estimate_request
 from aisix.providers.base import Endpoint, usage_from_openai
 from aisix.proxy.auth import authenticate
@@ -39,7 +40,6 @@ from aisix.proxy.body import parse_body
 from aisix.proxy.client_ip import parse_ip
 from aisix.proxy.context import ProxyRuntime, RequestContext
 from aisix.proxy.dispatch import SSE_HEADERS, Served, StreamSink, dispatch
-from aisix.proxy.governance import Hold
 from aisix.resources import DirectModel
 from aisix.snapshot import ModelEntry
 
@@ -85,13 +85,13 @@ async def handle_model_call(
     ctx.prompt_estimate = est.prompt_tokens
     gate = await rt.governor.admit_gate(snapshot, ctx.key, alias, est, candidates)
     ctx.open_holds.append(gate)
-    head = common + gate.headers
+    head = common
     if endpoint == "chat":
         head = [*head, (b"x-aisix-call-id", ctx.request_id.encode())]
     sink = None
     if ctx.stream:
         sink = StreamSink(
-            send, SSE_HEADERS + head, rt.settings.downstream.sse_keepalive_interval_secs
+            send, SSE_HEADERS + head, rt.settings.downstream.sse_keepalive_interval_secs, gate
         )
     try:
         served = await _dispatch_watching(rt, ctx, candidates, endpoint, body, est, sink, receive)
@@ -104,7 +104,7 @@ async def handle_model_call(
         raise
     ctx.open_holds.remove(gate)
     if served.body is not None:
-        await _send_json_answer(ctx, send, served, head)
+        await _send_json_answer(ctx, send, served, head, gate)
     await _settle(ctx, served, gate, est)
 
 
@@ -158,7 +158,9 @@ async def finish_cancelled(ctx: RequestContext) -> None:
         await hold.settle(usage, ctx.cost_usd)
 
 
-async def _send_json_answer(ctx: RequestContext, send: Send, served: Served, head: Headers) -> None:
+async def _send_json_answer(
+    ctx: RequestContext, send: Send, served: Served, head: Headers, gate: Hold
+) -> None:
     assert served.body is not None and ctx.alias is not None
     answer = served.body
     answer["model"] = ctx.alias.alias
@@ -166,7 +168,7 @@ async def _send_json_answer(ctx: RequestContext, send: Send, served: Served, hea
     headers = JSON_HEADERS + head
     if ctx.alias.is_routing:
         headers = [*headers, (b"x-aisix-served-by", served.target.alias.encode())]
-    headers = headers + served.hold.headers if served.hold.headers else headers
+    headers += ratelimit_headers(gate, served.hold)
     ctx.status = 200
     await send_response(send, 200, orjson.dumps(answer), headers)
 

@@ -51,8 +51,11 @@ def grouped(
         ]
         ax.bar_label(bars, labels=labels, fontsize=7, padding=1)
     ax.set_xticks(range(len(names)), [SHORT.get(n, n) for n in names], fontsize=8)
-    if log:
+    finite = [v for values in series.values() for v in values if not math.isnan(v) and v > 0]
+    if log and finite:
         ax.set_yscale("log")
+    if not finite:
+        ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", color="grey")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)

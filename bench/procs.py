@@ -40,6 +40,13 @@ def raise_fd_limit() -> int:
     return hard
 
 
+def raise_priority(nice: int) -> int:
+    """Set this process's nice level (children inherit it) if allowed; return the level in use."""
+    with contextlib.suppress(PermissionError, OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
 @dataclass
 class Managed:
     """One started child process with its log file."""

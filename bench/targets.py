@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -24,7 +25,8 @@ from procs import Managed, ProcessGroup, free_port, wait_http
 from upstreams import BENCH_DIR, StartError
 
 REPO_DIR = BENCH_DIR.parent
-AISIX_BIN = REPO_DIR / ".venv" / "bin" / "aisix"
+# AISIX_BIN may point at another build (another checkout's venv) to compare branches
+AISIX_BIN = Path(os.environ.get("AISIX_BIN", REPO_DIR / ".venv" / "bin" / "aisix"))
 CALLER_KEY = "sk-bench-caller-0000000000000000"
 ADMIN_KEY = "bench-admin"
 KINDS = ("static", "sse", "paced", "slow")
@@ -79,6 +81,11 @@ def _proxy_target(name: str, port: int, processes: list[Managed], key: str) -> T
     return Target(name, dict.fromkeys(KINDS, url), dict(ALIASES), key, processes)
 
 
+def exit_note(managed: Managed) -> str:
+    code = managed.proc.poll()
+    return "still running, not ready in time" if code is None else f"exited with status {code}"
+
+
 def check_chat(url: str, model: str, key: str, timeout: float = 10.0) -> str | None:
     """Send one chat request until it answers 200; return None on success, else the last error."""
     body = request_body(model, stream=False).encode()
@@ -116,7 +123,7 @@ def start_bare(group: ProcessGroup, bases: UpstreamBases, cpus: str | None) -> T
     ]
     managed = group.start("bare-proxy", argv, cpus=cpus)
     if not wait_http(f"http://127.0.0.1:{port}/readyz", 20, alive=managed):
-        raise StartError(f"bare proxy did not start: {managed.log_tail()}")
+        raise StartError(f"bare proxy did not start ({exit_note(managed)}): {managed.log_tail()}")
     target = _proxy_target("bare", port, [managed], CALLER_KEY)
     error = check_chat(target.urls["static"], ALIASES["static"], CALLER_KEY)
     if error:
@@ -260,7 +267,7 @@ def start_aisix(
         f"aisix-{variant.name}", [str(AISIX_BIN), "--config", str(config_path)], cpus=cpus
     )
     if not wait_http(f"http://127.0.0.1:{port}/readyz", 30, alive=managed):
-        raise StartError(f"aisix did not become ready: {managed.log_tail()}")
+        raise StartError(f"aisix did not become ready ({exit_note(managed)}): {managed.log_tail()}")
     info = provision_aisix(f"http://127.0.0.1:{admin_port}", bases, variant.governance)
     target = _proxy_target(f"aisix-{variant.name}", port, [managed], CALLER_KEY)
     target.info.update(info, workers=variant.workers, config=config)
@@ -317,7 +324,7 @@ def start_litellm(
     }
     managed = group.start("litellm", argv, cpus=cpus, env=env, cwd=workdir)
     if not wait_http(f"http://127.0.0.1:{port}/health/liveliness", 120, alive=managed):
-        raise StartError(f"LiteLLM did not start: {managed.log_tail()}")
+        raise StartError(f"LiteLLM did not start ({exit_note(managed)}): {managed.log_tail()}")
     target = _proxy_target("litellm", port, [managed], CALLER_KEY)
     error = check_chat(target.urls["static"], ALIASES["static"], CALLER_KEY, timeout=30)
     if error:

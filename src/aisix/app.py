@@ -80,7 +80,9 @@ def bind_socket(addr: str, key: str, reuse_port: bool = False) -> socket.socket:
 
 def make_store(settings: Settings) -> ResourceStore:
     if settings.etcd is not None:
-        raise StartupError("etcd: the etcd store is not available in this build yet")
+        from aisix.store.etcd import EtcdStore
+
+        return EtcdStore.from_settings(settings.etcd, settings.resolve)
     if settings.resources_file is not None:
         from aisix.store.file import FileStore
 

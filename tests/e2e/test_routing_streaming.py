@@ -72,8 +72,8 @@ def assert_error_ended(response: HttpResponse, err_type: str) -> dict[str, Any]:
     [
         Reply.error(500),
         Reply(drop_connection=True),
-        Reply(delay_s=2.0),  # no response head within stream_timeout
-        Reply(first_chunk_delay_s=2.0),  # head at once, first chunk too late
+        Reply(delay_s=3.0),  # no response head within stream_timeout
+        Reply(first_chunk_delay_s=3.0),  # head at once, first chunk too late
     ],
     ids=["500", "dropped", "slow-head", "slow-first-chunk"],
 )
@@ -89,13 +89,13 @@ def test_stream_fails_over_before_the_first_byte(lab: Lab, fault: Reply) -> None
     assert_clean_stream(response, alias)
     assert served_by(response) == names[1]
     assert (count(a), count(b)) == (1, 1)
-    assert time.monotonic() - start < 1.8
+    assert time.monotonic() - start < 2.5  # the slow upstream would take 3 s
     assert a.model_requests()[0].json["stream"] is True
 
 
 def test_gap_beyond_stream_timeout_mid_stream_ends_with_error_event(lab: Lab) -> None:
     a, b = lab.upstream(), lab.upstream()
-    a.default = Reply(chunk_delay_s=1.5)
+    a.default = Reply(chunk_delay_s=3.0)
     names = [lab.target("a", a, stream_timeout=300), lab.target("b", b)]
     alias = lab.alias("gap", names)
 
@@ -104,7 +104,7 @@ def test_gap_beyond_stream_timeout_mid_stream_ends_with_error_event(lab: Lab) ->
 
     error = assert_error_ended(response, "timeout")
     assert error["message"] == "upstream request timed out after 300ms"
-    assert time.monotonic() - start < 1.4  # cut by the gateway, not by the upstream's pace
+    assert time.monotonic() - start < 2.5  # cut by the gateway, not by the upstream's pace
     assert served_by(response) == names[0]
     assert count(b) == 0  # no failover after the first byte
     state = lab.status(names[0])

@@ -23,6 +23,11 @@ from aisix.settings import Settings
 from aisix.snapshot import KeyEntry, ModelEntry, Snapshot, SnapshotHolder
 
 
+_UPSTREAM_ERRORS = frozenset(
+    {"upstream_error", "upstream_auth_error", "timeout", "all_candidates_unavailable"}
+)
+
+
 @dataclass(slots=True)
 class ProxyRuntime:
     settings: Settings
@@ -69,17 +74,16 @@ class RequestContext:
     attempt_log: list[AttemptFinished] = field(default_factory=list)
 
     def outcome(self) -> str:
-        if 200 <= self.status < 400:
-            return "success"
-        if self.error_type == "billing_error":
+        """Metric outcome; a stream that failed or was abandoned after its 200 head counts
+        by what happened, not by the status already sent."""
+        error = self.error_type
+        if error is None:
+            return "success" if 200 <= self.status < 400 else "client_error"
+        if error == "billing_error":
             return "budget_exceeded"
-        if self.error_type == "rate_limit_exceeded":
+        if error == "rate_limit_exceeded":
             return "rate_limited"
-        if self.error_type in ("upstream_error", "upstream_auth_error", "timeout") or (
-            self.error_type == "all_candidates_unavailable"
-        ):
-            return "upstream_error"
-        if self.status >= 500:
+        if error in _UPSTREAM_ERRORS or self.status >= 500:
             return "upstream_error"
         return "client_error"
 

@@ -91,6 +91,7 @@ class ProxyApp:
         except ClientGone:
             ctx.client_cancelled = True
             ctx.status = 499
+            ctx.error_type = "client_gone"
         except asyncio.CancelledError:
             if not ctx.client_cancelled:
                 raise
@@ -98,7 +99,9 @@ class ProxyApp:
             if task is not None:
                 task.uncancel()
             await finish_cancelled(ctx)
+            # 499 when nothing was sent; after a streamed head the status stays 200
             ctx.status = ctx.status or 499
+            ctx.error_type = "client_gone"
         except Exception:
             log.exception("unhandled error serving %s", path)
             if not ctx.status:

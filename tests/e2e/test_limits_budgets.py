@@ -11,7 +11,6 @@ which is also what it costs when the upstream reports 1 + 20 tokens.
 from __future__ import annotations
 
 import concurrent.futures
-import math
 import re
 import socket
 import time
@@ -22,7 +21,7 @@ from typing import Any
 import openai
 import orjson
 import pytest
-from e2e_helpers import ALIAS, Gateway, HttpResponse, http_request, sha256_hex, wait_for
+from e2e_helpers import ALIAS, Gateway, HttpResponse, wait_for
 
 from fakes.openai_upstream import FakeOpenAIUpstream, Reply
 

@@ -22,7 +22,6 @@ from aisix.routing.strategies import Router
 from aisix.settings import Settings
 from aisix.snapshot import KeyEntry, ModelEntry, Snapshot, SnapshotHolder
 
-
 _UPSTREAM_ERRORS = frozenset(
     {"upstream_error", "upstream_auth_error", "timeout", "all_candidates_unavailable"}
 )

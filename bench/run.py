@@ -4,7 +4,8 @@ Starts the upstreams (nginx, paced SSE server), then each target in turn on the 
 (direct, bare proxy, aisix governance off/on, aisix on Redis counters, LiteLLM), measures it
 (bench/measure.py), stops it, and finally measures `proxy.workers` 1 vs 2. Writes
 bench/results/results.json, bench/RESULTS.md and bench/results/chart.png. Every process it
-starts is stopped on exit, Ctrl-C or error. `--soak` instead runs the 10-minute soak on aisix.
+starts is stopped on exit, Ctrl-C or error. `--soak` instead runs the 10-minute soak on aisix;
+`--profile TARGET` instead records a py-spy profile of one target under load.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from hotpath import profile_target
 from load import RssSampler, WrkRun, measured_wrk
 from measure import FULL, QUICK, Profile, measure_target
 from procs import ProcessGroup, raise_fd_limit, raise_priority, tree_cpu_seconds, wait_quiet
@@ -258,6 +260,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="aisix benchmark harness (see bench/README.md)")
     parser.add_argument("--quick", action="store_true", help="short smoke run (~2 minutes)")
     parser.add_argument("--soak", action="store_true", help="run only the soak (10 min)")
+    parser.add_argument(
+        "--profile",
+        choices=[n for n in ALL_TARGETS if n != "direct"],
+        help="only profile this target with py-spy under load (results/profiles/)",
+    )
     parser.add_argument("--only", default="", help=f"comma list of targets from {ALL_TARGETS}")
     parser.add_argument("--no-litellm", action="store_true", help="skip installing LiteLLM")
     parser.add_argument("--no-scaling", action="store_true", help="skip the workers 1 vs 2 step")
@@ -273,6 +280,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def execute(run: Run, args: argparse.Namespace, names: list[str]) -> None:
+    if args.profile:
+        target = run.starter(args.profile, TARGET_CPUS)()
+        seconds = 10 if args.quick else 20
+        log(f"profiling {args.profile} with py-spy for {seconds} s at 50 connections")
+        outcome = profile_target(target, seconds, RESULTS_DIR / "profiles", LOAD_CPUS)
+        log(f"profile: {outcome.get('summary') or outcome.get('error')}")
+        return
     if args.soak:
         try:
             run.results["soak"] = run.soak()
@@ -302,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, {int(c) for c in LOAD_CPUS.split(",")})
     started = time.monotonic()
     litellm_error = None
+    if args.profile:
+        names = [args.profile]
     if "litellm" in names and not args.soak:
         if args.no_litellm:
             names.remove("litellm")
@@ -323,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         interrupted = True
         log("interrupted: stopping every started process")
     except StartError as exc:
-        log(f"cannot start upstreams: {exc}")
+        log(f"cannot start: {exc}")
         return 1
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -335,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     if run is None or interrupted:
         return 130 if interrupted else 1
+    if args.profile:
+        return 0
     finish(run, args, profile, started)
     log(f"done in {time.monotonic() - started:.0f} s: see bench/RESULTS.md")
     return 0

@@ -1,7 +1,7 @@
 """Private virtualenvs the harness installs for itself (never gateway dependencies).
 
 - bench/.litellm-venv: LiteLLM's proxy at a pinned version, the comparison target;
-- bench/.tools-venv: matplotlib, for the PNG chart.
+- bench/.tools-venv: matplotlib for the PNG chart, py-spy for `--profile`.
 A marker file records what was installed, so reruns reuse the venv. Failures are returned as a
 reason string, never raised: a missing comparison is recorded in the results, not fatal.
 """
@@ -19,6 +19,7 @@ from upstreams import BENCH_DIR
 LITELLM_VERSION = "1.105.7"
 LITELLM_VENV = BENCH_DIR / ".litellm-venv"
 TOOLS_VENV = BENCH_DIR / ".tools-venv"
+TOOLS = ["matplotlib", "py-spy"]
 
 
 def ensure_venv(venv: Path, requirements: list[str], timeout: float) -> str | None:
@@ -52,4 +53,4 @@ def ensure_litellm(timeout: float = 900) -> str | None:
 
 
 def ensure_tools(timeout: float = 600) -> str | None:
-    return ensure_venv(TOOLS_VENV, ["matplotlib"], timeout)
+    return ensure_venv(TOOLS_VENV, TOOLS, timeout)

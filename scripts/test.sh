@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs (redis-server from Debian packages, Python deps in
-# ./.venv) and runs the whole suite: ruff, mypy (strict on src/), then pytest.
+# Installs everything the test suite needs (redis-server and etcd-server from Debian packages,
+# Python deps in ./.venv) and runs the whole suite: ruff, mypy (strict on src/), then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive

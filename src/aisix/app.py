@@ -82,7 +82,7 @@ def make_store(settings: Settings) -> ResourceStore:
     if settings.etcd is not None:
         from aisix.store.etcd import EtcdStore
 
-        return EtcdStore.from_settings(settings.etcd, settings.resolve)
+        return EtcdStore(settings.etcd, settings.resolve)
     if settings.resources_file is not None:
         from aisix.store.file import FileStore
 

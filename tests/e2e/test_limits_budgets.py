@@ -78,9 +78,7 @@ def add_key(gw: Gateway, name: str, allowed: list[str] | None = None, **fields: 
     return key_id
 
 
-def setup(
-    gw: Gateway, fake: FakeOpenAIUpstream, **model_fields: Any
-) -> tuple[str, str]:
+def setup(gw: Gateway, fake: FakeOpenAIUpstream, **model_fields: Any) -> tuple[str, str]:
     """Provider key -> fake, model ALIAS (cooldown off, no retries); returns (pk id, model id)."""
     pk = gw.create_provider_key(fake.url)
     model_fields.setdefault("cooldown", {"enabled": False})
@@ -108,9 +106,7 @@ def chat(
         body["max_tokens"] = max_tokens
     if stream:
         body["stream"] = True
-    return gw.proxy(
-        "POST", "/v1/chat/completions", body, api_key=f"sk-{name}", timeout=timeout
-    )
+    return gw.proxy("POST", "/v1/chat/completions", body, api_key=f"sk-{name}", timeout=timeout)
 
 
 def parallel(calls: list[Callable[[], HttpResponse]]) -> list[HttpResponse]:
@@ -167,7 +163,7 @@ def assert_budget_refusal(
     assert isinstance(err["spent_usd"], int | float) and 0 <= err["spent_usd"] <= limit_usd, err
     assert err["period"] == period, err
     if period == "day":
-        start, end = day_bounds()
+        end = day_bounds()[1]
         assert err["period_resets_at"] == rfc3339(end), err
         left = (end - datetime.now(UTC)).total_seconds()
         assert abs(int(response.headers["retry-after"]) - left) <= 5, response.headers
@@ -180,7 +176,9 @@ def key_usage(gw: Gateway, key_id: str, query: str = "") -> dict[str, Any]:
     return dict(response.json)
 
 
-def wait_usage(gw: Gateway, key_id: str, requests: int, spent: float | None = None) -> dict[str, Any]:
+def wait_usage(
+    gw: Gateway, key_id: str, requests: int, spent: float | None = None
+) -> dict[str, Any]:
     """The key's usage once the ledger shows `requests` (and the budget `spent` USD)."""
 
     def settled() -> dict[str, Any] | None:
@@ -323,8 +321,10 @@ def test_rate_limit_policy_crud_refusal_and_rollback(
     first, second = chat(gw, "app"), chat(gw, "app")
     assert (first.status, second.status) == (200, 200), (first.text, second.text)
     assert first.headers["x-ratelimit-limit-requests"] == "2"
-    assert [first.headers["x-ratelimit-remaining-requests"],
-            second.headers["x-ratelimit-remaining-requests"]] == ["1", "0"]
+    assert [
+        first.headers["x-ratelimit-remaining-requests"],
+        second.headers["x-ratelimit-remaining-requests"],
+    ] == ["1", "0"]
     for _ in range(3):
         refused = chat(gw, "app")
         assert_rate_refusal(
@@ -412,9 +412,9 @@ def test_token_limit_reserves_the_estimate_and_settles_to_actual_usage(
 ) -> None:
     gw = gateway()
     setup(gw, fake_openai)
-    for name in ("tok", "par", "big"):
+    for name in ("tok", "par", "big", "est"):
         add_key(gw, name, rate_limit={"tpm": 100})
-    ready(gw, "tok", "par", "big")
+    ready(gw, "tok", "par", "big", "est")
     usage_10 = {"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10}
     fake_openai.default = Reply(usage=usage_10)
     clear_of_window_edge()
@@ -451,6 +451,16 @@ def test_token_limit_reserves_the_estimate_and_settles_to_actual_usage(
     assert chat(gw, "big", max_tokens=40).status == 200  # 10 + 41 <= 100
     assert metric(gw, "aisix_ratelimit_rejections_total", scope="tokens", layer="api_key") == 2
 
+    # a failed request gives its reservation back and adds nothing; without upstream usage the
+    # gateway counts its own estimate: prompt 1 + "echo: hi" (8 bytes -> 2) = 3 tokens
+    fake_openai.script(Reply.error(500), Reply(omit_usage=True))
+    assert chat(gw, "est", max_tokens=40).status == 502
+    estimated = chat(gw, "est", max_tokens=40)
+    assert estimated.status == 200, estimated.text
+    assert estimated.headers["x-ratelimit-remaining-tokens"] == "59"
+    after = chat(gw, "est", max_tokens=40)
+    assert after.headers["x-ratelimit-remaining-tokens"] == str(59 - 3)
+
 
 # --- concurrency -----------------------------------------------------------------------------
 
@@ -475,9 +485,7 @@ def _hang_up_mid_stream(gw: Gateway, name: str) -> None:
     assert received.startswith(b"HTTP/1.1 200"), received
 
 
-def test_concurrency_limit_and_slot_release(
-    gateway: Any, fake_openai: FakeOpenAIUpstream
-) -> None:
+def test_concurrency_limit_and_slot_release(gateway: Any, fake_openai: FakeOpenAIUpstream) -> None:
     gw = gateway()
     setup(gw, fake_openai, timeout=400, stream_timeout=400)
     add_key(gw, "two", rate_limit={"concurrency": 2})
@@ -522,9 +530,10 @@ def test_concurrency_limit_and_slot_release(
     wait_for(lambda: chat(gw, "one").status == 200, 3.0, "the slot of the abandoned stream")
     # and it was really held while the stream ran: one slow stream blocks the next request
     fake_openai.script(Reply(chunk_delay_s=0.3, chunks=4))
+    seen = len(fake_openai.model_requests())
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         running = pool.submit(chat, gw, "one", stream=True)
-        wait_for(lambda: len(fake_openai.model_requests()) >= 9, 3.0, "the stream to start")
+        wait_for(lambda: len(fake_openai.model_requests()) > seen, 3.0, "the stream to start")
         assert chat(gw, "one").status == 429
         assert running.result().status == 200
 
@@ -581,7 +590,9 @@ def test_block_budget_holds_under_parallel_requests(
     assert refused_sdk.value.code == "budget_exceeded"
     assert refused_sdk.value.type == "billing_error"
     # a smaller request still fits: 0.084 + (1 + 10) * 0.001 <= 0.1
-    fake_openai.default = Reply(usage={"prompt_tokens": 1, "completion_tokens": 10, "total_tokens": 11})
+    fake_openai.default = Reply(
+        usage={"prompt_tokens": 1, "completion_tokens": 10, "total_tokens": 11}
+    )
     assert chat(gw, "budget", max_tokens=10).status == 200
     assert metric(gw, "aisix_budget_rejections_total", scope="api_key") == 8
     final = wait_usage(gw, key_id, 5, spent=0.095)
@@ -620,7 +631,7 @@ def test_budget_policies_crud_and_scopes(gateway: Any, fake_openai: FakeOpenAIUp
     add_key(gw, "team1", team_id="team-b")
     add_key(gw, "team2", team_id="team-b")
     add_key(gw, "user1", user_id="user-z")
-    add_key(gw, "plain")
+    add_key(gw, "plain", rate_limit={"rpd": 10})
     ready(gw, "team1", "team2", "user1", "plain")
     fake_openai.default = Reply(usage=USAGE_21)
     # 0.03: one request (0.021) fits, a second does not
@@ -650,10 +661,16 @@ def test_budget_policies_crud_and_scopes(gateway: Any, fake_openai: FakeOpenAIUp
         assert response.status == 400, (bad, response.text)
     assert gw.admin("POST", "/budget_policies", team).status == 409  # name in use
     user_pid = write(
-        gw, "POST", "/budget_policies", {**base, "name": "u", "scope": "user", "scope_ref": "user-z"}
+        gw,
+        "POST",
+        "/budget_policies",
+        {**base, "name": "u", "scope": "user", "scope_ref": "user-z"},
     ).json["id"]
     model_pid = write(
-        gw, "POST", "/budget_policies", {**base, "name": "m", "scope": "model", "scope_ref": model_b}
+        gw,
+        "POST",
+        "/budget_policies",
+        {**base, "name": "m", "scope": "model", "scope_ref": model_b},
     ).json["id"]
     pk_pid = write(
         gw,
@@ -672,6 +689,22 @@ def test_budget_policies_crud_and_scopes(gateway: Any, fake_openai: FakeOpenAIUp
     # user
     assert chat(gw, "user1").status == 200
     assert_budget_refusal(chat(gw, "user1"), "user", "user-z", 0.03)
+    # a `total` budget never resets: no Retry-After, no reset time
+    total_pid = write(
+        gw,
+        "POST",
+        "/budget_policies",
+        {"limit_usd": 0.02, "period": "total", "name": "t", "scope": "user", "scope_ref": "u-t"},
+    ).json["id"]
+    add_key(gw, "forever", user_id="u-t")
+    ready(gw, "forever")
+    fake_openai.script(Reply(usage={"prompt_tokens": 1, "completion_tokens": 5, "total_tokens": 6}))
+    assert chat(gw, "forever", max_tokens=5).status == 200  # costs 0.006
+    refused_total = chat(gw, "forever")  # 0.006 spent + 0.021 > 0.02
+    err = assert_budget_refusal(refused_total, "user", "u-t", 0.02, period="total")
+    assert "retry-after" not in refused_total.headers
+    assert err.get("period_resets_at") is None
+    write(gw, "DELETE", f"/budget_policies/{total_pid}")
     # model: requests to that alias, whatever the key
     assert chat(gw, "plain", alias="m-b").status == 200
     assert_budget_refusal(chat(gw, "plain", alias="m-b"), "model", model_b, 0.03)
@@ -679,9 +712,13 @@ def test_budget_policies_crud_and_scopes(gateway: Any, fake_openai: FakeOpenAIUp
     assert chat(gw, "plain", alias="m-c").status == 200
     assert_budget_refusal(chat(gw, "plain", alias="m-c"), "provider_key", pk_c, 0.03)
     assert metric(gw, "aisix_budget_rejections_total", scope="provider_key") == 1
-    # the others are untouched
-    assert chat(gw, "plain").status == 200
-    assert len(fake_openai.model_requests()) == 5
+    # the others are untouched; and the key's request count taken at the gate was given back
+    # when the provider-key budget refused the attempt: 2 admitted so far, this is the 3rd
+    # (10 - 3 = 7; 6 if the refused attempt had kept its count)
+    untouched = chat(gw, "plain")
+    assert untouched.status == 200, untouched.text
+    assert untouched.headers["x-ratelimit-remaining-requests"] == "7"
+    assert len(fake_openai.model_requests()) == 6
 
     deleted = write(gw, "DELETE", f"/budget_policies/{team_pid}")
     assert deleted.json == {"deleted": True, "id": team_pid}
@@ -693,9 +730,7 @@ def test_budget_policies_crud_and_scopes(gateway: Any, fake_openai: FakeOpenAIUp
 # --- usage reads -----------------------------------------------------------------------------
 
 
-def test_usage_grouped_by_key_model_and_team(
-    gateway: Any, fake_openai: FakeOpenAIUpstream
-) -> None:
+def test_usage_grouped_by_key_model_and_team(gateway: Any, fake_openai: FakeOpenAIUpstream) -> None:
     gw = gateway()
     pk, model_a = setup(gw, fake_openai, pricing=PRICING)
     model_b = gw.create_model(
@@ -793,8 +828,10 @@ def test_spend_survives_a_restart(gateway: Any, fake_openai: FakeOpenAIUpstream)
     key_id = add_key(gw, "durable", budget={"limit_usd": 0.05, "period": "day"})
     ready(gw, "durable")
     fake_openai.default = Reply(usage=USAGE_21)
-    assert [chat(gw, "durable").status for _ in range(3)] == [200, 200, 429]
-    wait_usage(gw, key_id, 2, spent=0.042)
+    # an upstream failure releases its reservation and costs nothing
+    fake_openai.script(Reply.error(500))
+    assert [chat(gw, "durable").status for _ in range(4)] == [502, 200, 200, 429]
+    wait_usage(gw, key_id, 3, spent=0.042)
 
     gw.restart()
 
@@ -802,6 +839,6 @@ def test_spend_survives_a_restart(gateway: Any, fake_openai: FakeOpenAIUpstream)
     err = assert_budget_refusal(refused, "api_key", key_id, 0.05)
     assert err["spent_usd"] == pytest.approx(0.042)
     usage = key_usage(gw, key_id)
-    assert usage["requests"] == 2 and usage["cost_usd"] == pytest.approx(0.042)
+    assert usage["requests"] == 3 and usage["cost_usd"] == pytest.approx(0.042)
     assert usage["budget"]["spent_usd"] == pytest.approx(0.042)
-    assert len(fake_openai.model_requests()) == 2
+    assert len(fake_openai.model_requests()) == 3

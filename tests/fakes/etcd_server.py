@@ -104,9 +104,7 @@ class EtcdServer:
     # -- direct key access (what an operator with etcdctl would do) ------------------------
 
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        request = urllib.request.Request(
-            self.url + path, data=orjson.dumps(body), method="POST"
-        )
+        request = urllib.request.Request(self.url + path, data=orjson.dumps(body), method="POST")
         with urllib.request.urlopen(request, timeout=5.0) as resp:
             answer: dict[str, Any] = orjson.loads(resp.read())
         return answer

@@ -2,7 +2,7 @@
 
 Every resource is one key `<prefix>/<segment>/<id>` whose value is the bare `value` JSON, so an
 operator may write keys directly in etcd; a value that is not a JSON object still loads (as an
-object naming the problem) and `build_snapshot` rejects it like any invalid resource. Creation
+object holding the raw text under an unknown field) so `build_snapshot` rejects it. Creation
 order is each key's `create_revision`, a resource's revision its `version`, the store revision
 the response header's `revision`. All calls are HTTP POSTs made with aiohttp (keys and values
 base64), tried against each endpoint in turn; any failure is `StoreUnavailable` (admin 503).
@@ -11,13 +11,16 @@ base64), tried against each endpoint in turn; any failure is `StoreUnavailable` 
 its puts and deletes in ONE etcd txn guarded by compares: nothing under the prefix modified since
 the read, every touched key unchanged (absent for creates), and the marker key
 `<prefix>/_meta/write_lock` unchanged (the txn bumps it, so deletes made by another writer are
-noticed too). A failed compare re-runs the whole transaction, a few times at most.
+noticed too). A failed compare re-runs the whole transaction, a few times at most; one
+process's own transactions take turns (an asyncio lock), so only other writers can conflict.
 
 `changes()` watches the prefix from the last revision it or `load_all` saw, plus one, and yields
 the revision after each event batch. When the stream breaks it raises `StoreUnavailable`; the
 supervisor's loop then waits (1 s doubling to 60 s), runs a full `load_all` and calls
 `changes()` again, which resumes after the reloaded revision. A compacted start revision yields
-once (forcing a full reload) and re-watches from the current revision.
+once (forcing a full reload) and re-watches from the current revision. After 10 s of silence
+the watch checks that etcd still answers and holds nothing newer than what was seen, so a
+silently dead connection is noticed too.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import asyncio
 import base64
 import random
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,6 +44,7 @@ from aisix.snapshot import Record
 from aisix.store.base import StoreTx, StoreUnavailable
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 LOCK_KEY = "_meta/write_lock"
 #: how often a transaction whose compare failed (a concurrent write) is re-run
@@ -129,70 +133,39 @@ class _EtcdError(Exception):
 class EtcdStore:
     source_type = "etcd"
     writable = True
+    #: seconds of watch silence after which etcd is asked whether the watch missed anything
+    watch_check_interval = 10.0
 
-    def __init__(
-        self,
-        endpoints: list[str],
-        prefix: str = "/aisix",
-        *,
-        dial_timeout: float = 5.0,
-        request_timeout: float = 5.0,
-        username: str | None = None,
-        password: str | None = None,
-        ca_cert_file: Path | None = None,
-        client_cert_file: Path | None = None,
-        client_key_file: Path | None = None,
-    ) -> None:
-        scheme = "https://" if ca_cert_file else "http://"
-        self._endpoints = [
-            (e if "://" in e else scheme + e).rstrip("/") for e in endpoints if e.strip()
-        ]
-        if not self._endpoints:
-            raise ValueError("etcd.endpoints: at least one endpoint is required")
+    def __init__(self, etcd: EtcdSettings, resolve: Callable[[str], Path] = Path) -> None:
+        """`resolve` turns the TLS file names into paths (relative to the config file)."""
+        scheme = "https://" if etcd.tls else "http://"
+        self._endpoints = [(e if "://" in e else scheme + e).rstrip("/") for e in etcd.endpoints]
         shown = [str(URL(e).with_user(None)) for e in self._endpoints]
-        self._root = prefix.rstrip("/") + "/"
-        self.location = ",".join(shown) + prefix.rstrip("/")
         self._shown = dict(zip(self._endpoints, shown, strict=True))
-        self._username = username
-        self._password = password or ""
-        self._tls = (ca_cert_file, client_cert_file, client_key_file)
-        self._timeout = aiohttp.ClientTimeout(
-            total=dial_timeout + request_timeout, sock_connect=dial_timeout
-        )
-        self._watch_timeout = aiohttp.ClientTimeout(total=None, sock_connect=dial_timeout)
+        self._root = etcd.prefix.rstrip("/") + "/"
+        self.location = ",".join(shown) + etcd.prefix.rstrip("/")
+        self._username, self._password = etcd.username, etcd.password or ""
+        self._tls, self._resolve = etcd.tls, resolve
+        dial, request = etcd.dial_timeout_ms / 1000, etcd.request_timeout_ms / 1000
+        self._timeout = aiohttp.ClientTimeout(total=dial + request, sock_connect=dial)
+        self._watch_timeout = aiohttp.ClientTimeout(total=None, sock_connect=dial)
         self._session: aiohttp.ClientSession | None = None
-        self._tokens: dict[str, str] = {}
+        self._tokens: dict[str, str] = {}  # per endpoint: etcd's simple tokens are per member
+        self._writing = asyncio.Lock()
         self._current = 0
         self._healthy = False
         self._seen = 0  # newest revision reflected by load_all or reported by changes()
 
-    @classmethod
-    def from_settings(cls, etcd: EtcdSettings, resolve: Callable[[str], Path]) -> EtcdStore:
-        tls = etcd.tls
-        return cls(
-            etcd.endpoints,
-            etcd.prefix,
-            dial_timeout=etcd.dial_timeout_ms / 1000,
-            request_timeout=etcd.request_timeout_ms / 1000,
-            username=etcd.username,
-            password=etcd.password,
-            ca_cert_file=resolve(tls.ca_cert_file) if tls else None,
-            client_cert_file=resolve(tls.client_cert_file)
-            if tls and tls.client_cert_file
-            else None,
-            client_key_file=resolve(tls.client_key_file) if tls and tls.client_key_file else None,
-        )
-
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        ca, cert, key = self._tls
         context: ssl.SSLContext | bool = True
-        if ca is not None:
+        if (tls := self._tls) is not None:
+            key = self._resolve(tls.client_key_file) if tls.client_key_file else None
             try:
-                context = ssl.create_default_context(cafile=str(ca))
-                if cert is not None:
-                    context.load_cert_chain(str(cert), str(key) if key else None)
+                context = ssl.create_default_context(cafile=self._resolve(tls.ca_cert_file))
+                if tls.client_cert_file:
+                    context.load_cert_chain(self._resolve(tls.client_cert_file), key)
             except (OSError, ssl.SSLError) as exc:
                 raise RuntimeError(f"etcd.tls: {exc}") from None
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
@@ -236,48 +209,54 @@ class EtcdStore:
             raise _EtcdError(str(data.get("message") or data.get("error") or response.status))
         return data
 
-    async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST to the first endpoint that answers; remember it for the next call."""
+    async def _authed_post(self, endpoint: str, path: str, body: dict[str, Any]) -> Any:
+        try:
+            return await self._post(endpoint, path, body, await self._headers(endpoint))
+        except _EtcdError as exc:
+            if self._username is None or "auth" not in str(exc).lower():
+                raise
+            self._tokens.pop(endpoint, None)  # an expired token: authenticate once more
+            return await self._post(endpoint, path, body, await self._headers(endpoint))
+
+    async def _failover(self, action: Callable[[str], Awaitable[R]]) -> R:
+        """Run `action` on the first endpoint that answers; remember it for the next call."""
         errors: list[str] = []
         for step in range(len(self._endpoints)):
             index = (self._current + step) % len(self._endpoints)
             endpoint = self._endpoints[index]
             try:
-                try:
-                    data = await self._post(endpoint, path, body, await self._headers(endpoint))
-                except _EtcdError as exc:
-                    if self._username is None or "auth" not in str(exc).lower():
-                        raise
-                    self._tokens.pop(endpoint, None)  # expired token: authenticate again
-                    data = await self._post(endpoint, path, body, await self._headers(endpoint))
+                result = await action(endpoint)
             except (_EtcdError, aiohttp.ClientError, TimeoutError, OSError) as exc:
                 errors.append(f"{self._shown[endpoint]}: {_describe(exc)}")
                 continue
-            self._current = index
-            self._healthy = True
-            return data
+            self._current, self._healthy = index, True
+            return result
         self._healthy = False
         raise StoreUnavailable("store unavailable: etcd " + "; ".join(errors))
 
-    async def _range(self, relative: str, *, single: bool = False) -> tuple[list[_Kv], int]:
+    async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        data: dict[str, Any] = await self._failover(lambda e: self._authed_post(e, path, body))
+        return data
+
+    async def _range(
+        self, relative: str, *, single: bool = False, newest_only: bool = False
+    ) -> tuple[list[_Kv], int]:
+        """Keys under `<prefix>/<relative>` in creation order (or only the last modified)."""
         key = (self._root + relative).encode()
-        body = {"key": _b64(key)}
+        body: dict[str, Any] = {"key": _b64(key)}
         if not single:
             body["range_end"] = _b64(_prefix_end(key))
+        if newest_only:
+            body.update(limit=1, sort_order="DESCEND", sort_target="MOD", keys_only=True)
         data = await self._call("/v3/kv/range", body)
-        kvs: list[_Kv] = []
-        for item in data.get("kvs", []):
-            full = base64.b64decode(item["key"]).decode("utf-8", "replace")
-            if full.startswith(self._root):
-                kvs.append(
-                    _Kv(
-                        full[len(self._root) :],
-                        base64.b64decode(item.get("value", "")),
-                        int(item.get("create_revision", 0)),
-                        int(item.get("mod_revision", 0)),
-                        int(item.get("version", 0)),
-                    )
-                )
+        kvs = [
+            _Kv(
+                base64.b64decode(item["key"]).decode("utf-8", "replace")[len(self._root) :],
+                base64.b64decode(item.get("value", "")),
+                *(int(item.get(f, 0)) for f in ("create_revision", "mod_revision", "version")),
+            )
+            for item in data.get("kvs", [])
+        ]
         return _in_creation_order(kvs), int(data["header"]["revision"])
 
     # -- reads -----------------------------------------------------------------------------
@@ -302,13 +281,14 @@ class EtcdStore:
     # -- writes ----------------------------------------------------------------------------
 
     async def transact(self, fn: Callable[[StoreTx], T]) -> T:
-        for attempt in range(MAX_ATTEMPTS):
-            kvs, revision = await self._range("")
-            tx = _EtcdTx(kvs)
-            result = fn(tx)
-            if not tx.writes or await self._commit(tx, revision):
-                return result
-            await asyncio.sleep(random.uniform(0.005, 0.03) * (attempt + 1))
+        async with self._writing:  # this process's writes never conflict with each other
+            for attempt in range(MAX_ATTEMPTS):
+                kvs, revision = await self._range("")
+                tx = _EtcdTx(kvs)
+                result = fn(tx)
+                if not tx.writes or await self._commit(tx, revision):
+                    return result
+                await asyncio.sleep(random.uniform(0.005, 0.03) * (attempt + 1))
         raise StoreUnavailable(
             f"store unavailable: concurrent writes kept conflicting ({MAX_ATTEMPTS} attempts)"
         )
@@ -319,11 +299,9 @@ class EtcdStore:
         compare: list[dict[str, Any]] = [
             # nothing under the prefix was put since the read ...
             {
-                "key": _b64(root),
+                **_compare_mod(root, revision + 1),
                 "range_end": _b64(_prefix_end(root)),
-                "target": "MOD",
                 "result": "LESS",
-                "mod_revision": revision + 1,
             },
             # ... and no other transaction committed (this also catches its deletes)
             _compare_mod(root + LOCK_KEY.encode(), lock.mod_revision if lock else 0),
@@ -363,7 +341,7 @@ class EtcdStore:
             response = await self._open_watch(request)
             compacted = 0
             try:
-                async for result in _watch_results(response):
+                async for result in self._watch_results(response):
                     if result.get("canceled"):
                         compacted = int(result.get("compact_revision", 0))
                         if not compacted:
@@ -394,49 +372,53 @@ class EtcdStore:
             yield compacted
 
     async def _open_watch(self, request: dict[str, Any]) -> aiohttp.ClientResponse:
-        errors: list[str] = []
-        for step in range(len(self._endpoints)):
-            index = (self._current + step) % len(self._endpoints)
-            endpoint = self._endpoints[index]
-            try:
-                headers = await self._headers(endpoint)
-                response = await self._http().post(
-                    endpoint + "/v3/watch",
-                    data=orjson.dumps(request),
-                    headers=headers,
-                    timeout=self._watch_timeout,
-                )
-            except (_EtcdError, aiohttp.ClientError, TimeoutError, OSError) as exc:
-                errors.append(f"{self._shown[endpoint]}: {_describe(exc)}")
-                continue
+        async def open_on(endpoint: str) -> aiohttp.ClientResponse:
+            response = await self._http().post(
+                endpoint + "/v3/watch",
+                data=orjson.dumps(request),
+                headers=await self._headers(endpoint),
+                timeout=self._watch_timeout,
+            )
             if response.status != 200:
                 response.close()
-                errors.append(f"{self._shown[endpoint]}: watch answered HTTP {response.status}")
-                continue
-            self._current = index
+                raise _EtcdError(f"watch answered HTTP {response.status}")
             return response
-        self._healthy = False
-        raise StoreUnavailable("store unavailable: etcd " + "; ".join(errors))
+
+        return await self._failover(open_on)
+
+    async def _watch_results(
+        self, response: aiohttp.ClientResponse
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The `result` objects of a watch stream (one JSON document per line); errors raise.
+
+        After `watch_check_interval` seconds of silence, etcd must still answer and must hold
+        no change newer than the last one seen, or the watch is considered lost."""
+        buffer = b""
+        while True:
+            try:
+                chunk = await asyncio.wait_for(
+                    response.content.readany(), self.watch_check_interval
+                )
+            except TimeoutError:
+                newest, _ = await self._range("", newest_only=True)
+                if newest and newest[0].mod_revision > self._seen:
+                    raise StoreUnavailable("store unavailable: watch missed changes") from None
+                continue
+            if not chunk:
+                return
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                message = orjson.loads(line) if line.strip() else {}
+                if "error" in message:
+                    error = message["error"]
+                    detail = error.get("message") if isinstance(error, dict) else error
+                    raise StoreUnavailable(f"store unavailable: watch: {detail}")
+                if message:
+                    yield message.get("result") or {}
 
     def connected(self) -> bool:
         return self._healthy and self._session is not None
-
-
-async def _watch_results(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
-    """The `result` objects of a watch stream (one JSON document per line); errors raise."""
-    buffer = b""
-    async for chunk in response.content.iter_any():
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            if not line.strip():
-                continue
-            message = orjson.loads(line)
-            if "error" in message:
-                error = message["error"]
-                detail = error.get("message") if isinstance(error, dict) else error
-                raise StoreUnavailable(f"store unavailable: watch: {detail}")
-            yield message.get("result") or {}
 
 
 def _compare_mod(key: bytes, mod_revision: int) -> dict[str, Any]:

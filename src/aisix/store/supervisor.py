@@ -83,19 +83,22 @@ class Supervisor:
             self._on_reload(False, None)
 
     async def _follow(self) -> None:
+        """Follow the change feed; when it breaks, reconnect with backoff (1 s doubling to
+        60 s) after a full resynchronising load. A successful resync resets the backoff."""
         backoff = 1.0
         while True:
             try:
                 async for _revision in self.store.changes():
                     await self.reload()
-                    backoff = 1.0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("store watch failed (%s); retrying in %.0fs", exc, backoff)
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 60.0)
-            await self.reload()
+            if await self.reload() is not None and self.store.connected():
+                backoff = 1.0
+            else:
+                backoff = min(backoff * 2, 60.0)
 
     def status(self) -> dict[str, Any]:
         """`GET /status/config` (contract §11.2)."""

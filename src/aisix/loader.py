@@ -233,14 +233,28 @@ def _compile(
             pk = provider_keys[value.provider_key_id]
             target = target_factory(pk, value) if target_factory else None
             models_by_id[mid] = ModelEntry(
-                mid, valid["models"][mid].revision, value, pk, target, (), _networks(value)
+                mid,
+                valid["models"][mid].revision,
+                value,
+                pk,
+                target,
+                (),
+                networks := _networks(value),
+                bool(networks),
             )
     by_alias = {entry.alias: entry for entry in models_by_id.values()}
     for mid, value in index.items["models"].items():
         if isinstance(value, RoutingModel):
             routes = tuple((by_alias[t.model], t.weight, t.priority) for t in value.routing.targets)
             entry = ModelEntry(
-                mid, valid["models"][mid].revision, value, None, None, routes, _networks(value)
+                mid,
+                valid["models"][mid].revision,
+                value,
+                None,
+                None,
+                routes,
+                networks := _networks(value),
+                bool(networks) or any(target.ip_sensitive for target, _, _ in routes),
             )
             models_by_id[mid] = entry
     models_by_alias = {entry.alias: entry for entry in models_by_id.values()}

@@ -90,6 +90,8 @@ class ModelEntry:
     #: routing aliases: (target model entry, weight, priority) in declaration order
     routes: tuple[tuple[ModelEntry, int, int], ...] = ()
     networks: tuple[Any, ...] = ()
+    #: this alias or one of its targets has `allowed_cidrs`, so the client IP matters
+    ip_sensitive: bool = False
 
     @property
     def alias(self) -> str:

@@ -16,11 +16,16 @@ import orjson
 
 from aisix.events import RequestFinished
 
+_second_cache: list[Any] = [-1, ""]
+
 
 def _ts(epoch: float) -> str:
+    """RFC 3339 with milliseconds; the formatted second is reused within that second."""
     whole = int(epoch)
-    millis = int((epoch - whole) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+    if _second_cache[0] != whole:
+        _second_cache[0] = whole
+        _second_cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{_second_cache[1]}.{int((epoch - whole) * 1000):03d}Z"
 
 
 def access_record(event: RequestFinished) -> dict[str, Any]:

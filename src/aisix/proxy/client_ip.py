@@ -7,6 +7,7 @@ right past trusted addresses and takes the first untrusted one.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from aisix.asgi import Scope, header
@@ -52,6 +53,7 @@ class ClientIPResolver:
         return hops[0] if hops else peer
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_ip(value: str | None) -> IPAddress | None:
     if value is None:
         return None

@@ -75,7 +75,7 @@ async def handle_model_call(
     ctx.alias = alias
     if not ctx.key.allowlist.allows(alias.alias):
         raise PermissionDenied(f'API key is not allowed to use model "{alias.alias}"')
-    client_ip = parse_ip(ctx.client_ip)
+    client_ip = parse_ip(ctx.client_ip) if alias.ip_sensitive else None
     if alias.networks and (client_ip is None or not any(client_ip in n for n in alias.networks)):
         raise PermissionDenied(IP_RESTRICTED, code="ip_restricted")
     candidates = rt.router.candidates(alias, client_ip)

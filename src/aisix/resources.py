@@ -16,7 +16,15 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 KINDS = ("provider_keys", "models", "api_keys", "rate_limit_policies", "budget_policies")
 SECRET_MASK = "***"
@@ -189,8 +197,19 @@ class ProviderKey(_Strict):
 # --- models --------------------------------------------------------------------------------
 
 
+def _no_star(value: str) -> str:
+    if "*" in value:
+        raise ValueError("may not contain '*'")
+    return value
+
+
+#: a model's `display_name`: what callers send as `model`
+AliasName = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_no_star)]
+Cidrs = Annotated[list[str] | None, AfterValidator(_check_cidrs)]
+
+
 class DirectModel(_Strict):
-    display_name: Name
+    display_name: AliasName
     provider: Annotated[str, Field(min_length=1, max_length=64)]
     model_name: Annotated[str, Field(min_length=1)]
     provider_key_id: Annotated[str, Field(min_length=1)]
@@ -200,14 +219,7 @@ class DirectModel(_Strict):
     rate_limit: RateLimit | None = None
     cooldown: Cooldown | None = None
     pricing: Pricing | None = None
-    allowed_cidrs: list[str] | None = None
-
-    @field_validator("display_name")
-    @classmethod
-    def _no_star(cls, value: str) -> str:
-        if "*" in value:
-            raise ValueError("may not contain '*'")
-        return value
+    allowed_cidrs: Cidrs = None
 
     @field_validator("provider")
     @classmethod
@@ -215,8 +227,6 @@ class DirectModel(_Strict):
         if not PROVIDER_LABEL.match(value):
             raise ValueError("must match ^[a-z0-9][a-z0-9._-]*$")
         return value
-
-    _cidrs = field_validator("allowed_cidrs")(classmethod(lambda cls, v: _check_cidrs(v)))
 
 
 class RoutingTarget(_Strict):
@@ -238,19 +248,10 @@ class Routing(_Strict):
 
 
 class RoutingModel(_Strict):
-    display_name: Name
+    display_name: AliasName
     routing: Routing
     rate_limit: RateLimit | None = None
-    allowed_cidrs: list[str] | None = None
-
-    @field_validator("display_name")
-    @classmethod
-    def _no_star(cls, value: str) -> str:
-        if "*" in value:
-            raise ValueError("may not contain '*'")
-        return value
-
-    _cidrs = field_validator("allowed_cidrs")(classmethod(lambda cls, v: _check_cidrs(v)))
+    allowed_cidrs: Cidrs = None
 
 
 Model = DirectModel | RoutingModel

@@ -431,16 +431,19 @@ def test_token_limit_reserves_the_estimate_and_settles_to_actual_usage(
     # the first request now counts 10 tokens, not its 41-token reservation
     assert second.headers["x-ratelimit-remaining-tokens"] == "49"
 
-    # in flight together, reservations add up: 41 + 41 fit in 100, a third does not
-    fake_openai.script(*[Reply(delay_s=0.5, usage=usage_10) for _ in range(3)])
+    # in flight together, reservations add up: 41 + 41 fit in 100, a third does not (these
+    # use all 41 tokens, so the outcome does not depend on how the requests interleave)
+    usage_41 = {"prompt_tokens": 1, "completion_tokens": 40, "total_tokens": 41}
+    fake_openai.default = Reply(delay_s=0.5, usage=usage_41)
     responses = parallel([lambda: chat(gw, "par", max_tokens=40)] * 3)
     assert statuses(responses) == [200, 200, 429], [r.text for r in responses]
-    fake_openai.reset()
     fake_openai.default = Reply(usage=usage_10)
     refused = next(r for r in responses if r.status == 429)
     assert_rate_refusal(refused, "token limit exceeded (tokens)")
-    # after settlement the bucket holds 20: another 41 fits
-    assert chat(gw, "par", max_tokens=40).status == 200
+    # the bucket holds 82: a request estimated at 1 + 17 = 18 still fits (and settles to 10);
+    # then it holds 92 and one estimated at 1 + 9 = 10 does not
+    assert chat(gw, "par", max_tokens=17).status == 200
+    assert_rate_refusal(chat(gw, "par", max_tokens=9), "token limit exceeded (tokens)")
 
     # a request larger than the whole limit runs only in an otherwise unused window
     huge = chat(gw, "big", max_tokens=500)
@@ -449,7 +452,7 @@ def test_token_limit_reserves_the_estimate_and_settles_to_actual_usage(
     again = chat(gw, "big", max_tokens=500)  # 10 settled + 100 reserved > 100
     assert_rate_refusal(again, "token limit exceeded (tokens)")
     assert chat(gw, "big", max_tokens=40).status == 200  # 10 + 41 <= 100
-    assert metric(gw, "aisix_ratelimit_rejections_total", scope="tokens", layer="api_key") == 2
+    assert metric(gw, "aisix_ratelimit_rejections_total", scope="tokens", layer="api_key") == 3
 
     # a failed request gives its reservation back and adds nothing; without upstream usage the
     # gateway counts its own estimate: prompt 1 + "echo: hi" (8 bytes -> 2) = 3 tokens
@@ -506,9 +509,15 @@ def test_concurrency_limit_and_slot_release(gateway: Any, fake_openai: FakeOpenA
     assert [r.status for r in done] == [200, 200]
     assert all(r.sse_data()[-1] == "[DONE]" for r in done)
     assert metric(gw, "aisix_ratelimit_rejections_total", scope="concurrency", layer="api_key") == 1
-    # both slots came back after success: two concurrent requests are admitted again
-    fake_openai.script(Reply(delay_s=0.2), Reply(delay_s=0.2))
-    assert statuses(parallel([lambda: chat(gw, "two")] * 2)) == [200, 200]
+    # both slots came back after success: two concurrent requests are admitted again (polled:
+    # a slot is released just after the response's last byte, which the client may beat)
+    fake_openai.default = Reply(delay_s=0.2)
+    wait_for(
+        lambda: statuses(parallel([lambda: chat(gw, "two")] * 2)) == [200, 200],
+        3.0,
+        "both slots to be free",
+    )
+    fake_openai.default = Reply()
 
     # one slot: released after an upstream error, a timeout, a mid-stream failure and a
     # client disconnect mid-stream (each next request is admitted)
@@ -522,7 +531,7 @@ def test_concurrency_limit_and_slot_release(gateway: Any, fake_openai: FakeOpenA
     fake_openai.script(Reply(cut_after_chunks=2, chunks=4))
     cut = chat(gw, "one", stream=True)
     assert cut.status == 200 and "error" in cut.sse_data()[-1], cut.text
-    assert chat(gw, "one").status == 200
+    wait_for(lambda: chat(gw, "one").status == 200, 3.0, "the slot of the failed stream")
 
     fake_openai.script(Reply(chunk_delay_s=0.3, chunks=8))
     _hang_up_mid_stream(gw, "one")
@@ -549,6 +558,7 @@ def test_block_budget_holds_under_parallel_requests(
     key_id = add_key(gw, "budget", budget={"limit_usd": 0.1, "period": "day", "mode": "block"})
     ready(gw, "budget")
     fake_openai.default = Reply(delay_s=0.3, usage=USAGE_21)
+    clear_of_window_edge(86400, 15)  # one budget day (and one usage hour) for the whole test
 
     # each request reserves its worst case (0.021); 4 fit in 0.1, the 5th would not
     responses = parallel([lambda: chat(gw, "budget")] * 10)
@@ -607,6 +617,7 @@ def test_warn_budget_never_refuses_and_counts_the_crossing(
     key_id = add_key(gw, "warn", budget={"limit_usd": 0.03, "period": "day", "mode": "warn"})
     ready(gw, "warn")
     fake_openai.default = Reply(usage=USAGE_21)
+    clear_of_window_edge(86400, 15)
 
     assert chat(gw, "warn").status == 200
     assert metric(gw, "aisix_budget_warnings_total", scope="api_key") == 0
@@ -636,6 +647,7 @@ def test_budget_policies_crud_and_scopes(gateway: Any, fake_openai: FakeOpenAIUp
     fake_openai.default = Reply(usage=USAGE_21)
     # 0.03: one request (0.021) fits, a second does not
     base = {"limit_usd": 0.03, "period": "day"}
+    clear_of_window_edge(86400, 20)
 
     # CRUD and validation
     team = {**base, "name": "team-budget", "scope": "team", "scope_ref": "team-b"}
@@ -744,6 +756,7 @@ def test_usage_grouped_by_key_model_and_team(gateway: Any, fake_openai: FakeOpen
     k2 = add_key(gw, "two")
     ready(gw, "one", "two")
     fake_openai.default = Reply(usage=USAGE_21)
+    clear_of_window_edge(3600, 10)  # every request and read in one usage hour
 
     assert chat(gw, "one").status == 200
     assert chat(gw, "one").status == 200
@@ -828,6 +841,7 @@ def test_spend_survives_a_restart(gateway: Any, fake_openai: FakeOpenAIUpstream)
     key_id = add_key(gw, "durable", budget={"limit_usd": 0.05, "period": "day"})
     ready(gw, "durable")
     fake_openai.default = Reply(usage=USAGE_21)
+    clear_of_window_edge(86400, 20)
     # an upstream failure releases its reservation and costs nothing
     fake_openai.script(Reply.error(500))
     assert [chat(gw, "durable").status for _ in range(4)] == [502, 200, 200, 429]

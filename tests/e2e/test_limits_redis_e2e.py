@@ -91,6 +91,7 @@ def test_two_gateways_share_one_rate_limit_and_one_budget(
     for gw in gws:
         seed_fixed(gw, fake_openai, keys)
     fake_openai.default = Reply(delay_s=0.3, usage=USAGE_21)
+    clear_of_window_edge(86400, 15)
     clear_of_window_edge()
 
     # 12 parallel requests, 6 through each gateway: 5 admitted in all

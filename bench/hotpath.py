@@ -1,7 +1,8 @@
 """Hot-path profile: py-spy samples a target while wrk loads it.
 
 `python bench/run.py --profile aisix-gov` starts the upstreams and the target, warms it up, then
-runs `py-spy record --format raw` on the target's process tree during a 50-connection wrk run.
+runs `py-spy record --gil --format raw` on the target's process tree during a 50-connection wrk
+run (only GIL-holding samples: the shares are of Python CPU time, idle waits excluded).
 It writes the collapsed stacks (bench/results/profiles/<target>.collapsed, loadable in
 speedscope or flamegraph.pl) and a summary of the functions with the most self and inclusive
 samples (<target>.txt). py-spy is installed into bench/.tools-venv.
@@ -48,7 +49,7 @@ def summarize(collapsed: str, top: int = 30) -> str:
             inclusive[function] += count
     if not total:
         return "no samples\n"
-    lines = [f"{total} samples (the event loop's own wait shows as Runner.run self time)"]
+    lines = [f"{total} samples, only of threads holding the GIL (Python CPU time, no idle waits)"]
     for title, counter in (
         ("functions by self samples", own),
         ("functions by inclusive samples", inclusive),
@@ -72,7 +73,7 @@ def profile_target(
     measured_wrk(warm, target.roots, load_cpus)
     argv = [
         str(PY_SPY), "record", "--format", "raw", "--output", str(collapsed),
-        "--pid", str(target.roots[0]), "--subprocesses", "--rate", "200",
+        "--pid", str(target.roots[0]), "--subprocesses", "--rate", "200", "--gil",
         "--duration", str(round(seconds) + 1),
     ]  # fmt: skip
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -214,7 +214,7 @@ class UsageApi:
     ) -> tuple[int, dict[str, Any]]:
         key = snap.api_keys.get(key_id)
         if key is None:
-            return 404, {"error_msg": f'apikeys "{key_id}" not found'}
+            return 404, {"error_msg": "resource not found"}
         now = self._clock()
         budget = key.value.budget
         default_from = bounds(PERIODS[budget.period] if budget else MONTH, now)[0]

@@ -1,140 +1,107 @@
 """Prometheus metrics (contract §12.1), fed by `RequestFinished` events and runtime hooks.
 
 Label values come from configuration (aliases, provider labels, route templates) or from a
-closed set, never from client strings. Label children are cached per label tuple so the
-per-request cost is a dict hit and an increment.
+closed set, never from client strings. Series live in lock-free families (`aisix.obs.prom`),
+so the per-request cost is a dict hit and an addition per series.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from aisix.events import RequestFinished
+from aisix.obs.prom import Family, FamilyCollector
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
-class _Cached:
-    """A metric family with its label children memoised by label tuple."""
-
-    __slots__ = ("_children", "family")
-
-    def __init__(self, family: Any) -> None:
-        self.family = family
-        self._children: dict[tuple[str, ...], Any] = {}
-
-    def child(self, *labels: str) -> Any:
-        found = self._children.get(labels)
-        if found is None:
-            found = self.family.labels(*labels)
-            self._children[labels] = found
-        return found
-
-
 class Metrics:
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry(auto_describe=True)
-        c = self._counter
+        self._families: list[Family] = []
+        c, h, g = self._counter, self._histogram, self._gauge
         self.requests = c(
             "aisix_requests_total",
             "Proxy requests",
-            ["endpoint", "model", "provider", "status", "outcome"],
-        )
-        self.duration = _Cached(
-            Histogram(
-                "aisix_request_duration_seconds",
-                "Proxy request duration",
-                ["endpoint", "model", "outcome"],
-                buckets=_LATENCY_BUCKETS,
-                registry=r,
-            )
+            "endpoint", "model", "provider", "status", "outcome",
+        )  # fmt: skip
+        self.duration = h(
+            "aisix_request_duration_seconds",
+            "Proxy request duration",
+            "endpoint",
+            "model",
+            "outcome",
         )
         self.llm_requests = c(
             "aisix_llm_requests_total",
             "Upstream attempts",
-            ["model", "provider", "status", "is_fallback"],
+            "model", "provider", "status", "is_fallback",
+        )  # fmt: skip
+        self.llm_latency = h(
+            "aisix_llm_api_latency_seconds", "Upstream attempt latency", "model", "provider"
         )
-        self.llm_latency = _Cached(
-            Histogram(
-                "aisix_llm_api_latency_seconds",
-                "Upstream attempt latency",
-                ["model", "provider"],
-                buckets=_LATENCY_BUCKETS,
-                registry=r,
-            )
-        )
-        self.ttft = _Cached(
-            Histogram(
-                "aisix_llm_time_to_first_token_seconds",
-                "Time to first streamed chunk",
-                ["model", "provider"],
-                buckets=_LATENCY_BUCKETS,
-                registry=r,
-            )
-        )
-        self.input_tokens = c(
-            "aisix_llm_input_tokens_total", "Prompt tokens", ["model", "provider"]
-        )
+        self.ttft = h(
+            "aisix_llm_time_to_first_token_seconds",
+            "Time to first streamed chunk",
+            "model", "provider",
+        )  # fmt: skip
+        self.input_tokens = c("aisix_llm_input_tokens_total", "Prompt tokens", "model", "provider")
         self.output_tokens = c(
-            "aisix_llm_output_tokens_total", "Completion tokens", ["model", "provider"]
+            "aisix_llm_output_tokens_total", "Completion tokens", "model", "provider"
         )
-        self.total_tokens = c("aisix_llm_total_tokens_total", "Total tokens", ["model", "provider"])
-        self.consumed = c("aisix_tokens_consumed_total", "Tokens consumed", ["model", "provider"])
-        self.spend = c(
-            "aisix_llm_spend_micro_usd_total", "Spend in micro-USD", ["model", "provider"]
-        )
-        self.auth = c("aisix_auth_decisions_total", "Caller auth decisions", ["result", "reason"])
+        self.total_tokens = c("aisix_llm_total_tokens_total", "Total tokens", "model", "provider")
+        self.consumed = c("aisix_tokens_consumed_total", "Tokens consumed", "model", "provider")
+        self.spend = c("aisix_llm_spend_micro_usd_total", "Spend in micro-USD", "model", "provider")
+        self.auth = c("aisix_auth_decisions_total", "Caller auth decisions", "result", "reason")
         self.ratelimit_rejections = c(
-            "aisix_ratelimit_rejections_total", "Rate-limit refusals", ["scope", "layer"]
+            "aisix_ratelimit_rejections_total", "Rate-limit refusals", "scope", "layer"
         )
-        self.budget_rejections = c("aisix_budget_rejections_total", "Budget refusals", ["scope"])
-        self.budget_warnings = c("aisix_budget_warnings_total", "Warn budgets crossed", ["scope"])
-        self.in_flight = Gauge(
-            "aisix_proxy_in_flight_requests", "Proxy requests in flight", registry=r
-        )
-        self.body_limit = Counter(
-            "aisix_proxy_request_body_limit_rejections_total", "Bodies over the limit", registry=r
+        self.budget_rejections = c("aisix_budget_rejections_total", "Budget refusals", "scope")
+        self.budget_warnings = c("aisix_budget_warnings_total", "Warn budgets crossed", "scope")
+        self.in_flight = g("aisix_proxy_in_flight_requests", "Proxy requests in flight")
+        self.body_limit = c(
+            "aisix_proxy_request_body_limit_rejections_total", "Bodies over the limit"
         )
         self.cancelled = c(
             "aisix_proxy_client_cancelled_requests_total",
             "Requests the client abandoned",
-            ["endpoint"],
+            "endpoint",
         )
-        self.deployment_state = _Cached(
-            Gauge("aisix_deployment_state", "0 healthy, 1 cooldown", ["model"], registry=r)
-        )
+        self.deployment_state = g("aisix_deployment_state", "0 healthy, 1 cooldown", "model")
         self.cooled_down = c(
-            "aisix_deployment_cooled_down_total", "Cooldowns entered", ["model", "reason"]
+            "aisix_deployment_cooled_down_total", "Cooldowns entered", "model", "reason"
         )
         self.fallback_ok = c(
-            "aisix_routing_successful_fallbacks_total",
-            "Requests a fallback target served",
-            ["model"],
+            "aisix_routing_successful_fallbacks_total", "Requests a fallback target served", "model"
         )
         self.fallback_failed = c(
-            "aisix_routing_failed_fallbacks_total", "Requests whose fallbacks all failed", ["model"]
+            "aisix_routing_failed_fallbacks_total", "Requests whose fallbacks all failed", "model"
         )
-        self.reloads = c("aisix_config_reloads_total", "Resource reloads", ["result"])
-        self.applied_revision = Gauge(
-            "aisix_config_applied_revision", "Snapshot revision", registry=r
+        self.reloads = c("aisix_config_reloads_total", "Resource reloads", "result")
+        self.applied_revision = g("aisix_config_applied_revision", "Snapshot revision")
+        self.rejected = g("aisix_config_rejected_resources", "Rejected resources")
+        self.last_reload_ok = g(
+            "aisix_config_last_reload_successful", "1 if the last reload succeeded"
         )
-        self.rejected = Gauge("aisix_config_rejected_resources", "Rejected resources", registry=r)
-        self.last_reload_ok = Gauge(
-            "aisix_config_last_reload_successful", "1 if the last reload succeeded", registry=r
-        )
-        self.usage_emitted = Counter(
-            "aisix_usage_events_emitted_total", "Usage events emitted", registry=r
-        )
-        self.usage_drops = Counter(
-            "aisix_usage_event_drops_total", "Usage events dropped", registry=r
-        )
-        self.redis_failures = c("aisix_redis_failures_total", "Redis failures", ["operation"])
+        self.usage_emitted = c("aisix_usage_events_emitted_total", "Usage events emitted")
+        self.usage_drops = c("aisix_usage_event_drops_total", "Usage events dropped")
+        self.redis_failures = c("aisix_redis_failures_total", "Redis failures", "operation")
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(FamilyCollector(self._families))
 
-    def _counter(self, name: str, doc: str, labels: list[str]) -> _Cached:
-        return _Cached(Counter(name.removesuffix("_total"), doc, labels, registry=self.registry))
+    def _add(self, family: Family) -> Family:
+        self._families.append(family)
+        return family
+
+    def _counter(self, name: str, doc: str, *labels: str) -> Family:
+        return self._add(Family("counter", name, doc, labels))
+
+    def _gauge(self, name: str, doc: str, *labels: str) -> Family:
+        return self._add(Family("gauge", name, doc, labels))
+
+    def _histogram(self, name: str, doc: str, *labels: str) -> Family:
+        return self._add(Family("histogram", name, doc, labels, buckets=_LATENCY_BUCKETS))
 
     def bind_in_flight(self, read: Callable[[], float]) -> None:
         self.in_flight.set_function(read)

@@ -34,17 +34,38 @@ class Estimate:
 
 def estimate_request(body: dict[str, Any], default_completion: int, embeddings: bool) -> Estimate:
     """The §9.3 estimate for a parsed request body."""
-    counter = _TextCounter()
-    for field in ("messages", "system", "prompt", "input"):
-        if field in body:
-            counter.add(body[field], top=True)
-    prompt = -(-counter.bytes // 4) + counter.token_ids
+    fast = _plain_chat_bytes(body)
+    if fast is not None:
+        prompt = -(-fast // 4)
+    else:
+        counter = _TextCounter()
+        for field in ("messages", "system", "prompt", "input"):
+            if field in body:
+                counter.add(body[field], top=True)
+        prompt = -(-counter.bytes // 4) + counter.token_ids
     if embeddings:
         return Estimate(prompt, 0)
     cap = _positive_int(body.get("max_completion_tokens"))
     if cap is None:
         cap = _positive_int(body.get("max_tokens"))
     return Estimate(prompt, default_completion if cap is None else cap)
+
+
+def _plain_chat_bytes(body: dict[str, Any]) -> int | None:
+    """Fast path for the common request: only `{"role", "content": str}` messages.
+    None means "not that shape": the general walk below counts it."""
+    messages = body.get("messages")
+    if type(messages) is not list or "system" in body or "prompt" in body or "input" in body:
+        return None
+    total = 0
+    for message in messages:
+        if type(message) is not dict or len(message) != 2 or "role" not in message:
+            return None
+        content = message.get("content")
+        if type(content) is not str:
+            return None
+        total += len(content) if content.isascii() else len(content.encode("utf-8"))
+    return total
 
 
 class _TextCounter:

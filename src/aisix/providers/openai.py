@@ -73,6 +73,8 @@ class OpenAITarget:
             "Authorization": f"Bearer {key.secret}",
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
+            # no compressed answers: streams must flow chunk by chunk, and JSON is small
+            "Accept-Encoding": "identity",
         }
         request = key.request
         self._extra_headers = dict(request.default_headers or {}) if request else {}

@@ -54,6 +54,7 @@ class Transport:
         self._connect_s = connect_timeout_ms / 1000
         self._pool_size = pool_size_per_host
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[int, bool], aiohttp.ClientTimeout] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -66,7 +67,6 @@ class Transport:
         self._session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=True,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
             cookie_jar=aiohttp.DummyCookieJar(),
         )
 
@@ -74,6 +74,20 @@ class Transport:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def _timeout(self, ms: int, streaming: bool) -> aiohttp.ClientTimeout:
+        """One shared ClientTimeout per (deadline, kind): a few distinct values per process.
+        Non-streaming: `ms` bounds the whole exchange. Streaming: `ms` bounds each read (the
+        first chunk and every gap)."""
+        found = self._timeouts.get((ms, streaming))
+        if found is None:
+            seconds = ms / 1000 if ms else None
+            if streaming:
+                found = aiohttp.ClientTimeout(sock_connect=self._connect_s, sock_read=seconds)
+            else:
+                found = aiohttp.ClientTimeout(total=seconds, sock_connect=self._connect_s)
+            self._timeouts[(ms, streaming)] = found
+        return found
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -84,9 +98,7 @@ class Transport:
         self, target: UpstreamTarget, request: PreparedRequest, timeout_ms: int
     ) -> tuple[dict[str, Any], int]:
         """POST and parse a JSON object answer; return (body, status)."""
-        timeout = aiohttp.ClientTimeout(
-            total=timeout_ms / 1000 if timeout_ms else None, sock_connect=self._connect_s
-        )
+        timeout = self._timeout(timeout_ms, streaming=False)
         try:
             async with self.session.post(
                 request.url,
@@ -118,11 +130,7 @@ class Transport:
         self, target: UpstreamTarget, request: PreparedRequest, stream_timeout_ms: int
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Open a streaming POST; yields the response once 2xx headers have arrived."""
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=self._connect_s,
-            sock_read=stream_timeout_ms / 1000 if stream_timeout_ms else None,
-        )
+        timeout = self._timeout(stream_timeout_ms, streaming=True)
         try:
             response = await self.session.post(
                 request.url,

@@ -94,7 +94,12 @@ async def handle_model_call(
             send, SSE_HEADERS + head, rt.settings.downstream.sse_keepalive_interval_secs, gate
         )
     try:
-        served = await _dispatch_watching(rt, ctx, candidates, endpoint, body, est, sink, receive)
+        if sink is None:
+            served = await dispatch(rt, ctx, candidates, endpoint, body, est, None)
+        else:
+            served = await _dispatch_watching(
+                rt, ctx, candidates, endpoint, body, est, sink, receive
+            )
     except GatewayError as err:
         ctx.open_holds.remove(gate)
         if err.reached_upstream:
@@ -115,12 +120,10 @@ async def _dispatch_watching(
     endpoint: Endpoint,
     body: dict[str, Any],
     est: Estimate,
-    sink: StreamSink | None,
+    sink: StreamSink,
     receive: Receive,
 ) -> Served:
-    """Dispatch; for streams, a client disconnect cancels the upstream read promptly."""
-    if sink is None:
-        return await dispatch(rt, ctx, candidates, endpoint, body, est, None)
+    """Dispatch a stream; a client disconnect cancels the upstream read promptly."""
     task = asyncio.current_task()
     assert task is not None
     watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, ctx, task))

@@ -60,3 +60,16 @@ def test_worst_case_is_whole_cap_at_output_price() -> None:
     pricing = Pricing(input_per_million=2, output_per_million=8)
     assert worst_case_usd(pricing, Estimate(100, 50)) == pytest.approx((200 + 400) / 1e6)
     assert worst_case_usd(None, Estimate(100, 50)) == 0.0
+
+
+def test_plain_chat_fast_path_counts_like_the_general_walk() -> None:
+    from aisix.pricing import _TextCounter
+
+    for content in ("Hello there", "héllo wörld ✓", "", "x" * 4097):
+        body = {"model": "m", "messages": [{"role": "user", "content": content}] * 3}
+        counter = _TextCounter()
+        counter.add(body["messages"], top=True)
+        assert estimate_request(body, 7, False).prompt_tokens == -(-counter.bytes // 4)
+    # a message with more than role and content takes the general walk (its name counts)
+    named = {"messages": [{"role": "user", "content": "abcd", "name": "abcd"}]}
+    assert estimate_request(named, 7, False).prompt_tokens == 2

@@ -13,13 +13,14 @@ import base64
 import shutil
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from fakes.process import terminate, wait_ready
 
 START_DEADLINE_S = 15.0
 
@@ -71,17 +72,12 @@ class EtcdServer:
                 stderr=log,
                 stdin=subprocess.DEVNULL,
             )
-        deadline = time.monotonic() + START_DEADLINE_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                code = self.proc.returncode
-                self.proc = None
-                raise RuntimeError(f"etcd exited with {code}; see {self.directory / 'etcd.log'}")
-            if self.healthy():
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("etcd did not become healthy in time")
+        try:
+            wait_ready(self.proc, self.healthy, "etcd", START_DEADLINE_S)
+        except RuntimeError as exc:
+            self.proc = None
+            raise RuntimeError(f"{exc}; see {self.directory / 'etcd.log'}") from None
+        return self
 
     def healthy(self) -> bool:
         try:
@@ -93,12 +89,7 @@ class EtcdServer:
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        terminate(self.proc)
         self.proc = None
 
     # -- direct key access (what an operator with etcdctl would do) ------------------------

@@ -40,6 +40,7 @@ from aisix.limits.base import (
     Ticket,
 )
 from aisix.limits.layers import BudgetSpec, LayerIndex, RateSpec, key_budget_spec
+from aisix.limits.memory import MemoryBackend, MemoryTicket
 from aisix.limits.metrics import NO_METRICS, LimitMetrics
 from aisix.limits.windows import Clock, rfc3339, seconds_until
 from aisix.pricing import Estimate, worst_case_usd
@@ -72,6 +73,58 @@ class BudgetRefusal(BudgetExceeded):
         self.scope = scope
 
 
+class _Plan:
+    """Everything about one layer set that does not depend on the request, built once.
+
+    Governor caches one per (snapshot, key, alias) for gates and per (snapshot, target) for
+    attempts. `checks` are index-aligned with `rates + budgets`; request and concurrency
+    checks (amount 1) are shared by every admission, token and spend checks are templates
+    replaced per request by copies with the request's amount. Checks are never mutated.
+    """
+
+    __slots__ = (
+        "budgets",
+        "checks",
+        "limits",
+        "rates",
+        "requests_at",
+        "spends",
+        "tokens",
+        "tokens_at",
+        "warn",
+    )
+
+    def __init__(self, rates: tuple[RateSpec, ...], budgets: tuple[BudgetSpec, ...]) -> None:
+        self.rates = rates
+        self.budgets = budgets
+        checks = [Check(s.key, s.dim, s.window, s.limit, 1) for s in rates]
+        checks += [Check(b.key, SPEND, b.window, b.limit, 0, b.enforce) for b in budgets]
+        self.checks = checks
+        self.tokens = tuple((i, c) for i, c in enumerate(checks) if c.dim == TOKENS)
+        self.spends = tuple((i, c) for i, c in enumerate(checks) if c.dim == SPEND)
+        #: where the request and token buckets are, for the x-ratelimit-* headers
+        self.requests_at = tuple(i for i, c in enumerate(checks) if c.dim == REQUESTS)
+        self.tokens_at = tuple(i for i, _ in self.tokens)
+        self.limits = [str(c.limit).encode() for c in checks]
+        self.warn = tuple((i, b) for i, b in enumerate(budgets, len(rates)) if not b.enforce)
+
+
+#: a layer set with nothing in it: admissions against it return NOOP_HOLD
+_EMPTY = _Plan((), ())
+#: plans kept per snapshot before the cache starts over (keys × aliases can be large)
+MAX_PLANS = 4096
+_NO_WARNINGS: list[str] = []
+
+
+class _SnapshotPlans:
+    __slots__ = ("attempts", "gates", "index")
+
+    def __init__(self, index: LayerIndex) -> None:
+        self.index = index
+        self.gates: dict[tuple[str, str], _Plan] = {}
+        self.attempts: dict[tuple[str, bool], _Plan] = {}
+
+
 class Hold:
     """The reservations of one admission. Finishers are idempotent; the first one wins."""
 
@@ -79,20 +132,18 @@ class Hold:
         "_adm",
         "_checks",
         "_done",
+        "_headers",
         "_ledger",
-        "_spend_keys",
+        "_plan",
         "_ticket",
         "budget_warnings",
-        "headers",
     )
-    #: x-ratelimit-* of this hold's strictest buckets (§6.5); `ratelimit_headers` merges holds
-    headers: list[tuple[bytes, bytes]]
 
     def __init__(
         self,
         ticket: Ticket | None,
         ledger: SpendLedger | None = None,
-        spend_keys: tuple[tuple[str, int], ...] = (),
+        plan: _Plan | None = None,
         checks: list[Check] | None = None,
         adm: Admission | None = None,
         budget_warnings: list[str] | None = None,
@@ -100,43 +151,68 @@ class Hold:
         self._ticket = ticket
         self._done = ticket is None
         self._ledger = ledger
-        self._spend_keys = spend_keys
+        self._plan = plan
         self._checks = checks
         self._adm = adm
+        self._headers: list[tuple[bytes, bytes]] | None = None
         #: names of warn budgets this request pushes past their limit (do not mutate)
         self.budget_warnings: list[str] = budget_warnings if budget_warnings is not None else []
 
-    def __getattr__(self, name: str) -> Any:
-        # `headers` is a slot filled on first read (only successes read it, once)
-        if name == "headers":
-            self.headers = ratelimit_headers(self)
-            return self.headers
-        raise AttributeError(name)
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """x-ratelimit-* of this hold's strictest buckets (§6.5); `ratelimit_headers` merges
+        holds. Computed on first read (a plain slot: `__getattr__` would slow every access)."""
+        if self._headers is None:
+            self._headers = ratelimit_headers(self)
+        return self._headers
 
     def strictest(self) -> dict[str, _Strictest]:
         """Per dimension (requests, tokens): (remaining, limit, reset s) of the tightest bucket."""
         found: dict[str, _Strictest] = {}
-        if self._checks is None or self._adm is None:
-            return found
-        adm = self._adm
-        for i, check in enumerate(self._checks):
-            if check.dim == REQUESTS or check.dim == TOKENS:
-                remaining = max(0, check.limit - adm.used[i] - check.amount)
-                best = found.get(check.dim)
-                if best is None or remaining < best[0]:
-                    found[check.dim] = (remaining, check.limit, seconds_until(adm.ends[i], adm.now))
+        for dim in (REQUESTS, TOKENS):
+            best = self._tightest(dim)
+            if best is not None:
+                remaining, i = best
+                assert self._checks is not None and self._adm is not None
+                limit, adm = self._checks[i].limit, self._adm
+                found[dim] = (remaining, limit, seconds_until(adm.ends[i], adm.now))
         return found
+
+    def _tightest(self, dim: str) -> tuple[int, int] | None:
+        """(remaining, check index) of the first bucket of `dim` with the least remaining."""
+        plan, checks, adm = self._plan, self._checks, self._adm
+        if plan is None or checks is None or adm is None:
+            return None
+        best: tuple[int, int] | None = None
+        used = adm.used
+        for i in plan.requests_at if dim == REQUESTS else plan.tokens_at:
+            check = checks[i]
+            remaining = check.limit - used[i] - check.amount
+            if remaining < 0:
+                remaining = 0
+            if best is None or remaining < best[0]:
+                best = (remaining, i)
+        return best
 
     async def settle(self, usage: Usage, cost_usd: float) -> None:
         if self._done:
             return
         self._done = True
-        spend = max(0, round(cost_usd * NANO_PER_USD))
-        assert self._ticket is not None
-        await self._ticket.finish(SETTLE, max(0, usage.total_tokens), spend)
-        if self._ledger is not None and spend:
-            for key, start in self._spend_keys:
-                self._ledger.add_spend(key, start, spend)
+        spend = round(cost_usd * NANO_PER_USD)
+        if spend < 0:
+            spend = 0
+        tokens = usage.total_tokens
+        ticket = self._ticket
+        if type(ticket) is MemoryTicket:
+            ticket.finish_now(SETTLE, tokens if tokens > 0 else 0, spend)  # skip a coroutine
+        else:
+            assert ticket is not None
+            await ticket.finish(SETTLE, tokens if tokens > 0 else 0, spend)
+        ledger = self._ledger
+        if ledger is not None and spend and self._plan is not None and self._adm is not None:
+            starts = self._adm.starts
+            for i, check in self._plan.spends:
+                ledger.add_spend(check.key, starts[i], spend)
 
     async def fail(self) -> None:
         await self._release(FAIL)
@@ -153,25 +229,63 @@ class Hold:
 
 
 NOOP_HOLD = Hold(None)
+_REQUEST_NAMES = (
+    b"x-ratelimit-limit-requests",
+    b"x-ratelimit-remaining-requests",
+    b"x-ratelimit-reset-requests",
+)
+_TOKEN_NAMES = (
+    b"x-ratelimit-limit-tokens",
+    b"x-ratelimit-remaining-tokens",
+    b"x-ratelimit-reset-tokens",
+)
 
 
 def ratelimit_headers(*holds: Hold) -> list[tuple[bytes, bytes]]:
-    """x-ratelimit-* of the strictest request bucket and token bucket among `holds` (§6.5)."""
-    best: dict[str, _Strictest] = {}
+    """x-ratelimit-* of the strictest request bucket and token bucket among `holds` (§6.5).
+
+    Ties go to the earlier hold, and within a hold to the earlier bucket."""
+    # per dimension: least remaining so far (-1: none yet), its hold and check index
+    least_r = least_t = -1
+    hold_r = hold_t = NOOP_HOLD
+    at_r = at_t = 0
     for hold in holds:
-        for dim, found in hold.strictest().items():
-            if dim not in best or found[0] < best[dim][0]:
-                best[dim] = found
+        plan, checks, adm = hold._plan, hold._checks, hold._adm
+        if plan is None or checks is None or adm is None:
+            continue
+        used = adm.used
+        for i in plan.requests_at:
+            check = checks[i]
+            remaining = check.limit - used[i] - check.amount
+            if remaining < 0:
+                remaining = 0
+            if least_r < 0 or remaining < least_r:
+                least_r, hold_r, at_r = remaining, hold, i
+        for i in plan.tokens_at:
+            check = checks[i]
+            remaining = check.limit - used[i] - check.amount
+            if remaining < 0:
+                remaining = 0
+            if least_t < 0 or remaining < least_t:
+                least_t, hold_t, at_t = remaining, hold, i
     headers: list[tuple[bytes, bytes]] = []
-    for dim, suffix in ((REQUESTS, b"requests"), (TOKENS, b"tokens")):
-        if dim in best:
-            remaining, limit, reset = best[dim]
-            headers += [
-                (b"x-ratelimit-limit-" + suffix, str(limit).encode()),
-                (b"x-ratelimit-remaining-" + suffix, str(remaining).encode()),
-                (b"x-ratelimit-reset-" + suffix, f"{reset}s".encode()),
-            ]
+    if least_r >= 0:
+        headers += _dimension_headers(_REQUEST_NAMES, hold_r, at_r, least_r)
+    if least_t >= 0:
+        headers += _dimension_headers(_TOKEN_NAMES, hold_t, at_t, least_t)
     return headers
+
+
+def _dimension_headers(
+    names: tuple[bytes, bytes, bytes], hold: Hold, i: int, remaining: int
+) -> tuple[tuple[bytes, bytes], ...]:
+    plan, adm = hold._plan, hold._adm
+    assert plan is not None and adm is not None
+    return (
+        (names[0], plan.limits[i]),
+        (names[1], str(remaining).encode()),
+        (names[2], b"%ds" % seconds_until(adm.ends[i], adm.now)),
+    )
 
 
 class Governor:
@@ -188,7 +302,7 @@ class Governor:
         self._ledger = ledger
         self._clock = clock
         self._metrics = metrics
-        self._indexes: list[tuple[Snapshot, LayerIndex]] = []
+        self._snapshots: list[tuple[Snapshot, _SnapshotPlans]] = []
         self._warned: dict[str, int] = {}
         if ledger is not None:
             backend.preload_spend(ledger.load_spend())
@@ -196,14 +310,50 @@ class Governor:
     async def close(self) -> None:
         await self.backend.close()
 
-    def index(self, snap: Snapshot) -> LayerIndex:
-        for known, index in self._indexes:
+    def _plans(self, snap: Snapshot) -> _SnapshotPlans:
+        for known, plans in self._snapshots:
             if known is snap:
-                return index
-        index = LayerIndex(snap)
+                return plans
+        plans = _SnapshotPlans(LayerIndex(snap))
         # the current snapshot and the previous one (requests still running on it)
-        self._indexes = [(snap, index), *self._indexes[:1]]
-        return index
+        self._snapshots = [(snap, plans), *self._snapshots[:1]]
+        return plans
+
+    def index(self, snap: Snapshot) -> LayerIndex:
+        return self._plans(snap).index
+
+    def gate_plan(self, snap: Snapshot, key: KeyEntry, alias: ModelEntry) -> _Plan:
+        """The key's and the alias's layers and budgets (§6.3), cached per snapshot."""
+        plans = self._plans(snap)
+        plan = plans.gates.get((key.id, alias.id))
+        if plan is None:
+            index = plans.index
+            rates = index.key_rate(key) + index.model_rate(alias)
+            budgets = index.key_budgets(key) + index.model_budgets(alias)
+            plan = _Plan(rates, budgets) if rates or budgets else _EMPTY
+            if len(plans.gates) >= MAX_PLANS:
+                plans.gates.clear()
+            plans.gates[(key.id, alias.id)] = plan
+        return plan
+
+    def attempt_plan(self, snap: Snapshot, target: ModelEntry, gate_alias: ModelEntry) -> _Plan:
+        """A routing target's own layers and budgets (§8.3), cached per snapshot."""
+        plans = self._plans(snap)
+        same = target is gate_alias or target.id == gate_alias.id
+        plan = plans.attempts.get((target.id, same))
+        if plan is None:
+            index = plans.index
+            if same:
+                rates: tuple[RateSpec, ...] = ()  # the gate took this model's layers already
+                budgets = index.provider_key_budgets(target)
+            else:
+                rates = index.model_rate(target)
+                budgets = index.model_budgets(target) + index.provider_key_budgets(target)
+            plan = _Plan(rates, budgets) if rates or budgets else _EMPTY
+            if len(plans.attempts) >= MAX_PLANS:
+                plans.attempts.clear()
+            plans.attempts[(target.id, same)] = plan
+        return plan
 
     async def admit_gate(
         self,
@@ -213,13 +363,22 @@ class Governor:
         est: Estimate,
         candidates: list[ModelEntry],
     ) -> Hold:
-        index = self.index(snap)
-        rates = index.key_rate(key) + index.model_rate(alias)
-        budgets = index.key_budgets(key) + index.model_budgets(alias)
-        if not rates and not budgets:
+        plan = self.gate_plan(snap, key, alias)
+        if plan is _EMPTY:
             return NOOP_HOLD
-        worst = max((worst_case_usd(_pricing(c), est) for c in candidates), default=0.0)
-        return await self._admit(rates, budgets, est, worst)
+        worst = 0.0
+        if plan.spends:
+            if len(candidates) == 1:
+                worst = worst_case_usd(_pricing(candidates[0]), est)
+            else:
+                worst = max((worst_case_usd(_pricing(c), est) for c in candidates), default=0.0)
+        checks = _checks(plan, est, worst)
+        backend = self.backend
+        if type(backend) is MemoryBackend:
+            adm = backend.admit(checks)  # no I/O: skip a coroutine
+        else:
+            adm = await backend.acquire(checks)
+        return self._hold(plan, checks, adm)
 
     async def admit_attempt(
         self,
@@ -229,35 +388,22 @@ class Governor:
         est: Estimate,
         gate_alias: ModelEntry,
     ) -> Hold:
-        index = self.index(snap)
-        if target is gate_alias or target.id == gate_alias.id:
-            rates: tuple[RateSpec, ...] = ()  # the gate took this model's layers already
-            budgets = index.provider_key_budgets(target)
-        else:
-            rates = index.model_rate(target)
-            budgets = index.model_budgets(target) + index.provider_key_budgets(target)
-        if not rates and not budgets:
+        plan = self.attempt_plan(snap, target, gate_alias)
+        if plan is _EMPTY:
             return NOOP_HOLD
-        return await self._admit(rates, budgets, est, worst_case_usd(_pricing(target), est))
+        worst = worst_case_usd(_pricing(target), est) if plan.spends else 0.0
+        checks = _checks(plan, est, worst)
+        backend = self.backend
+        if type(backend) is MemoryBackend:
+            adm = backend.admit(checks)
+        else:
+            adm = await backend.acquire(checks)
+        return self._hold(plan, checks, adm)
 
-    async def _admit(
-        self,
-        rates: tuple[RateSpec, ...],
-        budgets: tuple[BudgetSpec, ...],
-        est: Estimate,
-        worst_usd: float,
-    ) -> Hold:
-        total = est.total
-        worst = math.ceil(worst_usd * NANO_PER_USD)
-        checks = [
-            Check(s.key, s.dim, s.window, s.limit, min(total, s.limit) if s.dim == TOKENS else 1)
-            for s in rates
-        ]
-        checks += [
-            Check(b.key, SPEND, b.window, b.limit, min(worst, b.limit), b.enforce) for b in budgets
-        ]
-        adm = await self.backend.acquire(checks)
+    def _hold(self, plan: _Plan, checks: list[Check], adm: Admission) -> Hold:
+        """The Hold of an admission, or the 429 of a refusal (nothing was taken)."""
         if adm.refused >= 0:
+            rates, budgets = plan.rates, plan.budgets
             if adm.refused < len(rates):
                 spec = rates[adm.refused]
                 self._metrics.ratelimit_rejected(_MESSAGES[spec.dim][1], spec.layer)
@@ -265,21 +411,10 @@ class Governor:
             budget = budgets[adm.refused - len(rates)]
             self._metrics.budget_rejected(budget.scope)
             raise _budget_refusal(budget, adm, adm.refused)
-        offset = len(rates)
-        warnings = [
-            b.name
-            for i, b in enumerate(budgets, offset)
-            if not b.enforce and self._warn(b, adm, i, checks[i].amount)
-        ]
-        spend_keys = tuple((b.key, adm.starts[i]) for i, b in enumerate(budgets, offset))
-        return Hold(
-            adm.ticket,
-            self._ledger,
-            spend_keys,
-            checks if rates else None,
-            adm,
-            warnings,
-        )
+        warnings = _NO_WARNINGS
+        if plan.warn:
+            warnings = [b.name for i, b in plan.warn if self._warn(b, adm, i, checks[i].amount)]
+        return Hold(adm.ticket, self._ledger, plan, checks, adm, warnings)
 
     def _warn(self, budget: BudgetSpec, adm: Admission, i: int, amount: int) -> bool:
         if adm.used[i] + adm.reserved[i] + amount <= budget.limit:
@@ -316,6 +451,24 @@ class Governor:
             "reserved_usd": reserved,
             "remaining_usd": max(0.0, round(spec.limit_usd - spent - reserved, 9)),
         }
+
+
+def _checks(plan: _Plan, est: Estimate, worst_usd: float) -> list[Check]:
+    """The plan's checks with this request's amounts: tokens = min(estimate, limit), spend =
+    min(worst case in nano-USD, limit); requests and concurrency take 1."""
+    checks = plan.checks.copy()
+    if plan.tokens:
+        total = est.prompt_tokens + est.completion_cap
+        for i, t in plan.tokens:
+            limit = t.limit
+            checks[i] = Check(t.key, TOKENS, t.window, limit, total if total < limit else limit)
+    if plan.spends:
+        worst = math.ceil(worst_usd * NANO_PER_USD)
+        for i, s in plan.spends:
+            limit = s.limit
+            amount = worst if worst < limit else limit
+            checks[i] = Check(s.key, SPEND, s.window, limit, amount, s.enforce)
+    return checks
 
 
 def _pricing(model: ModelEntry) -> Any:

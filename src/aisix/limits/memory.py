@@ -40,45 +40,51 @@ class MemoryBackend:
 
     def admit(self, checks: Sequence[Check], dry: bool = False) -> Admission:
         now = self._clock()
-        used: list[int] = []
-        reserved: list[int] = []
-        starts: list[int] = []
-        ends: list[int] = []
-        spans: dict[int, tuple[int, int]] = {}
+        n = len(checks)
+        used = [0] * n
+        reserved = [0] * n
+        starts = [0] * n
+        ends = [0] * n
+        windows = self._windows
         refused = -1
         for i, check in enumerate(checks):
+            dim = check.dim
             held = 0
-            if check.dim == CONCURRENCY:
-                start = end = 0
+            if dim == CONCURRENCY:
                 current = self._live_slots(check, now)
             else:
-                span = spans.get(check.window)
-                if span is None:
-                    span = spans[check.window] = bounds(check.window, now)
-                start, end = span
-                if check.dim == SPEND:
-                    _, current, held = self._spend_state(check.key, start)
+                start, end = bounds(check.window, now)
+                starts[i] = start
+                ends[i] = end
+                if dim == SPEND:
+                    state = self._spend.get(check.key)
+                    if state is None or state[0] != start:
+                        state = self._spend_state(check.key, start)
+                    current = state[1]
+                    reserved[i] = held = state[2]
                 else:
-                    window = self._windows.get(check.key)
+                    window = windows.get(check.key)
                     current = window[1] if window is not None and window[0] == start else 0
-            used.append(current)
-            reserved.append(held)
-            starts.append(start)
-            ends.append(end)
-            if refused < 0 and check.enforce and current + held + check.amount > check.limit:
+            used[i] = current
+            if refused < 0 and current + held + check.amount > check.limit and check.enforce:
                 refused = i
         if refused >= 0 or dry:
             return Admission(refused, now, used, reserved, starts, ends, None)
         member = next(self._members)
-        for check, start in zip(checks, starts, strict=True):
-            if check.dim == CONCURRENCY:
-                self._slots.setdefault(check.key, {})[member] = now + self._ttl
-            elif check.dim == SPEND:
+        for i, check in enumerate(checks):
+            dim = check.dim
+            if dim == CONCURRENCY:
+                slots = self._slots.get(check.key)
+                if slots is None:
+                    slots = self._slots[check.key] = {}
+                slots[member] = now + self._ttl
+            elif dim == SPEND:
                 self._spend[check.key][2] += check.amount
             else:
-                window = self._windows.get(check.key)
+                start = starts[i]
+                window = windows.get(check.key)
                 if window is None or window[0] != start:
-                    self._windows[check.key] = [start, check.amount]
+                    windows[check.key] = [start, check.amount]
                 else:
                     window[1] += check.amount
         ticket = MemoryTicket(self, tuple(checks), starts, member)
@@ -110,25 +116,26 @@ class MemoryBackend:
         spend: int,
     ) -> None:
         """Finish one admission: see `aisix.limits.base` for what each mode keeps."""
-        for check, start in zip(checks, starts, strict=True):
-            if check.dim == CONCURRENCY:
+        windows = self._windows
+        for i, check in enumerate(checks):
+            dim = check.dim
+            if dim == CONCURRENCY:
                 slots = self._slots.get(check.key)
                 if slots is not None:
                     slots.pop(member, None)
-            elif check.dim == SPEND:
+            elif dim == SPEND:
                 state = self._spend.get(check.key)
-                if state is not None and state[0] == start:
+                if state is not None and state[0] == starts[i]:
                     state[2] -= check.amount
                     if mode == SETTLE:
                         state[1] += spend
             else:
-                window = self._windows.get(check.key)
-                if window is None or window[0] != start:
-                    continue
-                if check.dim == TOKENS:
-                    window[1] += (tokens if mode == SETTLE else 0) - check.amount
-                elif mode == ROLLBACK:
-                    window[1] -= check.amount
+                window = windows.get(check.key)
+                if window is not None and window[0] == starts[i]:
+                    if dim == TOKENS:
+                        window[1] += (tokens if mode == SETTLE else 0) - check.amount
+                    elif mode == ROLLBACK:
+                        window[1] -= check.amount
 
 
 class MemoryTicket:
@@ -143,4 +150,8 @@ class MemoryTicket:
         self._member = member
 
     async def finish(self, mode: str, tokens: int, spend: int) -> None:
+        self._backend.release(self._checks, self._starts, self._member, mode, tokens, spend)
+
+    def finish_now(self, mode: str, tokens: int, spend: int) -> None:
+        """`finish` without a coroutine (it never awaits anything)."""
         self._backend.release(self._checks, self._starts, self._member, mode, tokens, spend)

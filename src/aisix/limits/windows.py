@@ -29,6 +29,13 @@ PERIODS = {"day": DAY, "week": WEEK, "month": MONTH, "total": TOTAL}
 
 def bounds(code: int, now: float) -> tuple[int, int]:
     """The `(start, end)` of the window `code` containing `now`; end is 0 when it never ends."""
+    cached = _spans.get(code)
+    if cached is not None and cached[0] <= now < cached[1]:
+        return cached[2]
+    return _refresh(code, now)
+
+
+def _compute(code: int, now: float) -> tuple[int, int]:
     if code > 0:
         start = math.floor(now / code) * code
         return start, start + code
@@ -37,24 +44,48 @@ def bounds(code: int, now: float) -> tuple[int, int]:
         start = math.floor((now - WEEK_OFFSET) / span) * span + WEEK_OFFSET
         return start, start + span
     if code == MONTH:
-        cached = _month_cache[0]
-        if cached[0] <= now < cached[1]:
-            return cached
         moment = datetime.fromtimestamp(math.floor(now), UTC)
         first = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         following = first.replace(year=first.year + first.month // 12, month=first.month % 12 + 1)
-        _month_cache[0] = found = (int(first.timestamp()), int(following.timestamp()))
-        return found
+        return int(first.timestamp()), int(following.timestamp())
     return 0, 0
 
 
-#: the last month computed: nearly every call asks for the current one
-_month_cache: list[tuple[int, int]] = [(0, 0)]
+def _refresh(code: int, now: float) -> tuple[int, int]:
+    """Compute the window containing `now` and cache it with the clock range it answers for.
+
+    The range is `[start, hi)` where `hi` is the first clock value `_compute` puts in a later
+    window: float division can round a moment a hair before `end` into the next window, and
+    the cache must answer exactly as `_compute` does. Moments a hair before `start` that
+    `_compute` rounds into this window just miss the cache and are computed again."""
+    found = _compute(code, now)
+    start, end = found
+    if end == 0:
+        _spans[code] = (-math.inf, math.inf, found)
+        return found
+    hi = float(end)
+    while True:
+        below = math.nextafter(hi, -math.inf)
+        if below < start or _compute(code, below)[0] == start:
+            break
+        hi = below
+    if start <= now < hi:
+        _spans[code] = (float(start), hi, found)
+    return found
+
+
+#: per window code, the last window computed: (valid from, valid until, (start, end)). Nearly
+#: every call asks for the current window, so `bounds` is one dict lookup and two compares.
+_spans: dict[int, tuple[float, float, tuple[int, int]]] = {}
 
 
 def seconds_until(end: int, now: float) -> int:
     """Whole seconds until `end`, at least 1 (the contract's Retry-After and reset rule)."""
-    return max(1, math.ceil(end - now))
+    left = end - now
+    whole = int(left)  # truncates toward zero, so ceil(left) is whole or whole + 1
+    if whole < left:
+        whole += 1
+    return whole if whole > 1 else 1
 
 
 def rfc3339(ts: float) -> str:

@@ -10,6 +10,7 @@ answer 503, listeners stop accepting, in-flight requests get `shutdown_grace_sec
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -42,6 +43,20 @@ from aisix.store.supervisor import Supervisor
 from aisix.usage import UsageApi, UsageStore
 
 log = logging.getLogger("aisix")
+
+
+#: first-generation threshold: request objects die by reference counting, so cyclic
+#: collections need not run every 700 allocations (profiles showed them on the hot path)
+GC_GEN0_THRESHOLD = 20_000
+
+
+def settle_garbage_collector() -> None:
+    """Move everything allocated at startup (modules, settings, the first snapshot) out of
+    the collector's view, and make young collections rarer."""
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 class StartupError(RuntimeError):
@@ -341,6 +356,7 @@ class Gateway:
         except StartupError:
             await self.drain_and_stop()
             raise
+        settle_garbage_collector()
         log.info(
             "aisix listening: %s",
             ", ".join(f"{listener.name} {listener.key}" for listener in self.listeners),

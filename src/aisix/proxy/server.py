@@ -105,6 +105,9 @@ class ProxyApp:
             ctx.error_type = "client_gone"
         except Exception:
             log.exception("unhandled error serving %s", path)
+            for hold in ctx.open_holds:  # a bug must not leak counters or slots
+                await hold.fail()
+            ctx.open_holds.clear()
             if not ctx.status:
                 internal = GatewayError("internal gateway error")
                 await self._render_error(ctx, internal, send, common, path in ANTHROPIC_ROUTES)

@@ -1,9 +1,10 @@
-"""Shared test fixtures: free ports and the scriptable fake OpenAI upstream."""
+"""Shared test fixtures: free ports, the scriptable fake OpenAI upstream, a real etcd."""
 
 from __future__ import annotations
 
 import socket
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
+from fakes.etcd_server import EtcdServer  # noqa: E402
 from fakes.openai_upstream import FakeOpenAIUpstream  # noqa: E402
 
 _handed_out: set[int] = set()
@@ -44,3 +46,19 @@ def fake_openai() -> Iterator[FakeOpenAIUpstream]:
         yield fake
     finally:
         fake.stop()
+
+
+@pytest.fixture
+def own_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
+    """A real single-member etcd for one test (tests that stop and restart it)."""
+    server = EtcdServer(tmp_path / "etcd").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A fresh etcd key prefix, so tests sharing one etcd never see each other's keys."""
+    return f"/aisix-test-{uuid.uuid4().hex[:12]}"

@@ -18,7 +18,7 @@ import math
 import struct
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -352,35 +352,39 @@ def build_app(*, delay_ms: int = 0, chunks: int = 8, chunk_delay_ms: int = 0) ->
         if delay_s > 0:
             await asyncio.sleep(delay_s)
 
-    async def chat(request: web.Request) -> web.StreamResponse:
+    async def generate(
+        request: web.Request,
+        reply_of: Callable[[JsonObject], str],
+        usage_of: Callable[[JsonObject, str], JsonObject],
+        chunks_of: Callable[..., list[JsonObject]],
+        answer_of: Callable[[str, str, JsonObject], JsonObject],
+    ) -> web.StreamResponse:
+        """Chat and text completions alike: one answer, streamed or whole."""
         body = await read_json_object(request)
         if isinstance(body, web.Response):
             return body
         model = str(body["model"])
-        reply = chat_reply_text(body)
-        usage = chat_usage(body, reply)
+        reply = reply_of(body)
+        usage = usage_of(body, reply)
         await pause()
         if body.get("stream") is True:
-            events = chat_stream_chunks(
-                model, reply, usage if wants_usage(body) else None, chunks=chunks
-            )
+            events = chunks_of(model, reply, usage if wants_usage(body) else None, chunks=chunks)
             return await stream_events(request, iter([*events, "[DONE]"]), chunk_delay_s)
-        return json_response(chat_completion(model, reply, usage))
+        return json_response(answer_of(model, reply, usage))
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        return await generate(
+            request, chat_reply_text, chat_usage, chat_stream_chunks, chat_completion
+        )
 
     async def completions(request: web.Request) -> web.StreamResponse:
-        body = await read_json_object(request)
-        if isinstance(body, web.Response):
-            return body
-        model = str(body["model"])
-        reply = completion_reply_text(body)
-        usage = completion_usage(body, reply)
-        await pause()
-        if body.get("stream") is True:
-            events = text_completion_chunks(
-                model, reply, usage if wants_usage(body) else None, chunks=chunks
-            )
-            return await stream_events(request, iter([*events, "[DONE]"]), chunk_delay_s)
-        return json_response(text_completion(model, reply, usage))
+        return await generate(
+            request,
+            completion_reply_text,
+            completion_usage,
+            text_completion_chunks,
+            text_completion,
+        )
 
     async def embeddings(request: web.Request) -> web.StreamResponse:
         body = await read_json_object(request)

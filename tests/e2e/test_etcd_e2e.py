@@ -5,9 +5,7 @@ writes, and an etcd outage keeps both serving their last snapshot until the watc
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -22,22 +20,8 @@ CHAT = {"model": ALIAS, "messages": [{"role": "user", "content": "hi"}]}
 
 
 @pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[EtcdServer]:
-    server = EtcdServer(tmp_path / "etcd").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"/aisix-test-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-def pair(gateway: GatewayFactory, etcd: EtcdServer, prefix: str) -> tuple[Gateway, Gateway]:
-    overrides = {"etcd": {"endpoints": [etcd.url], "prefix": prefix}}
+def pair(gateway: GatewayFactory, own_etcd: EtcdServer, prefix: str) -> tuple[Gateway, Gateway]:
+    overrides = {"etcd": {"endpoints": [own_etcd.url], "prefix": prefix}}
     return gateway(overrides), gateway(overrides)
 
 
@@ -70,7 +54,10 @@ def seed_on(a: Gateway, b: Gateway, upstream: str) -> Seed:
 
 
 def test_source_and_key_created_on_a_works_on_b(
-    pair: tuple[Gateway, Gateway], fake_openai: FakeOpenAIUpstream, etcd: EtcdServer, prefix: str
+    pair: tuple[Gateway, Gateway],
+    fake_openai: FakeOpenAIUpstream,
+    own_etcd: EtcdServer,
+    prefix: str,
 ) -> None:
     a, b = pair
     seed = seed_on(a, b, fake_openai.url)
@@ -82,10 +69,14 @@ def test_source_and_key_created_on_a_works_on_b(
     listed = b.admin("GET", "/models")
     assert [m["id"] for m in listed.json["list"]] == [seed.model_id]
     # the key layout is <prefix>/<segment>/<id> with the bare value
-    raw = etcd.get(f"{prefix}/api_keys/{seed.api_key_id}")
+    raw = own_etcd.get(f"{prefix}/api_keys/{seed.api_key_id}")
     assert raw is not None and orjson.loads(raw["value"]) == got.json["value"]
     status = config(b)
-    assert status["source"] == {"type": "etcd", "location": etcd.url + prefix, "connected": True}
+    assert status["source"] == {
+        "type": "etcd",
+        "location": own_etcd.url + prefix,
+        "connected": True,
+    }
     assert status["snapshot"]["resource_counts"]["api_keys"] == 1
     assert status["rejected"] == []
 
@@ -119,7 +110,7 @@ def test_rotation_disable_and_delete_on_a_stop_the_key_on_b(
 def test_direct_etcd_writes_are_served_or_rejected(
     pair: tuple[Gateway, Gateway],
     fake_openai: FakeOpenAIUpstream,
-    etcd: EtcdServer,
+    own_etcd: EtcdServer,
     prefix: str,
 ) -> None:
     a, b = pair
@@ -132,7 +123,7 @@ def test_direct_etcd_writes_are_served_or_rejected(
         "model_name": "gpt-4o-mini",
         "provider_key_id": seed.provider_key_id,
     }
-    etcd.put(key, orjson.dumps(valid))
+    own_etcd.put(key, orjson.dumps(valid))
     for gw in (a, b):
         within(lambda gw=gw: gw.can_call("sk-any-model", "direct-model"), "the direct model")
     chat = {**CHAT, "model": "direct-model"}
@@ -141,7 +132,7 @@ def test_direct_etcd_writes_are_served_or_rejected(
 
     # an invalid overwrite is rejected; the previous version keeps serving
     broken = {**valid, "provider_key_id": "no-such-provider-key"}
-    etcd.put(key, orjson.dumps(broken))
+    own_etcd.put(key, orjson.dumps(broken))
 
     def rejected(gw: Gateway) -> list[dict[str, Any]]:
         return list(config(gw)["rejected"])
@@ -158,24 +149,24 @@ def test_direct_etcd_writes_are_served_or_rejected(
         assert response.status == 200, response.text
 
     # a key that was never valid (not even JSON) is listed and not served
-    etcd.put(f"{prefix}/models/garbage", b"{not json")
+    own_etcd.put(f"{prefix}/models/garbage", b"{not json")
     wait_for(lambda: len(rejected(b)) == 2, 2.0, "the second rejection")
     garbage = next(r for r in rejected(b) if r["id"] == "garbage")
     assert "serving_stale_since" not in garbage
     # fixing the value clears the rejection
-    etcd.put(key, orjson.dumps({**valid, "model_name": "gpt-4o"}))
-    etcd.delete(f"{prefix}/models/garbage")
+    own_etcd.put(key, orjson.dumps({**valid, "model_name": "gpt-4o"}))
+    own_etcd.delete(f"{prefix}/models/garbage")
     wait_for(lambda: rejected(b) == [], 2.0, "the rejections to clear")
     assert b.admin("GET", "/models/direct-1").json["revision"] == 3
 
 
 def test_etcd_outage_keeps_serving_and_the_watch_resyncs(
-    pair: tuple[Gateway, Gateway], fake_openai: FakeOpenAIUpstream, etcd: EtcdServer
+    pair: tuple[Gateway, Gateway], fake_openai: FakeOpenAIUpstream, own_etcd: EtcdServer
 ) -> None:
     a, b = pair
     seed_on(a, b, fake_openai.url)
     revision = config(b)["snapshot"]["revision"]
-    etcd.stop()
+    own_etcd.stop()
 
     for gw in (a, b):
         wait_for(lambda gw=gw: not config(gw)["source"]["connected"], 5.0, "disconnected")
@@ -187,7 +178,7 @@ def test_etcd_outage_keeps_serving_and_the_watch_resyncs(
     assert write.json["error_msg"].startswith("store unavailable: "), write.text
     assert b.admin("GET", "/apikeys").status == 503
 
-    etcd.start()  # same ports, same data
+    own_etcd.start()  # same ports, same data
     a.create_api_key("sk-after-outage", [ALIAS])
     # B's watch reconnects after its backoff (1 s doubling), reloads and follows again
     wait_for(lambda: b.can_call("sk-after-outage", ALIAS), 20.0, "B to resync after the outage")

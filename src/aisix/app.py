@@ -339,6 +339,7 @@ class Gateway:
             *(listener.server.shutdown(sockets=[listener.sock]) for listener in self.listeners),
             return_exceptions=True,
         )
+        self.bus.flush()  # deliver the last requests' events before their sinks close
         for close in reversed(self._cleanup):
             try:
                 await close()

@@ -49,6 +49,8 @@ class RequestContext:
     path: str
     client_ip: str | None
     started: float = field(default_factory=time.perf_counter)
+    #: when the response was complete (the event may be built a little later)
+    ended: float = 0.0
     ts: float = field(default_factory=time.time)
     kind: Endpoint | None = None
     stream: bool = False
@@ -100,7 +102,7 @@ class RequestContext:
             stream=self.stream,
             status=self.status,
             outcome=self.outcome(),
-            latency_ms=(time.perf_counter() - self.started) * 1000,
+            latency_ms=((self.ended or time.perf_counter()) - self.started) * 1000,
             client_ip=self.client_ip,
             api_key_id=self.key.id if self.key else None,
             team_id=key.team_id if key else None,

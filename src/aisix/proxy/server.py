@@ -113,7 +113,8 @@ class ProxyApp:
                 await self._render_error(ctx, internal, send, common, path in ANTHROPIC_ROUTES)
         finally:
             rt.in_flight -= 1
-            rt.bus.publish(ctx.finished())
+            ctx.ended = time.perf_counter()
+            rt.bus.publish_deferred(ctx.finished)
 
     def _route(
         self, ctx: RequestContext, scope: Scope, receive: Receive, send: Send, common: Headers

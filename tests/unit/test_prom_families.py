@@ -46,33 +46,3 @@ def test_counters_gauges_and_histograms_render_their_values() -> None:
     assert got[("aisix_proxy_in_flight_requests", ())] == 3.0
     assert got[("aisix_config_last_reload_successful", ())] == 1.0
     assert got[("aisix_usage_event_drops_total", ())] == 1.0
-
-
-def test_deferred_events_are_built_once_and_delivered_together() -> None:
-    import asyncio
-
-    from aisix.events import DEFER_SECONDS, EventBus
-
-    got: list[str] = []
-    built: list[int] = []
-
-    def build(n: int):  # type: ignore[no-untyped-def]
-        def make():  # type: ignore[no-untyped-def]
-            built.append(n)
-            return f"event-{n}"
-
-        return make
-
-    async def main() -> None:
-        bus = EventBus()
-        bus.subscribe(got.append)  # type: ignore[arg-type]
-        bus.publish_deferred(build(1))
-        bus.publish_deferred(build(2))
-        assert got == [] and built == []  # nothing is built or delivered on the request path
-        await asyncio.sleep(DEFER_SECONDS * 5)
-        assert got == ["event-1", "event-2"] and built == [1, 2]
-        bus.publish_deferred(build(3))
-        bus.flush()  # shutdown delivers what is queued at once
-        assert got[-1] == "event-3"
-
-    asyncio.run(main())

@@ -125,7 +125,13 @@ async def dispatch(
                 retryable = is_retryable(err, routing, default_retries=default_retries)
                 if retryable and retry < retries:
                     retry += 1
-                    await asyncio.sleep(backoff_seconds(retry, backoff_ms, err.retry_after, _RNG))
+                    try:
+                        await asyncio.sleep(
+                            backoff_seconds(retry, backoff_ms, err.retry_after, _RNG)
+                        )
+                    except BaseException:
+                        ctx.open_holds.append(hold)  # cancelled while backing off
+                        raise
                     continue
                 await hold.fail()
                 if not retryable:

@@ -14,6 +14,7 @@ import hashlib
 import http.client
 import io
 import os
+import re
 import resource
 import select
 import signal
@@ -34,6 +35,9 @@ import pytest
 import yaml
 
 from fakes.openai_upstream import FakeOpenAIUpstream
+
+_METRIC_LINE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$")
+_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 ADMIN_KEY = "test-admin-key"
 CALLER_KEY = "sk-app-caller"
@@ -441,6 +445,38 @@ class Gateway:
 
     def raw_admin(self, head: bytes, body: bytes = b"") -> HttpResponse:
         return send_raw(self.admin_host, self.admin_port, head, body)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the `/metrics` samples of `name` whose labels include `labels` (0 if none)."""
+        response = self.status("/metrics")
+        assert response.status == 200, response
+        total = 0.0
+        for line in response.text.splitlines():
+            match = _METRIC_LINE.match(line)
+            if not match or match.group(1) != name:
+                continue
+            have = dict(_LABEL.findall(match.group(2) or ""))
+            if all(have.get(k) == v for k, v in labels.items()):
+                total += float(match.group(3))
+        return total
+
+    def stream_and_hang_up(self, payload: bytes, headers: dict[str, str]) -> None:
+        """POST a streaming chat request on a raw socket, read up to its first chunk, then
+        close the connection (a client going away mid-stream)."""
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {self.proxy_host}\r\n"
+            f"Content-Type: application/json\r\n{extra}"
+            f"Content-Length: {len(payload)}\r\n\r\n"
+        ).encode()
+        received = b""
+        with socket.create_connection((self.proxy_host, self.proxy_port), timeout=5) as sock:
+            sock.sendall(head + payload)
+            while b"data: " not in received:
+                chunk = sock.recv(65536)
+                assert chunk, f"stream ended before its first chunk: {received!r}"
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 200"), received
 
     def assert_alive(self) -> None:
         assert self.running, f"aisix died; stderr:\n{self.stderr_text()}"

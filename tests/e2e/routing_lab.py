@@ -8,7 +8,6 @@ each other's models, cooldowns, round-robin counters or metric series.
 from __future__ import annotations
 
 import itertools
-import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -17,14 +16,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from e2e_helpers import Gateway, HttpResponse, http_request, wait_for
+from e2e_helpers import Gateway, HttpResponse, wait_for
 
 from fakes.openai_upstream import FakeOpenAIUpstream
 
 CALLER = "sk-routing-caller"
 CHAT_PATH = "/v1/chat/completions"
-_METRIC_LINE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$")
-_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
 _prefixes = itertools.count(1)
 
 
@@ -158,17 +155,7 @@ class Lab:
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of `name` whose labels include `labels` (0 when none)."""
-        response = http_request("GET", self.gw.status_url + "/metrics")
-        assert response.status == 200
-        total = 0.0
-        for line in response.text.splitlines():
-            match = _METRIC_LINE.match(line)
-            if not match or match.group(1) != name:
-                continue
-            have = dict(_LABEL.findall(match.group(2) or ""))
-            if all(have.get(k) == v for k, v in labels.items()):
-                total += float(match.group(3))
-        return total
+        return self.gw.metric(name, **labels)
 
     def close(self) -> None:
         for fake in self.fakes:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import re
-import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -33,26 +32,13 @@ USAGE_21 = {"prompt_tokens": 1, "completion_tokens": 20, "total_tokens": 21}
 PRICING = {"input_per_million": 1000, "output_per_million": 1000}
 COST_21 = 0.021
 
-_METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
 
 # --- helpers ---------------------------------------------------------------------------------
 
 
 def metric(gw: Gateway, name: str, **labels: str) -> float:
     """Sum of the samples of `name` whose labels include `labels` (0 when none)."""
-    response = gw.status("/metrics")
-    assert response.status == 200, response
-    total = 0.0
-    for line in response.text.splitlines():
-        match = _METRIC_LINE.match(line)
-        if not match or match.group(1) != name:
-            continue
-        have = dict(_LABEL.findall(match.group(2) or ""))
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += float(match.group(3))
-    return total
+    return gw.metric(name, **labels)
 
 
 def revision(gw: Gateway) -> int:
@@ -471,19 +457,7 @@ def _hang_up_mid_stream(gw: Gateway, name: str) -> None:
     payload = orjson.dumps(
         {"model": ALIAS, "messages": [{"role": "user", "content": "hi"}], "stream": True}
     )
-    head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {gw.proxy_host}\r\n"
-        f"Authorization: Bearer sk-{name}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\n\r\n"
-    ).encode()
-    received = b""
-    with socket.create_connection((gw.proxy_host, gw.proxy_port), timeout=5) as sock:
-        sock.sendall(head + payload)
-        while b"data: " not in received:
-            chunk = sock.recv(65536)
-            assert chunk, f"stream ended before its first chunk: {received!r}"
-            received += chunk
-    assert received.startswith(b"HTTP/1.1 200"), received
+    gw.stream_and_hang_up(payload, {"Authorization": f"Bearer sk-{name}"})
 
 
 def test_concurrency_limit_and_slot_release(gateway: Any, fake_openai: FakeOpenAIUpstream) -> None:

@@ -6,7 +6,6 @@ failover before the first byte only, `stream_timeout`, mid-stream cuts, client d
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -134,20 +133,8 @@ def test_stream_cut_after_the_first_byte_ends_with_error_event_and_no_failover(l
 
 
 def _hang_up_raw(gw: Gateway, body: dict[str, Any], request_id: str) -> float:
-    payload = orjson.dumps(body)
-    head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {gw.proxy_host}\r\n"
-        f"Authorization: Bearer {CALLER}\r\nContent-Type: application/json\r\n"
-        f"x-request-id: {request_id}\r\nContent-Length: {len(payload)}\r\n\r\n"
-    ).encode()
-    received = b""
-    with socket.create_connection((gw.proxy_host, gw.proxy_port), timeout=5) as sock:
-        sock.sendall(head + payload)
-        while b"data: " not in received:
-            chunk = sock.recv(65536)
-            assert chunk, f"stream ended before its first chunk: {received!r}"
-            received += chunk
-    assert received.startswith(b"HTTP/1.1 200"), received
+    headers = {"Authorization": f"Bearer {CALLER}", "x-request-id": request_id}
+    gw.stream_and_hang_up(orjson.dumps(body), headers)
     return time.monotonic()
 
 

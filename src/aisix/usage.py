@@ -25,8 +25,8 @@ from typing import Any
 from aisix.events import RequestFinished
 from aisix.limits.base import NANO_PER_USD
 from aisix.limits.governor import Governor
-from aisix.limits.windows import HOUR, MONTH, PERIODS, Clock, bounds, rfc3339
-from aisix.resources import parse_rfc3339
+from aisix.limits.windows import HOUR, MONTH, PERIODS, Clock, bounds
+from aisix.resources import format_rfc3339, parse_rfc3339
 from aisix.snapshot import Snapshot
 
 log = logging.getLogger("aisix.usage")
@@ -231,8 +231,8 @@ class UsageApi:
             state = await self._governor.budget_state(snap, key)
         return 200, {
             "api_key_id": key_id,
-            "from": rfc3339(start),
-            "to": rfc3339(end),
+            "from": format_rfc3339(start),
+            "to": format_rfc3339(end),
             **_totals(rows[0] if rows else ()),
             "budget": state,
         }
@@ -259,7 +259,12 @@ class UsageApi:
                 row["display_name"] = _display_name(snap, group_by, value)
             rows.append({**row, **_totals(tuple(sums))})
         rows.sort(key=lambda r: (-r["cost_usd"], r["key"] or ""))
-        return 200, {"group_by": group_by, "from": rfc3339(start), "to": rfc3339(end), "rows": rows}
+        return 200, {
+            "group_by": group_by,
+            "from": format_rfc3339(start),
+            "to": format_rfc3339(end),
+            "rows": rows,
+        }
 
 
 def _time_range(query: dict[str, str], default_from: float, now: float) -> tuple[int, int] | str:

@@ -42,9 +42,9 @@ from aisix.limits.base import (
 from aisix.limits.layers import BudgetSpec, LayerIndex, RateSpec, key_budget_spec
 from aisix.limits.memory import MemoryBackend, MemoryTicket
 from aisix.limits.metrics import NO_METRICS, LimitMetrics
-from aisix.limits.windows import Clock, rfc3339, seconds_until
+from aisix.limits.windows import Clock, seconds_until
 from aisix.pricing import Estimate, worst_case_usd
-from aisix.resources import DirectModel
+from aisix.resources import DirectModel, format_rfc3339
 from aisix.settings import RateLimitSettings
 from aisix.snapshot import KeyEntry, ModelEntry, Snapshot
 
@@ -445,8 +445,8 @@ class Governor:
             "limit_usd": spec.limit_usd,
             "period": spec.period,
             "mode": "block" if spec.enforce else "warn",
-            "period_start": rfc3339(adm.starts[0]),
-            "period_resets_at": rfc3339(adm.ends[0]) if adm.ends[0] else None,
+            "period_start": format_rfc3339(adm.starts[0]),
+            "period_resets_at": format_rfc3339(adm.ends[0]) if adm.ends[0] else None,
             "spent_usd": spent,
             "reserved_usd": reserved,
             "remaining_usd": max(0.0, round(spec.limit_usd - spent - reserved, 9)),
@@ -499,6 +499,6 @@ def _budget_refusal(spec: BudgetSpec, adm: Admission, i: int) -> BudgetRefusal:
             "limit_usd": spec.limit_usd,
             "spent_usd": adm.used[i] / NANO_PER_USD,
             "period": spec.period,
-            "period_resets_at": rfc3339(end) if end else None,
+            "period_resets_at": format_rfc3339(end) if end else None,
         },
     )

@@ -86,8 +86,3 @@ def seconds_until(end: int, now: float) -> int:
     if whole < left:
         whole += 1
     return whole if whole > 1 else 1
-
-
-def rfc3339(ts: float) -> str:
-    """`2026-01-05T10:00:30Z` for a Unix timestamp (whole seconds, UTC)."""
-    return datetime.fromtimestamp(math.floor(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -13,11 +13,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Collection, Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from aisix.errors import GatewayError
-from aisix.resources import Cooldown, DirectModel
+from aisix.resources import Cooldown, DirectModel, format_rfc3339
 from aisix.snapshot import ModelEntry
 
 #: smoothing factor of the latency EWMA (contract §8.2)
@@ -222,11 +221,11 @@ class HealthRegistry:
             item["status"] = "cooldown" if cooling else "healthy"
             if state is not None:
                 if cooling:
-                    item["cooldown_until"] = rfc3339(math.ceil(state.cool_until_wall))
+                    item["cooldown_until"] = format_rfc3339(math.ceil(state.cool_until_wall))
                     item["status_reason"] = state.reason
                 if state.error_at is not None:
                     item["last_error"] = {
-                        "at": rfc3339(state.error_at),
+                        "at": format_rfc3339(state.error_at),
                         "status": state.error_status,
                         "message": state.error_message,
                     }
@@ -308,8 +307,3 @@ def cooldown_seconds(config: Cooldown, retry_after: float | None) -> float:
     if config.honor_retry_after and retry_after is not None and retry_after > 0:
         return min(retry_after, float(config.max_seconds))
     return float(config.default_seconds)
-
-
-def rfc3339(epoch_seconds: float) -> str:
-    """UTC RFC 3339 timestamp with a `Z` suffix, whole seconds."""
-    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -12,9 +12,9 @@ from aisix.limits.windows import (
     TOTAL,
     WEEK,
     bounds,
-    rfc3339,
     seconds_until,
 )
+from aisix.resources import format_rfc3339 as rfc3339
 
 
 def ts(text: str) -> float:

@@ -14,7 +14,8 @@ from aisix.errors import (
     UpstreamTimeout,
     upstream_status_error,
 )
-from aisix.routing.health import HealthRegistry, rfc3339
+from aisix.resources import format_rfc3339 as rfc3339
+from aisix.routing.health import HealthRegistry
 
 
 @pytest.fixture

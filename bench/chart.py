@@ -18,15 +18,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-ORDER = (
-    "direct",
-    "bare",
-    "aisix-off",
-    "aisix-gov",
-    "aisix-gov-routed",
-    "aisix-gov-redis",
-    "litellm",
-)
+from report_md import ORDER  # one target order for the table and the chart
+
 SHORT = {
     "direct": "direct",
     "bare": "bare",

@@ -157,8 +157,10 @@ class UpstreamSettings(_Section):
     stream_timeout_ms: Annotated[int, Field(ge=0)] = 0
     connect_timeout_ms: Annotated[int, Field(gt=0)] = 5000
     retries: Annotated[int, Field(ge=0)] = 2
-    #: keep-alive connections per upstream host
+    #: most connections open at once per upstream host (0 = no limit)
     pool_size_per_host: Annotated[int, Field(ge=0)] = 0
+    #: an idle keep-alive connection is closed after this long (0 = never)
+    idle_timeout_ms: Annotated[int, Field(ge=0)] = 30_000
 
 
 class DownstreamSettings(_Section):

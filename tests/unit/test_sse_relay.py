@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 
 from aisix.errors import UpstreamDecodeError, UpstreamError
+from aisix.providers.h1 import ConnectionClosed
 from aisix.proxy.relay import DONE, SSEDecoder, StreamState, _rewrite, relay_rest
 
 
@@ -192,20 +192,17 @@ def test_generated_bytes_counted_for_chat_and_completions() -> None:
 # --- relay_rest end-to-end over a fake upstream response -----------------------------------
 
 
-class _Content:
+class _Response:
+    """Stands in for `aisix.providers.h1.Response`: scripted reads."""
+
     def __init__(self, reads: list[bytes | BaseException]) -> None:
         self._reads = reads
 
-    async def readany(self) -> bytes:
+    async def read_chunk(self, timeout: float | None) -> bytes:
         item = self._reads.pop(0) if self._reads else b""
         if isinstance(item, BaseException):
             raise item
         return item
-
-
-class _Response:
-    def __init__(self, reads: list[bytes | BaseException]) -> None:
-        self.content = _Content(reads)
 
 
 def run_relay(reads: list[bytes | BaseException], wants_usage: bool = False) -> tuple[bytes, Any]:
@@ -237,7 +234,7 @@ def test_relay_stops_at_done_and_drops_usage_chunk() -> None:
 
 def test_relay_mid_stream_failure_sends_error_event_without_done() -> None:
     first = b"data: " + chunk(choices=DELTA) + b"\n\n"
-    body, state = run_relay([first, aiohttp.ClientPayloadError("reset")])
+    body, state = run_relay([first, ConnectionClosed("reset")])
     assert b"[DONE]" not in body
     last_event = body.rstrip(b"\n").rsplit(b"\n\n", 1)[-1]
     error = orjson.loads(last_event.removeprefix(b"data: "))["error"]

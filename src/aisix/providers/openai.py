@@ -41,7 +41,7 @@ def normalise_base(api_base: str | None) -> str:
 
 
 def ssl_context(key: ProviderKey) -> ssl.SSLContext | bool:
-    """aiohttp `ssl=` argument for this provider key's trust settings."""
+    """The TLS setting for this provider key: True = system trust, False = no checks."""
     if key.tls is None:
         return True
     if not key.tls.verify:

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 
 from aisix.asgi import Headers, Send
@@ -27,6 +26,7 @@ from aisix.errors import (
 )
 from aisix.events import Usage
 from aisix.providers.base import usage_from_openai
+from aisix.providers.h1 import HTTPClientError, Response
 from aisix.providers.transport import timeout_error
 
 DONE = b"data: [DONE]\n\n"
@@ -130,7 +130,7 @@ def _rewrite(payload: bytes, state: StreamState) -> bytes | None:
 
 
 async def read_first(
-    response: aiohttp.ClientResponse, decoder: SSEDecoder, state: StreamState, timeout_ms: int
+    response: Response, decoder: SSEDecoder, state: StreamState, timeout_ms: int
 ) -> list[bytes]:
     """Read until at least one chunk is ready to send; raise GatewayError before that."""
     out: list[bytes] = []
@@ -152,7 +152,7 @@ async def read_first(
 
 
 async def relay_rest(
-    response: aiohttp.ClientResponse,
+    response: Response,
     decoder: SSEDecoder,
     state: StreamState,
     send: Send,
@@ -193,12 +193,12 @@ async def send_chunk(send: Send, state: StreamState, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": True})
 
 
-async def _read(response: aiohttp.ClientResponse, timeout_ms: int) -> bytes:
+async def _read(response: Response, timeout_ms: int) -> bytes:
     try:
-        return await response.content.readany()
+        return await response.read_chunk(timeout_ms / 1000 if timeout_ms else None)
     except TimeoutError:
         raise timeout_error(timeout_ms) from None
-    except aiohttp.ClientError:
+    except HTTPClientError:
         raise UpstreamConnectionError("the upstream closed the connection mid-stream") from None
 
 

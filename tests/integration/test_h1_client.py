@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trustme
 
+from aisix.providers import h1
 from aisix.providers.h1 import (
     HIGH_WATER,
     ConnectError,
@@ -345,3 +346,45 @@ def test_host_header_omits_default_ports_and_brackets_ipv6() -> None:
     assert client.route("http://[::1]:8080/v1/x?a=b", True).prefix == (
         b"POST /v1/x?a=b HTTP/1.1\r\nHost: [::1]:8080\r\n"
     )
+
+
+async def test_a_released_stream_finishes_in_the_background_and_its_connection_is_reused() -> None:
+    async def late_end(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        while await s.read_request(r) is not None:
+            w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            w.write(b"e\r\ndata: [DONE]\n\n\r\n")
+            await w.drain()
+            await asyncio.sleep(0.05)
+            w.write(b"0\r\n\r\n")  # the message ends after the payload did
+            await w.drain()
+
+    async with Server(late_end) as server:
+        client = H1Client(2.0)
+        for _ in range(2):
+            response = await post(client, server.url, stream=True)
+            assert await response.read_chunk(1) == b"data: [DONE]\n\n"
+            response.release()
+            response.close()  # no effect while draining
+            await asyncio.sleep(0.1)
+        await client.close()
+    assert server.connections == 1
+
+
+async def test_a_released_stream_that_never_ends_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(h1, "DRAIN_SECONDS", 0.1)
+
+    async def endless(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n")
+        await w.drain()
+        await r.read()
+
+    async with Server(endless) as server:
+        client = H1Client(2.0)
+        response = await post(client, server.url, stream=True)
+        assert await response.read_chunk(1) == b"hi"
+        response.release()
+        await asyncio.wait_for(server.closed.wait(), 2)
+        await client.close()

@@ -30,6 +30,10 @@ import httptools
 
 #: a streamed body buffered beyond this pauses reading from the upstream socket
 HIGH_WATER = 256 * 1024
+#: a released response may take this long, and this many more bytes, to reach its end before
+#: its connection is dropped instead of going back to the pool
+DRAIN_SECONDS = 1.0
+DRAIN_BYTES = 64 * 1024
 _MAX_ROUTES = 4096
 
 
@@ -87,6 +91,7 @@ class Response:
         "_chunks",
         "_conn",
         "_done",
+        "_drain",
         "_error",
         "_inflate",
         "_paused",
@@ -109,6 +114,7 @@ class Response:
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._inflate: zlib._Decompress | None = None
+        self._drain: asyncio.TimerHandle | None = None
 
     # -- fed by the connection -------------------------------------------------------------
 
@@ -126,6 +132,11 @@ class Response:
             self._wake()
 
     def _feed(self, data: bytes) -> None:
+        if self._drain is not None:
+            self._size += len(data)
+            if self._size > DRAIN_BYTES:
+                self._conn.abort()
+            return
         if self._inflate is not None:
             try:
                 data = self._inflate.decompress(data)
@@ -142,6 +153,10 @@ class Response:
             self._wake()
 
     def _finish(self) -> None:
+        if self._drain is not None:
+            self._drain.cancel()
+            self._done = True
+            return
         if self._inflate is not None:
             tail = self._inflate.flush()
             if tail:
@@ -151,6 +166,8 @@ class Response:
         self._wake()
 
     def _fail(self, error: BaseException) -> None:
+        if self._drain is not None:
+            self._drain.cancel()
         if self._error is None and not self._done:
             self._error = error
             self._wake()
@@ -224,9 +241,26 @@ class Response:
     def complete(self) -> bool:
         return self._done
 
+    def release(self) -> None:
+        """Done with a response whose payload is complete (an SSE `[DONE]`) though the message
+        may not be: discard the rest as it arrives so the connection can be reused, or drop it
+        after `DRAIN_SECONDS` / `DRAIN_BYTES`."""
+        if self._done or self._drain is not None:
+            return
+        if self._error is not None or self._conn.closed:
+            self.close()
+            return
+        self._chunks = []
+        self._size = 0
+        self._drain = self._conn.loop.call_later(DRAIN_SECONDS, self._conn.abort)
+        if self._paused:
+            self._paused = False
+            self._conn.resume_reading()
+
     def close(self) -> None:
-        """Done with this response; an unfinished one takes its connection down with it."""
-        if not self._done:
+        """Done with this response; an unfinished one takes its connection down with it
+        (unless it is draining after `release`)."""
+        if not self._done and self._drain is None:
             self._error = self._error or ConnectionClosed("response closed before its end")
             self._conn.abort()
 

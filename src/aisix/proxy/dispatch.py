@@ -230,6 +230,8 @@ async def _attempt(
                 await relay_rest(response, decoder, state, sink.send, stream_timeout_ms)
         finally:
             keepalive.stop()
+        if state.saw_done:
+            response.release()  # the connection may go back to the pool once the message ends
     return None, state
 
 

@@ -347,7 +347,9 @@ class Connection(asyncio.Protocol):
         keep_alive = self.parser.should_keep_alive()
         if response is not None:
             response._finish()
-        if keep_alive and not self.closed:
+        # an answer that came before our whole request was written leaves the stream unusable
+        transport = self.transport
+        if keep_alive and not self.closed and transport and not transport.get_write_buffer_size():
             self.pool.release(self)
         else:
             self.abort()

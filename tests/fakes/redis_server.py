@@ -2,7 +2,9 @@
 
 `RedisServer(dir).start()` launches it and waits (with a deadline) until it answers
 PING; `stop()` terminates it (kill after a grace period). `url` is `redis://127.0.0.1:<port>/0`.
-Shared by the counter-backend integration tests and the two-gateway e2e test.
+`RedisServer(dir, sentinel_for=master)` runs the same binary as a sentinel monitoring `master`
+under the name `mymaster`. Shared by the counter-backend and client integration tests and the
+two-gateway e2e test.
 """
 
 from __future__ import annotations
@@ -24,9 +26,17 @@ def unused_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+        sentinel_for: RedisServer | None = None,
+    ) -> None:
         self.directory = directory
         self.port = port or unused_port()
+        self.extra_args = extra_args
+        self.sentinel_for = sentinel_for
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -36,9 +46,15 @@ class RedisServer:
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         self.directory.mkdir(parents=True, exist_ok=True)
+        head: list[str] = [binary]
+        if self.sentinel_for is not None:  # a sentinel needs a writable config file
+            conf = self.directory / "sentinel.conf"
+            master = self.sentinel_for.port
+            conf.write_text(f"sentinel monitor mymaster 127.0.0.1 {master} 1\n")
+            head += [str(conf), "--sentinel"]
         self.proc = subprocess.Popen(
             [
-                binary,
+                *head,
                 "--port",
                 str(self.port),
                 "--bind",
@@ -49,6 +65,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.directory),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -60,7 +77,7 @@ class RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 

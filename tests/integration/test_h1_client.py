@@ -388,3 +388,21 @@ async def test_a_released_stream_that_never_ends_is_dropped(
         response.release()
         await asyncio.wait_for(server.closed.wait(), 2)
         await client.close()
+
+
+async def test_waiting_for_a_pooled_connection_counts_against_the_deadline() -> None:
+    async def slow(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        while await s.read_request(r) is not None:
+            await asyncio.sleep(0.5)
+            w.write(answer(JSON))
+            await w.drain()
+
+    async with Server(slow) as server:
+        client = H1Client(2.0, limit_per_host=1)
+        first = asyncio.ensure_future(post(client, server.url))
+        await asyncio.sleep(0.05)
+        with pytest.raises(TimeoutError):
+            await post(client, server.url, timeout=0.2)  # never got the one connection
+        assert (await first).body() == JSON
+        await client.close()
+    assert server.connections == 1

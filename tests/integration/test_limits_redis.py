@@ -45,7 +45,7 @@ def with_governors(redis_server: RedisServer) -> Callable[..., Any]:
     def runner(body: Callable[..., Awaitable[Any]], n: int = 1, **backend: Any) -> Any:
         async def main() -> Any:
             clients = [redis_client(RedisConn(url=redis_server.url)) for _ in range(n)]
-            await clients[0].flushall()
+            await clients[0].execute("FLUSHALL")
             govs = [
                 Governor(RateLimitSettings(), RedisBackend(c, **backend), None) for c in clients
             ]
@@ -72,8 +72,8 @@ async def set_server_time(govs: tuple[Governor, ...], target: float) -> None:
     for gov in govs:
         backend = gov.backend
         assert isinstance(backend, RedisBackend)
-        sec, usec = await backend._client.time()
-        backend.clock_offset_s = target - (sec + usec / 1e6)
+        sec, usec = await backend._client.execute("TIME")
+        backend.clock_offset_s = target - (int(sec) + int(usec) / 1e6)
 
 
 def test_parallel_admissions_admit_exactly_the_limit(with_governors: Any) -> None:

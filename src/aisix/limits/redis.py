@@ -18,24 +18,19 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.connection import SSLConnection
-from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import RedisError
-
 from aisix.errors import GatewayError
 from aisix.limits import lua
 from aisix.limits.base import CONCURRENCY, REQUESTS, ROLLBACK, SETTLE, SPEND, Admission, Check
 from aisix.limits.memory import MemoryBackend
 from aisix.limits.metrics import NO_METRICS, LimitMetrics
+from aisix.limits.resp import RedisClient, RedisUnavailable, ReplyError, Script
 from aisix.limits.windows import Clock
 from aisix.settings import RedisConn
 
 log = logging.getLogger("aisix.limits.redis")
 RETRY_AFTER_FAILURE_S = 1.0
 LOG_INTERVAL_S = 60.0
-POOL_SIZE = 64
-_REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+_REDIS_ERRORS = (RedisUnavailable, ReplyError, OSError, asyncio.TimeoutError)
 
 
 class CountersUnavailable(GatewayError):
@@ -48,7 +43,7 @@ class CountersUnavailable(GatewayError):
 class RedisBackend:
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         *,
         on_failure: str = "open",
         concurrency_ttl_secs: int = 300,
@@ -58,8 +53,8 @@ class RedisBackend:
     ) -> None:
         self._metrics = metrics
         self._client = client
-        self._acquire_script = client.register_script(lua.ACQUIRE)
-        self._finish_script = client.register_script(lua.FINISH)
+        self._acquire_script = Script(lua.ACQUIRE)
+        self._finish_script = Script(lua.FINISH)
         self._fail_open = on_failure == "open"
         self._ttl = concurrency_ttl_secs
         self._clock = clock
@@ -77,7 +72,7 @@ class RedisBackend:
         return None  # spend is durable in Redis itself
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.close()
 
     async def acquire(self, checks: Sequence[Check], dry: bool = False) -> Admission:
         if self._clock() < self._skip_until:
@@ -86,7 +81,8 @@ class RedisBackend:
         args: list[Any] = [round(self.clock_offset_s * 1e6), member, self._ttl, int(dry)]
         for check in checks:
             args += (check.dim, check.window, check.limit, check.amount, int(check.enforce))
-        call = asyncio.ensure_future(self._acquire_script(keys=[c.key for c in checks], args=args))
+        keys = [c.key for c in checks]
+        call = asyncio.ensure_future(self._client.evalsha(self._acquire_script, keys, args))
         try:
             raw = await asyncio.shield(call)
         except asyncio.CancelledError:
@@ -122,7 +118,7 @@ class RedisBackend:
 
     async def run_finish(self, keys: list[str], args: list[Any]) -> None:
         try:
-            await self._finish_script(keys=keys, args=args)
+            await self._client.evalsha(self._finish_script, keys, args)
         except _REDIS_ERRORS as exc:
             # the reservations then lapse with their window; slots with concurrency_ttl_secs
             self.record_failure("settle", exc)
@@ -177,41 +173,6 @@ class RedisTicket:
             await asyncio.shield(self._backend.run_finish(keys, args))
 
 
-def redis_client(conn: RedisConn) -> aioredis.Redis:
+def redis_client(conn: RedisConn) -> RedisClient:
     """A client for `ratelimit.redis` (contract §2.4): single node or sentinel master."""
-    timeout = conn.socket_timeout_ms / 1000
-    kwargs: dict[str, Any] = {
-        "username": conn.username,
-        "password": conn.password,
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-    }
-    if conn.database is not None:
-        kwargs["db"] = conn.database
-    if conn.tls is not None:
-        kwargs.update(
-            connection_class=SSLConnection,
-            ssl_ca_certs=conn.tls.ca_file,
-            ssl_certfile=conn.tls.client_cert_file,
-            ssl_keyfile=conn.tls.client_key_file,
-            ssl_cert_reqs="required" if conn.tls.verify else "none",
-        )
-    if conn.mode == "single":
-        assert conn.url is not None
-        # a burst waits for a pooled connection instead of failing as "Redis unreachable"
-        pool = aioredis.BlockingConnectionPool.from_url(
-            conn.url, max_connections=POOL_SIZE, timeout=timeout, **kwargs
-        )
-        return aioredis.Redis(connection_pool=pool)
-    if conn.mode == "sentinel":
-        assert conn.sentinels is not None and conn.master_name is not None
-        hosts = [(h.rpartition(":")[0], int(h.rpartition(":")[2])) for h in conn.sentinels]
-        if kwargs.pop("connection_class", None) is not None:
-            kwargs["ssl"] = True
-        sentinel = Sentinel(hosts, **kwargs)  # type: ignore[no-untyped-call]
-        master: aioredis.Redis = sentinel.master_for(conn.master_name)
-        return master
-    raise ValueError(
-        "ratelimit.redis.mode: cluster is not supported (one admission spans several "
-        "buckets, which a cluster shards across slots); use single or sentinel"
-    )
+    return RedisClient(conn)

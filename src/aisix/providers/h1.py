@@ -402,7 +402,11 @@ class Pool:
         self._members: set[Connection] = set()
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self, connect_timeout: float | None) -> Connection:
+    async def acquire(
+        self, connect_timeout: float | None, wait_timeout: float | None
+    ) -> Connection:
+        """An idle connection, or a new one; at the limit, wait (up to `wait_timeout`) for
+        one to be released or closed."""
         idle = self.idle
         while idle:
             conn = idle.pop()
@@ -412,7 +416,8 @@ class Pool:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
+                async with asyncio.timeout(wait_timeout):
+                    await waiter
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
@@ -568,7 +573,7 @@ class H1Client:
         connect_timeout = self.connect_timeout_s
         if timeout is not None and (connect_timeout is None or timeout < connect_timeout):
             connect_timeout = timeout
-        conn = await route.pool.acquire(connect_timeout)
+        conn = await route.pool.acquire(connect_timeout, timeout)
         response = Response(conn, stream)
         try:
             conn.send(response, encode_request(route.prefix, headers, body))

@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
 import uvicorn
@@ -29,6 +30,7 @@ from aisix.limits.factory import build_governor
 from aisix.obs.access_log import AccessLog
 from aisix.obs.metrics import Metrics
 from aisix.obs.status import StatusApp
+from aisix.obs.workers import WorkerLinks, serve_metrics_requests
 from aisix.providers.registry import build_target
 from aisix.providers.transport import Transport
 from aisix.proxy.client_ip import ClientIPResolver
@@ -141,9 +143,14 @@ class Gateway:
         *,
         serve_admin: bool = True,
         on_stop: Callable[[], None] | None = None,
+        worker_conns: list[Connection] | None = None,
+        metrics_conn: Connection | None = None,
     ) -> None:
         self.settings = settings
         self.serve_admin = serve_admin
+        #: main process: pipes to the extra workers; a worker: its pipe to the main process
+        self.worker_conns = worker_conns or []
+        self.metrics_conn = metrics_conn
         #: called as soon as a stop signal arrives (the main process forwards it to workers)
         self.on_stop = on_stop
         self.holder = SnapshotHolder()
@@ -216,6 +223,13 @@ class Gateway:
             entry.alias, state, reason
         )
         self.bus.subscribe(self.metrics.on_request)
+        if self.metrics_conn is not None:
+            serve_metrics_requests(asyncio.get_running_loop(), self.metrics_conn, self.metrics.dump)
+        self.worker_links = WorkerLinks(
+            self.worker_conns,
+            settings.observability.metrics.prometheus.worker_timeout_ms / 1000,
+            self.metrics.worker_scrape_failures.inc,
+        )
         self.bus.subscribe(self.ledger.on_event)
         if settings.observability.access_log:
             self.bus.subscribe(AccessLog().on_request)
@@ -254,9 +268,10 @@ class Gateway:
             await server.startup(sockets=[sock])
             self.listeners.append(Listener(name, key, server, sock))
 
-    def _render_metrics(self) -> bytes:
+    async def _render_metrics(self) -> bytes:
         self.health.sweep()
-        return self.metrics.render()
+        others = await self.worker_links.collect()
+        return self.metrics.render(others)
 
     def _models_status(self) -> list[dict[str, Any]]:
         self.health.sweep()

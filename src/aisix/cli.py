@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 
 import orjson
 
@@ -114,7 +115,8 @@ def serve(config: str | None) -> int:
         print(f"aisix: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
     _configure_logging(settings)
-    workers = [_spawn_worker(config) for _ in range(settings.proxy.workers - 1)]
+    links = [multiprocessing.get_context("spawn").Pipe() for _ in range(settings.proxy.workers - 1)]
+    workers = [_spawn_worker(config, worker_end) for _, worker_end in links]
 
     def stop_workers() -> None:
         for worker in workers:
@@ -122,7 +124,10 @@ def serve(config: str | None) -> int:
                 worker.terminate()
 
     try:
-        return _run_gateway(settings, serve_admin=True, on_stop=stop_workers)
+        main_ends = [main_end for main_end, _ in links]
+        return _run_gateway(
+            settings, serve_admin=True, on_stop=stop_workers, worker_conns=main_ends
+        )
     finally:
         stop_workers()
         for worker in workers:
@@ -130,31 +135,43 @@ def serve(config: str | None) -> int:
 
 
 def _run_gateway(
-    settings: Settings, serve_admin: bool, on_stop: Callable[[], None] | None = None
+    settings: Settings,
+    serve_admin: bool,
+    on_stop: Callable[[], None] | None = None,
+    worker_conns: list[Connection] | None = None,
+    metrics_conn: Connection | None = None,
 ) -> int:
     import uvloop
 
     from aisix.app import Gateway, StartupError
 
     try:
-        return uvloop.run(Gateway(settings, serve_admin=serve_admin, on_stop=on_stop).run())
+        gateway = Gateway(
+            settings,
+            serve_admin=serve_admin,
+            on_stop=on_stop,
+            worker_conns=worker_conns,
+            metrics_conn=metrics_conn,
+        )
+        return uvloop.run(gateway.run())
     except StartupError as exc:
         print(f"aisix: startup failed: {exc}", file=sys.stderr)
         return EXIT_FAIL
 
 
-def _spawn_worker(config: str | None) -> multiprocessing.process.BaseProcess:
+def _spawn_worker(config: str | None, conn: Connection) -> multiprocessing.process.BaseProcess:
     ctx = multiprocessing.get_context("spawn")
-    process = ctx.Process(target=_worker_main, args=(config,), daemon=True)
+    process = ctx.Process(target=_worker_main, args=(config, conn), daemon=True)
     process.start()
     return process
 
 
-def _worker_main(config: str | None) -> None:
-    """An extra proxy worker: proxy listener only, sharing the port with SO_REUSEPORT."""
+def _worker_main(config: str | None, conn: Connection) -> None:
+    """An extra proxy worker: proxy listener only, sharing the port with SO_REUSEPORT; it
+    answers the main process's metrics requests on `conn`."""
     settings = load_settings(config, os.environ)
     _configure_logging(settings)
-    raise SystemExit(_run_gateway(settings, serve_admin=False))
+    raise SystemExit(_run_gateway(settings, serve_admin=False, metrics_conn=conn))
 
 
 if __name__ == "__main__":  # pragma: no cover

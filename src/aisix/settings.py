@@ -171,6 +171,8 @@ class PrometheusSettings(_Section):
     enabled: bool = True
     addr: str = "127.0.0.1:9090"
     path: str = "/metrics"
+    #: with proxy.workers > 1: how long a scrape waits for each worker's series
+    worker_timeout_ms: Annotated[int, Field(gt=0)] = 2000
 
     _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr(v)))
 

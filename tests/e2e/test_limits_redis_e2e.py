@@ -122,10 +122,18 @@ def test_two_gateways_share_one_rate_limit_and_one_budget(
     assert len(fake_openai.model_requests()) == 7
 
 
+def listening_sockets(port: int) -> int:
+    """Sockets listening on `port` (one per process sharing it with SO_REUSEPORT)."""
+    with open("/proc/net/tcp") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    return sum(1 for row in rows if row[1].endswith(f":{port:04X}") and row[3] == "0A")
+
+
 def test_two_workers_with_redis_share_the_limit(
     gateway: Any, fake_openai: FakeOpenAIUpstream, redis_server: RedisServer
 ) -> None:
     gw = gateway({**redis_config(redis_server), "proxy": {"workers": 2}})
+    wait_for(lambda: listening_sockets(gw.proxy_port) == 2, 10.0, "the worker to listen")
     seed_fixed(gw, fake_openai, {"w": {"rate_limit": {"rpm": 6}}})
     # the extra worker follows the SQLite store within a second: wait until every new
     # connection (spread over both workers by SO_REUSEPORT) knows the key
@@ -135,6 +143,28 @@ def test_two_workers_with_redis_share_the_limit(
     clear_of_window_edge()
     results = [chat(gw, "w").status for _ in range(14)]
     assert sorted(results) == [200] * 6 + [429] * 8, results
+
+
+def test_metrics_cover_every_worker(
+    gateway: Any, fake_openai: FakeOpenAIUpstream, redis_server: RedisServer
+) -> None:
+    gw = gateway({**redis_config(redis_server), "proxy": {"workers": 2}})
+    wait_for(lambda: listening_sockets(gw.proxy_port) == 2, 10.0, "the worker to listen")
+    seed_fixed(gw, fake_openai, {"m": {}})
+    for _ in range(20):
+        wait_for(lambda: gw.can_call("sk-m", ALIAS), 2.0, "both workers to know the key")
+    # each call is a new connection, which SO_REUSEPORT spreads over both processes: one
+    # process's series alone would miss about half of them
+    assert [chat(gw, "m").status for _ in range(30)] == [200] * 30
+    chat_route = {"endpoint": "/v1/chat/completions"}
+
+    def counted() -> bool:
+        return gw.metric("aisix_requests_total", **chat_route) == 30
+
+    wait_for(counted, 3.0, "every worker's requests in /metrics")
+    assert gw.metric("aisix_request_duration_seconds_count", **chat_route) == 30
+    assert gw.metric("aisix_llm_requests_total", status="200") == 30
+    assert gw.metric("aisix_metrics_worker_scrape_failures_total") == 0
 
 
 def test_workers_with_memory_backend_refused_at_startup(gateway: Any) -> None:

@@ -7,7 +7,8 @@ so the per-request cost is a dict hit and an addition per series.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -60,6 +61,7 @@ class Metrics:
         self.budget_rejections = c("aisix_budget_rejections_total", "Budget refusals", "scope")
         self.budget_warnings = c("aisix_budget_warnings_total", "Warn budgets crossed", "scope")
         self.in_flight = g("aisix_proxy_in_flight_requests", "Proxy requests in flight")
+        self.in_flight.merge = "sum"
         self.body_limit = c(
             "aisix_proxy_request_body_limit_rejections_total", "Bodies over the limit"
         )
@@ -87,8 +89,13 @@ class Metrics:
         self.usage_emitted = c("aisix_usage_events_emitted_total", "Usage events emitted")
         self.usage_drops = c("aisix_usage_event_drops_total", "Usage events dropped")
         self.redis_failures = c("aisix_redis_failures_total", "Redis failures", "operation")
+        self.worker_scrape_failures = c(
+            "aisix_metrics_worker_scrape_failures_total",
+            "Proxy workers left out of a scrape (no answer in time)",
+        )
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(FamilyCollector(self._families))
+        self._collector = FamilyCollector(self._families)
+        self.registry.register(self._collector)
 
     def _add(self, family: Family) -> Family:
         self._families.append(family)
@@ -106,8 +113,17 @@ class Metrics:
     def bind_in_flight(self, read: Callable[[], float]) -> None:
         self.in_flight.set_function(read)
 
-    def render(self) -> bytes:
-        data: bytes = generate_latest(self.registry)
+    def dump(self) -> dict[str, dict[tuple[str, ...], Any]]:
+        """Every family's plain values, for the main process to merge (`render(others)`)."""
+        return {family.name: family.snapshot() for family in self._families}
+
+    def render(self, others: Sequence[dict[str, dict[tuple[str, ...], Any]]] = ()) -> bytes:
+        """The text exposition; `others`: other worker processes' `dump()`s, merged in."""
+        self._collector.others = others
+        try:
+            data: bytes = generate_latest(self.registry)
+        finally:
+            self._collector.others = ()
         return data
 
     # -- subscribers -----------------------------------------------------------------------

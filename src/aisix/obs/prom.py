@@ -4,13 +4,14 @@
 request updates about a dozen series, so that cost showed in profiles. Here a series is a
 plain object updated without locks (all updates and scrapes run on the event-loop thread),
 and a `collect()` at scrape time turns the families into prometheus_client metric families,
-which its text renderer (format 0.0.4) writes out.
+which its text renderer (format 0.0.4) writes out. With `proxy.workers > 1` the main process
+merges in the other workers' `snapshot()`s (`aisix.obs.workers`).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client.core import (
@@ -62,6 +63,8 @@ class Family:
         self.doc = doc
         self.labels = labels
         self.buckets: tuple[float, ...] = options.get("buckets", ())
+        #: how a gauge combines across worker processes: "sum" (in flight) or "max" (states)
+        self.merge: str = options.get("merge", "max")
         self.series: dict[tuple[str, ...], Any] = {}
         self.read: Callable[[], float] | None = None
 
@@ -87,22 +90,49 @@ class Family:
     def set_function(self, read: Callable[[], float]) -> None:
         self.read = read
 
-    def collect(self) -> Metric:
+    def snapshot(self) -> dict[tuple[str, ...], Any]:
+        """Plain values, for another process to merge: a float per series, or
+        (bucket counts, sum) for a histogram series."""
+        if self.kind == "histogram":
+            return {labels: (list(s.counts), s.total) for labels, s in self.series.items()}
+        values = {labels: s.value for labels, s in self.series.items()}
+        if self.read is not None:
+            values[()] = self.read()
+        return values
+
+    def merged(self, others: Sequence[dict[tuple[str, ...], Any]]) -> dict[tuple[str, ...], Any]:
+        """This process's snapshot merged with other processes' snapshots of the same family:
+        counters and histograms add up, gauges by `merge` ("sum" or "max")."""
+        merged = self.snapshot()
+        for other in others:
+            for labels, value in other.items():
+                mine = merged.get(labels)
+                if mine is None:
+                    merged[labels] = value
+                elif self.kind == "histogram":
+                    counts = [a + b for a, b in zip(mine[0], value[0], strict=True)]
+                    merged[labels] = (counts, mine[1] + value[1])
+                elif self.kind == "gauge" and self.merge == "max":
+                    merged[labels] = max(mine, value)
+                else:
+                    merged[labels] = mine + value
+        return merged
+
+    def collect(self, others: Sequence[dict[tuple[str, ...], Any]] = ()) -> Metric:
+        values = self.merged(others)
         if self.kind == "histogram":
             hist = HistogramMetricFamily(self.name, self.doc, labels=list(self.labels))
-            for labels, series in self.series.items():
+            for labels, (counts, total) in values.items():
                 cumulative, running = [], 0
-                for bound, count in zip((*self.buckets, float("inf")), series.counts, strict=True):
+                for bound, count in zip((*self.buckets, float("inf")), counts, strict=True):
                     running += count
                     cumulative.append((_le(bound), running))
-                hist.add_metric(list(labels), cumulative, series.total)
+                hist.add_metric(list(labels), cumulative, total)
             return hist
         cls = GaugeMetricFamily if self.kind == "gauge" else CounterMetricFamily
         family = cls(self.name, self.doc, labels=list(self.labels))
-        if self.read is not None:
-            family.add_metric([], self.read())
-        for labels, series in self.series.items():
-            family.add_metric(list(labels), series.value)
+        for labels, value in values.items():
+            family.add_metric(list(labels), value)
         return family
 
 
@@ -111,11 +141,14 @@ def _le(bound: float) -> str:
 
 
 class FamilyCollector:
-    """A prometheus_client collector over our families (registered once per registry)."""
+    """A prometheus_client collector over our families (registered once per registry).
+    `others`: snapshots from other worker processes to merge in at the next collect."""
 
     def __init__(self, families: list[Family]) -> None:
         self.families = families
+        self.others: Sequence[dict[str, dict[tuple[str, ...], Any]]] = ()
 
     def collect(self) -> Iterator[Metric]:
+        others = self.others
         for family in self.families:
-            yield family.collect()
+            yield family.collect([o[family.name] for o in others if family.name in o])

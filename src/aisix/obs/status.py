@@ -5,7 +5,7 @@ Unauthenticated and bound to loopback by default; it exposes no secret and no ke
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -19,13 +19,15 @@ class StatusApp:
     def __init__(
         self,
         metrics_path: str,
-        render_metrics: Callable[[], bytes],
+        render_metrics: Callable[[], Awaitable[bytes]],
         config_status: Callable[[], dict[str, Any]],
         models_status: Callable[[], list[dict[str, Any]]],
         ready: Callable[[], bool],
     ) -> None:
+        self._metrics_path = metrics_path
+        self._render_metrics = render_metrics
         self._routes: dict[str, Callable[[], tuple[int, bytes, list[tuple[bytes, bytes]]]]] = {
-            metrics_path: lambda: (200, render_metrics(), PROMETHEUS_TYPE),
+            metrics_path: lambda: (200, b"", PROMETHEUS_TYPE),  # rendered in __call__
             "/status/config": lambda: (200, orjson.dumps(config_status()), JSON_HEADERS),
             "/status/models": lambda: (200, orjson.dumps(models_status()), JSON_HEADERS),
             "/status/ready": lambda: (
@@ -45,4 +47,6 @@ class StatusApp:
             await send_response(send, 405, body, JSON_HEADERS)
             return
         status, body, headers = route()
+        if scope["path"] == self._metrics_path:
+            body = await self._render_metrics()  # may ask the other workers
         await send_response(send, status, body, headers)

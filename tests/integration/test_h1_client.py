@@ -102,12 +102,26 @@ def answer(body: bytes, extra: bytes = b"") -> bytes:
     )
 
 
-async def keep_alive_json(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server
-) -> None:
-    while await server.read_request(reader) is not None:
-        writer.write(answer(JSON))
-        await writer.drain()
+def json_after(delay: float) -> Handler:
+    """A keep-alive server answering every request with JSON after `delay` seconds."""
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        while await s.read_request(r) is not None:
+            await asyncio.sleep(delay)
+            w.write(answer(JSON))
+            await w.drain()
+
+    return handler
+
+
+keep_alive_json = json_after(0.0)
+
+
+async def endless_stream(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+    """Answers every request with a chunked stream that never ends."""
+    while await s.read_request(r) is not None:
+        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n")
+        await w.drain()
 
 
 async def post(
@@ -258,12 +272,7 @@ async def test_refused_garbage_and_bad_headers_are_typed_errors() -> None:
 
 
 async def test_closing_an_unfinished_stream_drops_its_connection() -> None:
-    async def endless(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
-        while await s.read_request(r) is not None:
-            w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n")
-            await w.drain()
-
-    async with Server(endless) as server:
+    async with Server(endless_stream) as server:
         client = H1Client(2.0)
         response = await post(client, server.url, stream=True)
         assert await response.read_chunk(1) == b"hi"
@@ -298,13 +307,7 @@ async def test_a_large_stream_is_delivered_whole_under_back_pressure() -> None:
 
 
 async def test_pool_limit_queues_callers_on_one_connection() -> None:
-    async def slowish(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
-        while await s.read_request(r) is not None:
-            await asyncio.sleep(0.05)
-            w.write(answer(JSON))
-            await w.drain()
-
-    async with Server(slowish) as server:
+    async with Server(json_after(0.05)) as server:
         client = H1Client(2.0, limit_per_host=1)
         results = await asyncio.gather(*(post(client, server.url) for _ in range(4)))
         await client.close()
@@ -375,13 +378,7 @@ async def test_a_released_stream_that_never_ends_is_dropped(
 ) -> None:
     monkeypatch.setattr(h1, "DRAIN_SECONDS", 0.1)
 
-    async def endless(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
-        await s.read_request(r)
-        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n")
-        await w.drain()
-        await r.read()
-
-    async with Server(endless) as server:
+    async with Server(endless_stream) as server:
         client = H1Client(2.0)
         response = await post(client, server.url, stream=True)
         assert await response.read_chunk(1) == b"hi"
@@ -391,13 +388,7 @@ async def test_a_released_stream_that_never_ends_is_dropped(
 
 
 async def test_waiting_for_a_pooled_connection_counts_against_the_deadline() -> None:
-    async def slow(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
-        while await s.read_request(r) is not None:
-            await asyncio.sleep(0.5)
-            w.write(answer(JSON))
-            await w.drain()
-
-    async with Server(slow) as server:
+    async with Server(json_after(0.5)) as server:
         client = H1Client(2.0, limit_per_host=1)
         first = asyncio.ensure_future(post(client, server.url))
         await asyncio.sleep(0.05)

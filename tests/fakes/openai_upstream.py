@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -76,9 +77,12 @@ class Reply:
 class FakeOpenAIUpstream:
     """An OpenAI-compatible upstream with per-request scripted behaviour; see module docstring."""
 
-    def __init__(self, *, chunks: int = 4, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, *, chunks: int = 4, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
+    ) -> None:
         self.chunks = chunks
         self.host = host
+        self.tls = tls  # serve HTTPS with this server context
         self.port = 0
         self.requests: list[RecordedRequest] = []
         #: monotonic times at which a client went away while a stream was being written
@@ -95,7 +99,7 @@ class FakeOpenAIUpstream:
     @property
     def url(self) -> str:
         """Root URL without `/v1`, e.g. `http://127.0.0.1:41234`."""
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def script(self, *replies: Reply) -> None:
         """Queue replies; each request takes the next one, then `default` answers."""
@@ -173,7 +177,7 @@ class FakeOpenAIUpstream:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0, backlog=2048)
+        site = web.TCPSite(self._runner, self.host, 0, backlog=2048, ssl_context=self.tls)
         await site.start()
         server = site._server
         assert isinstance(server, asyncio.base_events.Server)

@@ -397,3 +397,23 @@ async def test_waiting_for_a_pooled_connection_counts_against_the_deadline() -> 
         assert (await first).body() == JSON
         await client.close()
     assert server.connections == 1
+
+
+async def test_a_close_delimited_body_cut_by_our_deadline_is_not_complete() -> None:
+    async def trickle(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        await s.read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{")  # no length: ends at close
+        await w.drain()
+        await r.read()
+
+    async with Server(trickle) as server:
+        client = H1Client(2.0)
+        with pytest.raises(TimeoutError):
+            await post(client, server.url, timeout=0.2)
+        response = await post(client, server.url, stream=True)
+        assert await response.read_chunk(1) == b"{"
+        response.close()
+        await asyncio.sleep(0.05)  # the socket's close has been delivered by now
+        with pytest.raises(ConnectionClosed):
+            await response.read_chunk(1)
+        await client.close()

@@ -153,6 +153,8 @@ class Response:
             self._wake()
 
     def _finish(self) -> None:
+        if self._error is not None:
+            return  # already failed (a deadline, or closed by us): stays failed
         if self._drain is not None:
             self._drain.cancel()
             self._done = True
@@ -279,6 +281,7 @@ class Connection(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._interim = False
         self._until_close = False
+        self._aborted = False  # we dropped it: a close-delimited body is then cut, not complete
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -304,8 +307,8 @@ class Connection(asyncio.Protocol):
         if response is None:
             return
         self.response = None
-        if response.status and self._until_close and not self._interim:
-            response._finish()  # a body delimited by the end of the connection
+        if response.status and self._until_close and not self._interim and not self._aborted:
+            response._finish()  # a body delimited by the upstream closing the connection
         else:
             response._fail(ConnectionClosed("the upstream closed the connection"))
 
@@ -372,6 +375,7 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         if not self.closed:
             self.closed = True
+            self._aborted = True
             self.pool.forget(self)
             if self.transport is not None:
                 self.transport.abort()

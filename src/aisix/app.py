@@ -204,7 +204,10 @@ class Gateway:
         except Exception as exc:
             raise StartupError(f"data_dir: cannot open the usage ledger: {exc}") from None
         self._cleanup.append(self.ledger.close)
-        governor = await build_governor(settings, self.ledger, self.metrics)
+        try:
+            governor = await build_governor(settings, self.ledger, self.metrics)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
         self._cleanup.append(governor.close)
         self.usage_api = UsageApi(self.ledger, governor)
         self.runtime = ProxyRuntime(

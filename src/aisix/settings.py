@@ -134,6 +134,19 @@ class RedisConn(_Section):
             raise ValueError("nodes: required with mode cluster")
         if self.mode == "sentinel" and not (self.sentinels and self.master_name):
             raise ValueError("sentinels and master_name: required with mode sentinel")
+        if self.mode == "cluster":
+            raise ValueError(
+                "mode: cluster is not supported (one admission spans several buckets, which a "
+                "cluster shards across slots); use single or sentinel"
+            )
+        for address in self.sentinels or ():
+            host, _, port = address.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"sentinels: {address!r} is not host:port")
+        if self.mode == "single" and self.url:
+            scheme = self.url.partition("://")[0].lower()
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValueError(f"url: scheme must be redis, rediss or unix, not {scheme!r}")
         return self
 
 

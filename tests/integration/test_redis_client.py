@@ -151,10 +151,13 @@ async def test_sentinel_mode_finds_the_master(server: RedisServer, tmp_path: Pat
         sentinel.stop()
 
 
-def test_bad_urls_and_cluster_mode_are_refused() -> None:
-    with pytest.raises(ValueError, match="scheme"):
-        RedisClient(RedisConn(url="http://127.0.0.1:6379"))
-    with pytest.raises(ValueError, match="database"):
+def test_bad_redis_settings_are_refused_before_connecting() -> None:
+    for conn, message in (
+        ({"url": "http://127.0.0.1:6379"}, "scheme must be redis, rediss or unix"),
+        ({"mode": "sentinel", "sentinels": ["127.0.0.1"], "master_name": "m"}, "not host:port"),
+        ({"mode": "cluster", "nodes": ["127.0.0.1:7000"]}, "cluster is not supported"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            RedisConn(**conn)
+    with pytest.raises(ValueError, match="database 'zero' is not a number"):
         RedisClient(RedisConn(url="redis://127.0.0.1:6379/zero"))
-    with pytest.raises(ValueError, match="cluster is not supported"):
-        RedisClient(RedisConn(mode="cluster", nodes=["127.0.0.1:7000"]))

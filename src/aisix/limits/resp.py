@@ -162,17 +162,13 @@ class RedisClient:
     """See the module docstring."""
 
     def __init__(self, conn: RedisConn) -> None:
-        if conn.mode == "cluster":
-            raise ValueError(
-                "ratelimit.redis.mode: cluster is not supported (one admission spans several "
-                "buckets, which a cluster shards across slots); use single or sentinel"
-            )
         self.conn = conn
         self.timeout = conn.socket_timeout_ms / 1000
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
         self._tls = _tls_context(conn) if conn.tls is not None else None
         self._target = _parse_url(conn.url) if conn.mode == "single" else None
+        self._sentinels = [_host_port(a) for a in conn.sentinels or ()]
         if self._target is not None and self._target[0] == "rediss" and self._tls is None:
             self._tls = ssl.create_default_context()
 
@@ -266,12 +262,11 @@ class RedisClient:
     async def _connect_via_sentinels(self) -> _Protocol:
         assert self.conn.sentinels is not None and self.conn.master_name is not None
         problems: list[str] = []
-        for address in self.conn.sentinels:
-            host, _, port = address.rpartition(":")
-            host = host.strip("[]")
+        for host, port in self._sentinels:
+            address = f"{host}:{port}"
             try:
                 reply = await asyncio.wait_for(
-                    _ask_sentinel(host, int(port), self.conn.master_name), self.timeout
+                    _ask_sentinel(host, port, self.conn.master_name), self.timeout
                 )
             except (OSError, ReplyError, RedisUnavailable, TimeoutError) as exc:
                 problems.append(f"{address}: {exc or type(exc).__name__}")
@@ -317,8 +312,6 @@ def _parse_url(url: str | None) -> tuple[str, str, int, str | None, str | None, 
     password = unquote(parts.password) if parts.password else None
     if scheme == "unix":
         return scheme, parts.path, 0, username, password, 0
-    if scheme not in ("redis", "rediss"):
-        raise ValueError(f"ratelimit.redis.url: unsupported scheme {scheme!r}")
     path = parts.path.strip("/")
     if path and not path.isdigit():
         raise ValueError(f"ratelimit.redis.url: database {path!r} is not a number")
@@ -330,6 +323,12 @@ def _parse_url(url: str | None) -> tuple[str, str, int, str | None, str | None, 
         password,
         int(path or 0),
     )
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """`host:port` (IPv6 in brackets) of a sentinel, as the settings validated it."""
+    host, _, port = address.strip().rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def _tls_context(conn: RedisConn) -> ssl.SSLContext:

@@ -21,10 +21,10 @@ from aisix.events import AttemptFinished
 from aisix.limits.governor import Hold, ratelimit_headers
 from aisix.pricing import Estimate
 from aisix.providers.base import Endpoint, UpstreamTarget
+from aisix.proxy.anthropic_in import MessagesStream, message_id
 from aisix.proxy.body import client_wants_usage
 from aisix.proxy.context import ProxyRuntime, RequestContext
 from aisix.proxy.relay import (
-    DONE,
     SSE_HEADERS,
     Keepalive,
     SSEDecoder,
@@ -59,11 +59,15 @@ class Served:
 class StreamSink:
     """How a streaming attempt reaches the client once its first chunk is ready."""
 
-    def __init__(self, send: Send, head: Headers, keepalive_s: float, gate: Hold) -> None:
+    def __init__(
+        self, send: Send, head: Headers, keepalive_s: float, gate: Hold, anthropic: bool = False
+    ) -> None:
         self.send = send
         self.head = head
         self.keepalive_s = keepalive_s
         self.gate = gate
+        #: an Anthropic `/v1/messages` stream: chunks are re-encoded as Anthropic events
+        self.anthropic = anthropic
 
 
 def upstream_timeouts(rt: ProxyRuntime, model: DirectModel) -> tuple[int, int]:
@@ -207,6 +211,8 @@ async def _attempt(
         parsed, _ = await rt.transport.call_json(upstream, prepared, timeout_ms)
         return parsed, None
     state = StreamState(alias=ctx.alias.alias, client_wants_usage=client_wants_usage(body))
+    if sink.anthropic:
+        state.encoder = MessagesStream(ctx.alias.alias, message_id(ctx.request_id))
     ctx.stream_state = state
     decoder = SSEDecoder()
     async with rt.transport.open_stream(upstream, prepared, stream_timeout_ms) as response:
@@ -225,7 +231,7 @@ async def _attempt(
         try:
             if state.saw_done:
                 state.finished = True
-                await sink.send({"type": "http.response.body", "body": DONE})
+                await sink.send({"type": "http.response.body", "body": state.terminal()})
             else:
                 await relay_rest(response, decoder, state, sink.send, stream_timeout_ms)
         finally:

@@ -35,6 +35,7 @@ from aisix.events import Usage
 from aisix.limits.governor import Hold, ratelimit_headers
 from aisix.pricing import Estimate, cost_usd, estimate_request
 from aisix.providers.base import Endpoint, usage_from_openai
+from aisix.proxy.anthropic_in import message_id, parse_messages, to_chat, to_message
 from aisix.proxy.auth import authenticate
 from aisix.proxy.body import parse_body
 from aisix.proxy.client_ip import parse_ip
@@ -54,8 +55,10 @@ async def handle_model_call(
     receive: Receive,
     send: Send,
     common: Headers,
+    anthropic: bool = False,
 ) -> None:
-    """Serve one model call; errors before any byte was sent are raised to the caller."""
+    """Serve one model call; errors before any byte was sent are raised to the caller.
+    `anthropic`: an Anthropic Messages request, served through its chat translation."""
     snapshot = rt.holder.current
     if snapshot is None:
         raise ServiceUnavailable("gateway is not ready")
@@ -67,7 +70,7 @@ async def handle_model_call(
     except BodyTooLarge:
         limit = rt.settings.proxy.request_body_limit_bytes
         raise RequestTooLarge(f"request body exceeds {limit}-byte limit") from None
-    body = parse_body(raw, endpoint)
+    body = to_chat(parse_messages(raw)) if anthropic else parse_body(raw, endpoint)
     ctx.stream = body.get("stream") is True
     alias = snapshot.models_by_alias.get(body["model"])
     if alias is None:
@@ -86,13 +89,12 @@ async def handle_model_call(
     gate = await rt.governor.admit_gate(snapshot, ctx.key, alias, est, candidates)
     ctx.open_holds.append(gate)
     head = common
-    if endpoint == "chat":
+    if endpoint == "chat" and not anthropic:
         head = [*head, (b"x-aisix-call-id", ctx.request_id.encode())]
     sink = None
     if ctx.stream:
-        sink = StreamSink(
-            send, SSE_HEADERS + head, rt.settings.downstream.sse_keepalive_interval_secs, gate
-        )
+        keepalive = rt.settings.downstream.sse_keepalive_interval_secs
+        sink = StreamSink(send, SSE_HEADERS + head, keepalive, gate, anthropic)
     try:
         if sink is None:
             served = await dispatch(rt, ctx, candidates, endpoint, body, est, None)
@@ -109,7 +111,7 @@ async def handle_model_call(
         raise
     ctx.open_holds.remove(gate)
     if served.body is not None:
-        await _send_json_answer(ctx, send, served, head, gate)
+        await _send_json_answer(ctx, send, served, head, gate, anthropic)
     await _settle(ctx, served, gate, est)
 
 
@@ -162,12 +164,15 @@ async def finish_cancelled(ctx: RequestContext) -> None:
 
 
 async def _send_json_answer(
-    ctx: RequestContext, send: Send, served: Served, head: Headers, gate: Hold
+    ctx: RequestContext, send: Send, served: Served, head: Headers, gate: Hold, anthropic: bool
 ) -> None:
     assert served.body is not None and ctx.alias is not None
     answer = served.body
-    answer["model"] = ctx.alias.alias
     ctx.usage = usage_from_openai(answer.get("usage"))
+    if anthropic:
+        answer = to_message(answer, ctx.alias.alias, message_id(ctx.request_id))
+    else:
+        answer["model"] = ctx.alias.alias
     headers = JSON_HEADERS + head
     if ctx.alias.is_routing:
         headers = [*headers, (b"x-aisix-served-by", served.target.alias.encode())]

@@ -28,6 +28,7 @@ from aisix.events import Usage
 from aisix.providers.base import usage_from_openai
 from aisix.providers.h1 import HTTPClientError, Response
 from aisix.providers.transport import timeout_error
+from aisix.proxy.anthropic_in import MessagesStream
 
 DONE = b"data: [DONE]\n\n"
 PING = b": ping\n\n"
@@ -93,6 +94,22 @@ class StreamState:
     error: GatewayError | None = None
     first_chunk_at: float | None = None
     last_send: float = field(default_factory=time.monotonic)
+    #: Anthropic `/v1/messages` streams: chunks become Anthropic events (None: chat chunks)
+    encoder: MessagesStream | None = None
+
+    def terminal(self) -> bytes:
+        """The end of a stream that ended well: `[DONE]`, or `message_delta` + `message_stop`."""
+        return DONE if self.encoder is None else self.encoder.finish()
+
+    def error_event(self, err: GatewayError) -> bytes:
+        """The final event of a stream that failed after its head."""
+        if self.encoder is not None:
+            return self.encoder.error(err)
+        return (
+            b"data: "
+            + orjson.dumps({"error": {"message": err.message, "type": err.type}})
+            + b"\n\n"
+        )
 
 
 def _rewrite(payload: bytes, state: StreamState) -> bytes | None:
@@ -121,6 +138,8 @@ def _rewrite(payload: bytes, state: StreamState) -> bytes | None:
                 text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
                 if isinstance(text, str):
                     state.generated_chars += len(text.encode())
+    if state.encoder is not None:
+        return state.encoder.chunk(chunk)
     if not state.client_wants_usage:
         if not choices and usage is not None:
             return None
@@ -178,14 +197,11 @@ async def relay_rest(
     except GatewayError as err:
         state.error = err
         state.finished = True
-        event = {"error": {"message": err.message, "type": err.type}}
         # the error event is the final body message: it ends the response (no `[DONE]`)
-        await send(
-            {"type": "http.response.body", "body": b"data: " + orjson.dumps(event) + b"\n\n"}
-        )
+        await send({"type": "http.response.body", "body": state.error_event(err)})
         return
     state.finished = True
-    await send({"type": "http.response.body", "body": DONE})
+    await send({"type": "http.response.body", "body": state.terminal()})
 
 
 async def send_chunk(send: Send, state: StreamState, body: bytes) -> None:

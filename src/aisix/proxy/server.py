@@ -131,8 +131,12 @@ class ProxyApp:
             if ctx.method != "GET":
                 raise UnknownRoute(f"method {ctx.method} not allowed on {path}", status=405)
             return self._list_models(ctx, scope, send, common)
+        if path == "/v1/messages":
+            if ctx.method != "POST":
+                raise UnknownRoute(f"method {ctx.method} not allowed on {path}", status=405)
+            return handle_model_call(self.rt, ctx, "chat", scope, receive, send, common, True)
         if path in ANTHROPIC_ROUTES:
-            raise NotImplementedByAdapter("the Anthropic Messages API is not supported yet")
+            raise NotImplementedByAdapter("count_tokens is served for Anthropic targets only")
         raise UnknownRoute(f"unknown route {ctx.method} {path}")
 
     async def _list_models(

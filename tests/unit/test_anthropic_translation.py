@@ -216,3 +216,8 @@ def test_a_failure_after_the_head_is_an_error_event() -> None:
     [(kind, data)] = events(MessagesStream.error(UpstreamTimeout("upstream request timed out")))
     assert kind == "error"
     assert data["error"] == {"type": "timeout_error", "message": "upstream request timed out"}
+
+
+def test_an_empty_stream_still_starts_and_stops_the_message() -> None:
+    kinds = [kind for kind, _ in events(MessagesStream("a", "msg_2").finish())]
+    assert kinds == ["message_start", "message_delta", "message_stop"]

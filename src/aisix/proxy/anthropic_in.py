@@ -246,19 +246,7 @@ class MessagesStream:
 
     def chunk(self, chunk: dict[str, Any]) -> bytes | None:
         out: list[bytes] = []
-        if not self._started:
-            self._started = True
-            message: dict[str, Any] = {
-                "id": self._id,
-                "type": "message",
-                "role": "assistant",
-                "model": self._alias,
-                "content": [],
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": {"input_tokens": 0, "output_tokens": 0},
-            }
-            out.append(event("message_start", {"type": "message_start", "message": message}))
+        self._start(out)
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self._input = _int(usage.get("prompt_tokens")) or self._input
@@ -273,6 +261,22 @@ class MessagesStream:
             if isinstance(finish, str):
                 self._stop = STOP_REASONS.get(finish, "end_turn")
         return b"".join(out) if out else None
+
+    def _start(self, out: list[bytes]) -> None:
+        """`message_start`, once, before anything else."""
+        if not self._started:
+            self._started = True
+            message: dict[str, Any] = {
+                "id": self._id,
+                "type": "message",
+                "role": "assistant",
+                "model": self._alias,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": 0, "output_tokens": 0},
+            }
+            out.append(event("message_start", {"type": "message_start", "message": message}))
 
     def _delta(self, delta: dict[str, Any], out: list[bytes]) -> None:
         text = delta.get("content")
@@ -318,6 +322,7 @@ class MessagesStream:
     def finish(self) -> bytes:
         """The events that end a stream that ended well."""
         out: list[bytes] = []
+        self._start(out)  # an upstream that sent nothing but `[DONE]`
         self._close(out)
         delta = {"stop_reason": self._stop or "end_turn", "stop_sequence": None}
         usage = {"input_tokens": self._input, "output_tokens": self._output}

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from aisix.errors import GatewayError
-from aisix.proxy.body import invalid
+from aisix.proxy.body import invalid, parse_model_request
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -31,21 +31,10 @@ _PASSED = ("temperature", "top_p", "stream")
 
 def parse_messages(raw: bytes) -> dict[str, Any]:
     """The Messages request body, checked: `model`, `messages` and `max_tokens` are required."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise invalid("body is not valid JSON (UTF-8)") from None
-    if not isinstance(body, dict):
-        raise invalid("body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise invalid('"model" is required and must be a non-empty string', "model")
+    body = parse_model_request(raw)
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise invalid('"max_tokens" is required and must be a positive integer', "max_tokens")
-    stream = body.get("stream", False)
-    if stream is not None and not isinstance(stream, bool):
-        raise invalid('"stream" must be a boolean', "stream")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise invalid('"messages" must be a non-empty array', "messages")

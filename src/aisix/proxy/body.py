@@ -20,7 +20,9 @@ def invalid(detail: str, param: str | None = None) -> InvalidRequest:
     return InvalidRequest(f"request payload is invalid: {detail}", param=param)
 
 
-def parse_body(raw: bytes, endpoint: Endpoint) -> dict[str, Any]:
+def parse_model_request(raw: bytes) -> dict[str, Any]:
+    """A JSON object with a non-empty string `model` and, if present, a boolean `stream`:
+    what every model endpoint (OpenAI or Anthropic) requires first."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -33,6 +35,12 @@ def parse_body(raw: bytes, endpoint: Endpoint) -> dict[str, Any]:
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
         raise invalid('"stream" must be a boolean', "stream")
+    return body
+
+
+def parse_body(raw: bytes, endpoint: Endpoint) -> dict[str, Any]:
+    body = parse_model_request(raw)
+    stream = body.get("stream", False)
     if endpoint == "chat":
         _check_messages(body.get("messages"))
     elif endpoint == "completions":

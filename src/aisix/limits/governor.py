@@ -245,34 +245,16 @@ def ratelimit_headers(*holds: Hold) -> list[tuple[bytes, bytes]]:
     """x-ratelimit-* of the strictest request bucket and token bucket among `holds` (§6.5).
 
     Ties go to the earlier hold, and within a hold to the earlier bucket."""
-    # per dimension: least remaining so far (-1: none yet), its hold and check index
-    least_r = least_t = -1
-    hold_r = hold_t = NOOP_HOLD
-    at_r = at_t = 0
-    for hold in holds:
-        plan, checks, adm = hold._plan, hold._checks, hold._adm
-        if plan is None or checks is None or adm is None:
-            continue
-        used = adm.used
-        for i in plan.requests_at:
-            check = checks[i]
-            remaining = check.limit - used[i] - check.amount
-            if remaining < 0:
-                remaining = 0
-            if least_r < 0 or remaining < least_r:
-                least_r, hold_r, at_r = remaining, hold, i
-        for i in plan.tokens_at:
-            check = checks[i]
-            remaining = check.limit - used[i] - check.amount
-            if remaining < 0:
-                remaining = 0
-            if least_t < 0 or remaining < least_t:
-                least_t, hold_t, at_t = remaining, hold, i
     headers: list[tuple[bytes, bytes]] = []
-    if least_r >= 0:
-        headers += _dimension_headers(_REQUEST_NAMES, hold_r, at_r, least_r)
-    if least_t >= 0:
-        headers += _dimension_headers(_TOKEN_NAMES, hold_t, at_t, least_t)
+    for dim, names in ((REQUESTS, _REQUEST_NAMES), (TOKENS, _TOKEN_NAMES)):
+        least = -1  # least remaining so far (-1: none yet), its hold and check index
+        least_hold, least_at = NOOP_HOLD, 0
+        for hold in holds:
+            found = hold._tightest(dim)
+            if found is not None and (least < 0 or found[0] < least):
+                (least, least_at), least_hold = found, hold
+        if least >= 0:
+            headers += _dimension_headers(names, least_hold, least_at, least)
     return headers
 
 

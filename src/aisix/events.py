@@ -12,16 +12,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from aisix.wire.types import Usage
 
-@dataclass(slots=True)
-class Usage:
-    """Token counts of one answer, as the upstream reported them (or as estimated)."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    total_tokens: int = 0
-    estimated: bool = False
+__all__ = ["AttemptFinished", "EventBus", "RequestFinished", "Usage"]
 
 
 @dataclass(slots=True)

@@ -1,0 +1,131 @@
+"""The codec protocols: what a wire family offers upstream, and what an inbound protocol offers.
+
+`UpstreamCodec` (one per family: openai, anthropic, gemini, bedrock) encodes a canonical
+request into the family's body and decodes its answers, streams and error bodies.
+`InboundCodec` (one per client API: OpenAI chat, completions, embeddings, Anthropic Messages,
+Responses) parses what a client sent, renders canonical answers in the client's shape, and
+renders errors in its envelope. A `StreamRelay` turns upstream stream bytes into the bytes the
+client receives: `passthrough` relays (same family; `model` rewritten, usage observed) and
+`TranslatingRelay` (a family decoder feeding an inbound encoder) share the interface.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+from aisix.errors import GatewayError
+from aisix.wire.types import ChatRequest, ChatResponse, StreamEvent, UpstreamFault, Usage
+
+#: what a client asks of a target (the upstream API it needs)
+Endpoint = Literal["chat", "completions", "embeddings", "messages", "count_tokens", "responses"]
+
+
+class StreamDecoder(Protocol):
+    """Upstream stream bytes (SSE, AWS event-stream, …) → canonical events."""
+
+    #: the family's terminal marker was seen (`[DONE]`, `message_stop`, …)
+    done: bool
+
+    def feed(self, data: bytes) -> list[StreamEvent]:
+        """Events completed by `data`; raises `GatewayError` for an error event or garbage."""
+        ...
+
+    def end(self) -> list[StreamEvent]:
+        """Events of a final unterminated frame, at EOF."""
+        ...
+
+
+class UpstreamCodec(Protocol):
+    """One wire family, seen from the gateway as a client of it."""
+
+    family: str
+
+    def encode_request(self, request: ChatRequest, model_name: str) -> dict[str, Any]:
+        """The family's JSON body for a canonical request (stream flag included)."""
+        ...
+
+    def decode_response(self, body: dict[str, Any]) -> ChatResponse:
+        """A non-stream answer; raises `UpstreamDecodeError` if it is malformed."""
+        ...
+
+    def stream_decoder(self) -> StreamDecoder: ...
+
+    def parse_error(self, body: bytes) -> UpstreamFault:
+        """What an error answer's body says; empty fields when it is not the family's shape."""
+        ...
+
+    def usage_of(self, body: dict[str, Any]) -> Usage | None:
+        """Usage of a same-family (passthrough) non-stream answer."""
+        ...
+
+
+class StreamRelay(Protocol):
+    """Upstream bytes in, client bytes out, for one streamed attempt."""
+
+    usage: Usage | None
+    #: bytes of generated text seen (for an estimate when no usage arrives)
+    generated_chars: int
+    #: the upstream ended the stream cleanly
+    done: bool
+
+    def feed(self, data: bytes) -> bytes:
+        """Client bytes for these upstream bytes (may be empty); raises `GatewayError`."""
+        ...
+
+    def end(self) -> bytes:
+        """At upstream EOF: client bytes of a final unterminated frame."""
+        ...
+
+    def terminal(self) -> bytes:
+        """What ends a clean stream for the client (`[DONE]`, `message_stop`, …)."""
+        ...
+
+    def error(self, err: GatewayError) -> bytes:
+        """The final event of a stream that failed after its head."""
+        ...
+
+
+class StreamEncoder(Protocol):
+    """Canonical events → the client's stream bytes (one per stream)."""
+
+    def encode(self, events: list[StreamEvent]) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+    def error(self, err: GatewayError) -> bytes: ...
+
+
+class InboundCodec(Protocol):
+    """One client API."""
+
+    #: route label: "openai-chat", "anthropic-messages", …
+    name: str
+    #: the wire family a same-family target relays as bytes
+    family: str
+    #: what it needs from a target
+    endpoint: Endpoint
+
+    def parse(self, raw: bytes) -> dict[str, Any]:
+        """The checked request body; raises `InvalidRequest` naming the field."""
+        ...
+
+    def to_canonical(self, body: dict[str, Any]) -> ChatRequest:
+        """The canonical request for a translated attempt; raises `NotImplementedByAdapter`
+        when this API cannot be translated (embeddings)."""
+        ...
+
+    def render(self, response: ChatResponse, alias: str, request_id: str) -> dict[str, Any]:
+        """The client's answer body for a translated attempt."""
+        ...
+
+    def stream_encoder(self, alias: str, request_id: str, include_usage: bool) -> StreamEncoder: ...
+
+    def passthrough_stream(self, alias: str, include_usage: bool) -> StreamRelay:
+        """The relay of a same-family stream (model rewritten to `alias`, usage observed)."""
+        ...
+
+    def passthrough_answer(self, body: dict[str, Any], alias: str) -> dict[str, Any]:
+        """A same-family non-stream answer with `model` := alias."""
+        ...
+
+    def error_body(self, err: GatewayError) -> bytes: ...

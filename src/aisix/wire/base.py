@@ -14,7 +14,15 @@ from __future__ import annotations
 from typing import Any, Literal, Protocol
 
 from aisix.errors import GatewayError
-from aisix.wire.types import ChatRequest, ChatResponse, StreamEvent, UpstreamFault, Usage
+from aisix.wire.types import (
+    ChatRequest,
+    ChatResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    StreamEvent,
+    UpstreamFault,
+    Usage,
+)
 
 #: what a client asks of a target (the upstream API it needs)
 Endpoint = Literal["chat", "completions", "embeddings", "messages", "count_tokens", "responses"]
@@ -129,3 +137,11 @@ class InboundCodec(Protocol):
         ...
 
     def error_body(self, err: GatewayError) -> bytes: ...
+
+
+class EmbeddingCodec(Protocol):
+    """A family that serves embeddings through its own API (Gemini, Bedrock, …)."""
+
+    def encode_embeddings(self, request: EmbeddingRequest, model_name: str) -> dict[str, Any]: ...
+
+    def decode_embeddings(self, body: dict[str, Any]) -> EmbeddingResponse: ...

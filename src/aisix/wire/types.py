@@ -274,3 +274,24 @@ class UpstreamFault:
     code: str | None = None
     param: str | None = None
     type: str | None = None
+
+
+# --- embeddings -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class EmbeddingRequest:
+    """An embeddings call in canonical form (text inputs only; token arrays are OpenAI-only)."""
+
+    model: str
+    inputs: list[str]
+    dimensions: int | None = None
+    #: "float" or "base64": how the client wants vectors rendered (the inbound codec does it)
+    encoding_format: str | None = None
+    user: str | None = None
+
+
+@dataclass(slots=True)
+class EmbeddingResponse:
+    vectors: list[list[float]]
+    usage: Usage | None = None

@@ -163,6 +163,13 @@ class UpstreamTLS(_Strict):
     verify: bool = True
 
 
+class Capabilities(_Strict):
+    """Optional upstream APIs this key's server has (None: the adapter's default)."""
+
+    #: OpenAI Responses API at `{base}/responses` (default: only for OpenAI's own API)
+    responses: bool | None = None
+
+
 class ProviderKey(_Strict):
     display_name: Name
     secret: Annotated[str, Field(min_length=1)]
@@ -174,6 +181,7 @@ class ProviderKey(_Strict):
     strip_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_STRIP_HEADERS))
     tls: UpstreamTLS | None = None
     telemetry_tags: dict[str, Any] | None = None
+    capabilities: Capabilities | None = None
 
     @field_validator("strip_headers")
     @classmethod

@@ -216,6 +216,13 @@ AliasName = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_
 Cidrs = Annotated[list[str] | None, AfterValidator(_check_cidrs)]
 
 
+class ModelLimits(_Strict):
+    """What the upstream model accepts (used when translating requests to it)."""
+
+    #: the model's output cap: a translated `max_tokens` above it is lowered to it
+    max_output_tokens: Annotated[int, Field(gt=0, le=10_000_000)] | None = None
+
+
 class DirectModel(_Strict):
     display_name: AliasName
     provider: Annotated[str, Field(min_length=1, max_length=64)]
@@ -228,6 +235,7 @@ class DirectModel(_Strict):
     cooldown: Cooldown | None = None
     pricing: Pricing | None = None
     allowed_cidrs: Cidrs = None
+    limits: ModelLimits | None = None
 
     @field_validator("provider")
     @classmethod

@@ -78,7 +78,7 @@ class CallBody:
     the same, unless the gateway expanded something such as a stored conversation), and the
     canonical form, built at most once (on the first attempt that translates)."""
 
-    __slots__ = ("_canonical", "body", "effective", "inbound", "include_usage")
+    __slots__ = ("_canonical", "_max_tokens", "body", "effective", "inbound", "include_usage")
 
     def __init__(
         self,
@@ -92,12 +92,16 @@ class CallBody:
         self.effective = body if effective is None else effective
         self.include_usage = include_usage
         self._canonical: ChatRequest | None = None
+        self._max_tokens: int | None = None
 
     def canonical(self) -> ChatRequest:
+        """The canonical request, as parsed (an earlier attempt's per-target changes undone)."""
         if self._canonical is None:
             self._canonical = self.inbound.to_canonical(self.effective)
+            self._max_tokens = self._canonical.max_tokens
         else:
             self._canonical.dropped = []
+            self._canonical.max_tokens = self._max_tokens
         return self._canonical
 
 
@@ -265,7 +269,11 @@ async def _attempt(
     elif isinstance(inbound, EmbeddingsInbound):
         spec.embedding = inbound.to_embeddings(call.body)
     else:
-        spec.canonical = call.canonical()
+        spec.canonical = canonical = call.canonical()
+        limits = target.value.limits
+        cap = limits.max_output_tokens if limits is not None else None
+        if cap is not None and (canonical.max_tokens is None or canonical.max_tokens > cap):
+            canonical.max_tokens = cap
     request = await upstream.authorize(upstream.build(spec))
     if spec.canonical is not None and spec.canonical.dropped:
         ctx.dropped = [f"{upstream.family}:{name}" for name in spec.canonical.dropped]

@@ -9,7 +9,7 @@ failure becomes the `GatewayError` the contract names, never a raw client except
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -20,12 +20,14 @@ from aisix.errors import (
     GatewayError,
     UpstreamConnectionError,
     UpstreamDecodeError,
+    UpstreamFault,
     UpstreamTimeout,
     upstream_status_error,
 )
 from aisix.providers.base import PreparedRequest, UpstreamTarget
 from aisix.providers.h1 import H1Client, HTTPClientError, Response
 
+FaultParser = Callable[[bytes], UpstreamFault]
 #: how much of a streamed error answer is read for its message
 _ERROR_BODY_LIMIT = 64 * 1024
 
@@ -66,7 +68,11 @@ class Transport:
         await self._client.close()
 
     async def call_json(
-        self, target: UpstreamTarget, request: PreparedRequest, timeout_ms: int
+        self,
+        target: UpstreamTarget,
+        request: PreparedRequest,
+        timeout_ms: int,
+        parse_error: FaultParser | None = None,
     ) -> tuple[dict[str, Any], int]:
         """POST and parse a JSON object answer; return (body, status)."""
         try:
@@ -84,7 +90,7 @@ class Transport:
             raise UpstreamConnectionError(str(exc)) from None
         raw = response.body()
         if response.status >= 300:
-            raise _status_error(response, raw)
+            raise _status_error(response, raw, parse_error)
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -95,7 +101,11 @@ class Transport:
 
     @asynccontextmanager
     async def open_stream(
-        self, target: UpstreamTarget, request: PreparedRequest, stream_timeout_ms: int
+        self,
+        target: UpstreamTarget,
+        request: PreparedRequest,
+        stream_timeout_ms: int,
+        parse_error: FaultParser | None = None,
     ) -> AsyncIterator[Response]:
         """Open a streaming POST; yields the response once 2xx headers have arrived. Every
         read (the head, the first chunk, each gap) is bounded by `stream_timeout_ms`."""
@@ -115,7 +125,8 @@ class Transport:
             raise UpstreamConnectionError(str(exc)) from None
         try:
             if response.status >= 300:
-                raise _status_error(response, await _error_body(response, timeout))
+                body = await _error_body(response, timeout)
+                raise _status_error(response, body, parse_error)
             yield response
         finally:
             response.close()
@@ -137,6 +148,6 @@ async def _error_body(response: Response, timeout: float | None) -> bytes:
     return b"".join(parts)
 
 
-def _status_error(response: Response, raw: bytes) -> GatewayError:
+def _status_error(response: Response, raw: bytes, parse: FaultParser | None) -> GatewayError:
     retry_after = parse_retry_after(response.headers.get("retry-after"))
-    return upstream_status_error(response.status, raw, retry_after)
+    return upstream_status_error(response.status, raw, retry_after, parse)

@@ -15,16 +15,16 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trustme
 
-from aisix.providers import h1
-from aisix.providers.h1 import (
-    HIGH_WATER,
+from aisix.transport import connection
+from aisix.transport.errors import (
     ConnectError,
     ConnectionClosed,
-    H1Client,
-    ProtocolError,
-    Response,
-    encode_request,
+    LocalProtocolError,
+    PoolTimeout,
+    ReadTimeout,
+    RemoteProtocolError,
 )
+from aisix.transport.h1 import HIGH_WATER, H1Client, Response, encode_request
 
 pytestmark = pytest.mark.anyio
 
@@ -207,7 +207,7 @@ async def test_a_stream_arrives_chunk_by_chunk_with_a_deadline_per_read() -> Non
         assert await response.read_chunk(0.3) == b"data:1"
         release.set()
         assert await response.read_chunk(0.3) == b"data:2"
-        with pytest.raises(TimeoutError):
+        with pytest.raises(ReadTimeout):
             await response.read_chunk(0.2)
         await asyncio.wait_for(server.closed.wait(), 2)  # the timed-out connection is dropped
         await client.close()
@@ -225,7 +225,7 @@ async def test_the_whole_exchange_deadline_drops_the_connection() -> None:
 
     async with Server(slow) as server:
         client = H1Client(2.0)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(ReadTimeout):
             await post(client, server.url, timeout=0.3)
         response = await post(client, server.url)
         await client.close()
@@ -258,15 +258,15 @@ async def test_refused_garbage_and_bad_headers_are_typed_errors() -> None:
 
     client = H1Client(2.0)
     async with Server(garbage) as server:
-        with pytest.raises(ProtocolError, match="malformed upstream response"):
+        with pytest.raises(RemoteProtocolError, match="malformed upstream response"):
             await post(client, server.url)
         url = server.url
     await asyncio.sleep(0.05)
     with pytest.raises(ConnectError, match="could not connect"):
         await post(client, url)
-    with pytest.raises(ProtocolError, match="line break"):
+    with pytest.raises(LocalProtocolError, match="line break"):
         encode_request(b"", {"X-Evil": "a\r\nInjected: 1"}, b"")
-    with pytest.raises(ProtocolError, match="scheme"):
+    with pytest.raises(LocalProtocolError, match="scheme"):
         await client.post("ftp://x/y", {}, b"", tls=True, timeout=1, stream=False)
     await client.close()
 
@@ -376,7 +376,7 @@ async def test_a_released_stream_finishes_in_the_background_and_its_connection_i
 async def test_a_released_stream_that_never_ends_is_dropped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(h1, "DRAIN_SECONDS", 0.1)
+    monkeypatch.setattr(connection, "DRAIN_SECONDS", 0.1)
 
     async with Server(endless_stream) as server:
         client = H1Client(2.0)
@@ -392,7 +392,7 @@ async def test_waiting_for_a_pooled_connection_counts_against_the_deadline() -> 
         client = H1Client(2.0, limit_per_host=1)
         first = asyncio.ensure_future(post(client, server.url))
         await asyncio.sleep(0.05)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(PoolTimeout):
             await post(client, server.url, timeout=0.2)  # never got the one connection
         assert (await first).body() == JSON
         await client.close()
@@ -408,7 +408,7 @@ async def test_a_close_delimited_body_cut_by_our_deadline_is_not_complete() -> N
 
     async with Server(trickle) as server:
         client = H1Client(2.0)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(ReadTimeout):
             await post(client, server.url, timeout=0.2)
         response = await post(client, server.url, stream=True)
         assert await response.read_chunk(1) == b"{"

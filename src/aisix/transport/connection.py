@@ -255,8 +255,9 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        # pause_writing/resume_writing then say exactly when a request is not yet all sent
-        self.transport.set_write_buffer_limits(high=0)
+        # pause_writing/resume_writing then say when a request is not yet all sent (1, not 0:
+        # asyncio's TLS transport pauses at `size >= high`, the plain one at `size > high`)
+        self.transport.set_write_buffer_limits(high=1)
 
     def pause_writing(self) -> None:
         self._writing = True

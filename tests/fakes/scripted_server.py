@@ -11,6 +11,8 @@ import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
 
+import pytest
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Server"], Awaitable[None]]
 JSON = b'{"ok":true}'
 
@@ -93,3 +95,10 @@ def json_after(delay: float) -> Handler:
 
 
 keep_alive_json = json_after(0.0)
+
+
+#: the event loops the transport is tested on: asyncio's, and uvloop's (what `aisix` runs on)
+LOOPS = [
+    pytest.param("asyncio", id="asyncio"),
+    pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
+]

@@ -16,14 +16,14 @@ from aisix.transport.errors import ConnectError
 from aisix.transport.h1 import H1Transport
 from aisix.transport.proxy import proxy_for
 from fakes.connect_proxy import ConnectProxy
-from fakes.scripted_server import JSON, Server, keep_alive_json
+from fakes.scripted_server import JSON, LOOPS, Server, keep_alive_json
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+@pytest.fixture(params=LOOPS)
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    return request.param
 
 
 @pytest.fixture(scope="module")

@@ -24,14 +24,14 @@ from aisix.transport.errors import (
     RemoteProtocolError,
 )
 from aisix.transport.h1 import HIGH_WATER, H1Client, Response, encode_request
-from fakes.scripted_server import JSON, Server, answer, json_after, keep_alive_json
+from fakes.scripted_server import JSON, LOOPS, Server, answer, json_after, keep_alive_json
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+@pytest.fixture(params=LOOPS)
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    return request.param
 
 
 async def endless_stream(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:

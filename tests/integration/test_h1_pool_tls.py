@@ -16,14 +16,14 @@ from aisix.transport.connection import Connection
 from aisix.transport.errors import ConnectError, ConnectionClosed, LocalProtocolError, WriteError
 from aisix.transport.h1 import H1Transport
 from aisix.transport.tls import cache_info, context_for
-from fakes.scripted_server import JSON, Server, answer, json_after, keep_alive_json
+from fakes.scripted_server import JSON, LOOPS, Server, answer, json_after, keep_alive_json
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+@pytest.fixture(params=LOOPS)
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    return request.param
 
 
 def post(url: str, body: bytes = b"{}", tls: TLSConfig | None = None) -> UpstreamRequest:

@@ -33,14 +33,14 @@ from aisix.transport.errors import (
     gateway_error,
 )
 from aisix.transport.h1 import H1Transport
-from fakes.scripted_server import JSON, Server, answer, json_after, keep_alive_json
+from fakes.scripted_server import JSON, LOOPS, Server, answer, json_after, keep_alive_json
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+@pytest.fixture(params=LOOPS)
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    return request.param
 
 
 def request(url: str, body: bytes = b'{"a":1}') -> UpstreamRequest:

@@ -23,7 +23,7 @@ from aisix.transport.errors import (
     ReadTimeout,
     RemoteProtocolError,
 )
-from aisix.transport.h1 import HIGH_WATER, H1Client, Response, encode_request
+from aisix.transport.h1 import HIGH_WATER, H1Transport, Response, encode_request
 from fakes.scripted_server import JSON, LOOPS, Server, answer, json_after, keep_alive_json
 
 pytestmark = pytest.mark.anyio
@@ -42,7 +42,7 @@ async def endless_stream(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Se
 
 
 async def post(
-    client: H1Client, url: str, *, stream: bool = False, timeout: float = 2.0
+    client: H1Transport, url: str, *, stream: bool = False, timeout: float = 2.0
 ) -> Response:
     return await client.post(
         url, {"Authorization": "Bearer sk-x"}, b'{"a":1}', tls=True, timeout=timeout, stream=stream
@@ -51,7 +51,7 @@ async def post(
 
 async def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given() -> None:
     async with Server(keep_alive_json) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         for _ in range(3):
             response = await post(client, server.url)
             assert (response.status, response.body()) == (200, JSON)
@@ -85,7 +85,7 @@ async def test_chunked_and_close_delimited_bodies_and_gzip_are_decoded() -> None
                 return
 
     async with Server(scripted) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         bodies = [(await post(client, server.url)).body() for _ in range(3)]
         await client.close()
     assert bodies == [JSON, JSON, JSON]
@@ -99,7 +99,7 @@ async def test_interim_100_continue_is_skipped() -> None:
         await w.drain()
 
     async with Server(interim) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         response = await post(client, server.url)
         await client.close()
     assert (response.status, response.body()) == (200, JSON)
@@ -118,7 +118,7 @@ async def test_a_stream_arrives_chunk_by_chunk_with_a_deadline_per_read() -> Non
         await r.read()  # never finishes: wait for the client to give up
 
     async with Server(paced) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         response = await post(client, server.url, stream=True, timeout=0.3)
         assert response.status == 200
         assert await response.read_chunk(0.3) == b"data:1"
@@ -141,7 +141,7 @@ async def test_the_whole_exchange_deadline_drops_the_connection() -> None:
             await w.drain()
 
     async with Server(slow) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         with pytest.raises(ReadTimeout):
             await post(client, server.url, timeout=0.3)
         response = await post(client, server.url)
@@ -157,7 +157,7 @@ async def test_an_upstream_closing_mid_body_is_connection_closed() -> None:
         await w.drain()
 
     async with Server(cut) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         with pytest.raises(ConnectionClosed):
             await post(client, server.url)
         response = await post(client, server.url, stream=True)
@@ -173,7 +173,7 @@ async def test_refused_garbage_and_bad_headers_are_typed_errors() -> None:
         w.write(b"SMTP ready\r\n\r\n")
         await w.drain()
 
-    client = H1Client(2.0)
+    client = H1Transport(2.0)
     async with Server(garbage) as server:
         with pytest.raises(RemoteProtocolError, match="malformed upstream response"):
             await post(client, server.url)
@@ -190,7 +190,7 @@ async def test_refused_garbage_and_bad_headers_are_typed_errors() -> None:
 
 async def test_closing_an_unfinished_stream_drops_its_connection() -> None:
     async with Server(endless_stream) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         response = await post(client, server.url, stream=True)
         assert await response.read_chunk(1) == b"hi"
         response.close()
@@ -211,7 +211,7 @@ async def test_a_large_stream_is_delivered_whole_under_back_pressure() -> None:
         await w.drain()
 
     async with Server(big) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         response = await post(client, server.url, stream=True)
         await asyncio.sleep(0.2)  # let the socket fill our buffer past the high-water mark
         received = []
@@ -225,7 +225,7 @@ async def test_a_large_stream_is_delivered_whole_under_back_pressure() -> None:
 
 async def test_pool_limit_queues_callers_on_one_connection() -> None:
     async with Server(json_after(0.05)) as server:
-        client = H1Client(2.0, limit_per_host=1)
+        client = H1Transport(2.0, limit_per_host=1)
         results = await asyncio.gather(*(post(client, server.url) for _ in range(4)))
         await client.close()
     assert [r.body() for r in results] == [JSON] * 4
@@ -234,7 +234,7 @@ async def test_pool_limit_queues_callers_on_one_connection() -> None:
 
 async def test_idle_connections_expire() -> None:
     async with Server(keep_alive_json) as server:
-        client = H1Client(2.0, idle_timeout_s=0.2)
+        client = H1Transport(2.0, idle_timeout_s=0.2)
         client.start()
         await post(client, server.url)
         await asyncio.wait_for(server.closed.wait(), 3)  # the sweeper closed the idle socket
@@ -248,7 +248,7 @@ async def test_tls_verification_custom_ca_and_opt_out() -> None:
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("localhost").configure_cert(server_tls)
     async with Server(keep_alive_json, tls=server_tls) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         with pytest.raises(ConnectError, match="TLS handshake"):
             await post(client, server.url)  # system trust does not know our CA
         trusted = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
@@ -259,7 +259,7 @@ async def test_tls_verification_custom_ca_and_opt_out() -> None:
 
 
 def test_host_header_omits_default_ports_and_brackets_ipv6() -> None:
-    client = H1Client(1.0)
+    client = H1Transport(1.0)
     assert client.route("https://api.openai.com/v1/x", True).prefix.endswith(
         b"Host: api.openai.com\r\n"
     )
@@ -279,7 +279,7 @@ async def test_a_released_stream_finishes_in_the_background_and_its_connection_i
             await w.drain()
 
     async with Server(late_end) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         for _ in range(2):
             response = await post(client, server.url, stream=True)
             assert await response.read_chunk(1) == b"data: [DONE]\n\n"
@@ -296,7 +296,7 @@ async def test_a_released_stream_that_never_ends_is_dropped(
     monkeypatch.setattr(connection, "DRAIN_SECONDS", 0.1)
 
     async with Server(endless_stream) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         response = await post(client, server.url, stream=True)
         assert await response.read_chunk(1) == b"hi"
         response.release()
@@ -306,7 +306,7 @@ async def test_a_released_stream_that_never_ends_is_dropped(
 
 async def test_waiting_for_a_pooled_connection_counts_against_the_deadline() -> None:
     async with Server(json_after(0.5)) as server:
-        client = H1Client(2.0, limit_per_host=1)
+        client = H1Transport(2.0, limit_per_host=1)
         first = asyncio.ensure_future(post(client, server.url))
         await asyncio.sleep(0.05)
         with pytest.raises(PoolTimeout):
@@ -324,7 +324,7 @@ async def test_a_close_delimited_body_cut_by_our_deadline_is_not_complete() -> N
         await r.read()
 
     async with Server(trickle) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         with pytest.raises(ReadTimeout):
             await post(client, server.url, timeout=0.2)
         response = await post(client, server.url, stream=True)

@@ -7,24 +7,20 @@ working until they move to `aisix.transport`.
 from aisix.transport.errors import ConnectError, ConnectionClosed
 from aisix.transport.h1 import (
     HIGH_WATER,
-    H1Client,
     H1Transport,
     HTTPClientError,
     ProtocolError,
     Response,
     encode_request,
-    tls_context,
 )
 
 __all__ = [
     "HIGH_WATER",
     "ConnectError",
     "ConnectionClosed",
-    "H1Client",
     "H1Transport",
     "HTTPClientError",
     "ProtocolError",
     "Response",
     "encode_request",
-    "tls_context",
 ]

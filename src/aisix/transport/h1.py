@@ -38,14 +38,12 @@ __all__ = [
     "DRAIN_BYTES",
     "DRAIN_SECONDS",
     "HIGH_WATER",
-    "H1Client",
     "H1Transport",
     "HTTPClientError",
     "ProtocolError",
     "Response",
     "Route",
     "encode_request",
-    "tls_context",
 ]
 
 #: the names the pipeline's relay still imports (kept until it moves to `TransportError`)
@@ -54,13 +52,6 @@ ProtocolError = RemoteProtocolError
 
 #: what a route's TLS setting may be: a value (shared pools), or a legacy context / bool
 TLSSetting = TLSConfig | ssl.SSLContext | bool
-
-
-def tls_context(tls: ssl.SSLContext | bool) -> ssl.SSLContext:
-    """The context for a legacy `ssl` setting: True = system trust, False = no checks."""
-    if isinstance(tls, ssl.SSLContext):
-        return tls
-    return context_for(TLSConfig(verify=tls))
 
 
 class Route:
@@ -246,10 +237,6 @@ class H1Transport:
             response.close()
             raise
         return response
-
-
-#: the name the legacy `Transport` and older tests use
-H1Client = H1Transport
 
 
 def encode_request(

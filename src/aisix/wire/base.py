@@ -73,8 +73,11 @@ class StreamRelay(Protocol):
     usage: Usage | None
     #: bytes of generated text seen (for an estimate when no usage arrives)
     generated_chars: int
-    #: the upstream ended the stream cleanly
-    done: bool
+
+    @property
+    def done(self) -> bool:
+        """The upstream ended the stream cleanly."""
+        ...
 
     def feed(self, data: bytes) -> bytes:
         """Client bytes for these upstream bytes (may be empty); raises `GatewayError`."""
@@ -112,6 +115,8 @@ class InboundCodec(Protocol):
     family: str
     #: what it needs from a target
     endpoint: Endpoint
+    #: client headers (lowercase) relayed to same-family targets (`anthropic-beta`, …)
+    forward_headers: frozenset[bytes]
 
     def parse(self, raw: bytes) -> dict[str, Any]:
         """The checked request body; raises `InvalidRequest` naming the field."""
@@ -122,13 +127,17 @@ class InboundCodec(Protocol):
         when this API cannot be translated (embeddings)."""
         ...
 
-    def render(self, response: ChatResponse, alias: str, request_id: str) -> dict[str, Any]:
-        """The client's answer body for a translated attempt."""
+    def render(
+        self, response: ChatResponse, alias: str, request_id: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The client's answer body for a translated attempt (`body`: the client's request)."""
         ...
 
-    def stream_encoder(self, alias: str, request_id: str, include_usage: bool) -> StreamEncoder: ...
+    def stream_encoder(self, alias: str, request_id: str, body: dict[str, Any]) -> StreamEncoder:
+        """The encoder of a translated stream (`body`: the client's request)."""
+        ...
 
-    def passthrough_stream(self, alias: str, include_usage: bool) -> StreamRelay:
+    def passthrough_stream(self, alias: str, body: dict[str, Any]) -> StreamRelay:
         """The relay of a same-family stream (model rewritten to `alias`, usage observed)."""
         ...
 

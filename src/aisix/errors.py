@@ -210,6 +210,27 @@ class UpstreamTimeout(UpstreamError):
     reason = "request_timeout"
 
 
+class UpstreamPoolTimeout(UpstreamError):
+    """No pooled connection to the upstream became free in time: a local wait that never
+    reached the upstream, so it neither cools the target (`reason` None) nor fails holds;
+    retryable on another target."""
+
+    status = 504
+    type = "timeout"
+    retryable = True
+    reached_upstream = False
+    reason = None
+
+
+class UpstreamResponseTooLarge(UpstreamError):
+    """A non-streamed answer over `upstream.max_response_bytes`: unreadable for us (so the
+    decode error's status and code), but no sign of an unhealthy target and not worth
+    repeating."""
+
+    status = 502
+    code = "upstream_decode_error"
+
+
 def upstream_status_error(
     status: int,
     body: bytes,

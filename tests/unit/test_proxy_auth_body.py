@@ -11,7 +11,7 @@ import pytest
 from aisix.errors import InvalidRequest, Unauthorized
 from aisix.loader import build_snapshot
 from aisix.proxy.auth import authenticate, bearer_token
-from aisix.proxy.body import client_wants_usage, parse_body
+from aisix.wire.request import client_wants_usage, parse_body
 from aisix.resources import parse_rfc3339
 from aisix.snapshot import Record, Snapshot
 

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from aisix.errors import GatewayError
-from aisix.proxy.body import invalid, parse_model_request
+from aisix.wire.request import invalid, parse_model_request
 
 STOP_REASONS = {
     "stop": "end_turn",

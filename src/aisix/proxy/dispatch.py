@@ -22,7 +22,7 @@ from aisix.limits.governor import Hold, ratelimit_headers
 from aisix.pricing import Estimate
 from aisix.providers.base import Endpoint, UpstreamTarget
 from aisix.proxy.anthropic_in import MessagesStream, message_id
-from aisix.proxy.body import client_wants_usage
+from aisix.wire.request import client_wants_usage
 from aisix.proxy.context import ProxyRuntime, RequestContext
 from aisix.proxy.relay import (
     SSE_HEADERS,

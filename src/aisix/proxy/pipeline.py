@@ -37,7 +37,7 @@ from aisix.pricing import Estimate, cost_usd, estimate_request
 from aisix.providers.base import Endpoint, usage_from_openai
 from aisix.proxy.anthropic_in import message_id, parse_messages, to_chat, to_message
 from aisix.proxy.auth import authenticate
-from aisix.proxy.body import parse_body
+from aisix.wire.request import parse_body
 from aisix.proxy.client_ip import parse_ip
 from aisix.proxy.context import ProxyRuntime, RequestContext
 from aisix.proxy.dispatch import SSE_HEADERS, Served, StreamSink, dispatch

@@ -240,12 +240,8 @@ def _number(value: Any) -> float | None:
 
 def to_canonical(body: JsonObject) -> ChatRequest:
     """A checked Messages body as a canonical request (unknown fields kept in `extra`)."""
-    messages: list[Message] = []
-    system = body.get("system")
-    if isinstance(system, str | list):
-        parts = _parts(system)
-        if parts:
-            messages.append(Message("system", parts))
+    # one system message per block: the parts stay separate paragraphs in every family
+    messages = [Message("system", [part]) for part in _parts(body.get("system") or "")]
     for message in body["messages"]:
         messages.extend(_messages(message["role"], message["content"]))
     choice, parallel = _tool_choice(body.get("tool_choice"))
@@ -271,6 +267,8 @@ def to_canonical(body: JsonObject) -> ChatRequest:
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("user_id"), str):
         request.user = metadata["user_id"]
+        if len(metadata) == 1:  # carried by `user`, not dropped for other families
+            del request.extra["metadata"]
     return request
 
 

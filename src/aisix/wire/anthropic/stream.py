@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from aisix.errors import GatewayError
+from aisix.errors import GatewayError, UpstreamError
 from aisix.wire.anthropic.common import (
     STOP_REASONS,
     event,
@@ -195,11 +195,12 @@ class PassthroughStream:
     `message_start.message.model` := alias; usage read from `message_start` and
     `message_delta`; `message_stop` ends (sent by `terminal`); `event: error` raises."""
 
-    __slots__ = ("_alias", "_sse", "done", "generated_chars", "usage")
+    __slots__ = ("_alias", "_failed", "_sse", "done", "generated_chars", "usage")
 
     def __init__(self, alias: str) -> None:
         self._alias = alias
         self._sse = SSEDecoder()
+        self._failed: UpstreamError | None = None
         self.usage: Usage | None = None
         self.generated_chars = 0
         self.done = False
@@ -211,6 +212,8 @@ class PassthroughStream:
         return self._relay(self._sse.flush())
 
     def _relay(self, frames: list[SSEEvent]) -> bytes:
+        if self._failed is not None:
+            raise self._failed
         out: list[bytes] = []
         for frame in frames:
             if self.done:
@@ -231,7 +234,12 @@ class PassthroughStream:
                 self.done = True
                 break
             elif name == "error":
-                raise stream_error(load_event(data))
+                # the frames before it in this read still reach the client; the failure is
+                # raised now, or on the next read when there are some
+                self._failed = stream_error(load_event(data))
+                if not out:
+                    raise self._failed
+                break
             head = b"event: " + name.encode() + b"\n" if name else b""
             out.append(head + b"data: " + data + b"\n\n")
         return b"".join(out)

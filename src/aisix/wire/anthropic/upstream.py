@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from aisix.errors import UpstreamDecodeError
+from aisix.errors import UpstreamDecodeError, UpstreamError
 from aisix.wire.anthropic.common import (
     FAMILY,
     finish_reason,
@@ -27,7 +27,7 @@ from aisix.wire.anthropic.common import (
     usage_of,
 )
 from aisix.wire.request import invalid
-from aisix.wire.sse import SSEDecoder
+from aisix.wire.sse import SSEDecoder, SSEEvent
 from aisix.wire.types import (
     ChatRequest,
     ChatResponse,
@@ -359,23 +359,34 @@ def decode_response(body: JsonObject) -> ChatResponse:
 class StreamDecoder:
     """Anthropic SSE → canonical events (`ping` ignored, `message_stop` ends)."""
 
-    __slots__ = ("_sse", "_tools", "done")
+    __slots__ = ("_failed", "_sse", "_tools", "done")
 
     def __init__(self) -> None:
         self._sse = SSEDecoder()
         self._tools: dict[int, int] = {}  # content block index → tool call index
+        self._failed: UpstreamError | None = None
         self.done = False
 
     def feed(self, data: bytes) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        for frame in self._sse.feed(data):
-            self._event(frame.event, frame.data, out)
-        return out
+        return self._events(self._sse.feed(data))
 
     def end(self) -> list[StreamEvent]:
+        return self._events(self._sse.flush())
+
+    def _events(self, frames: list[SSEEvent]) -> list[StreamEvent]:
+        """The frames' events; an `event: error` raises, after the events before it in the
+        same read have been returned (then on the next read)."""
+        if self._failed is not None:
+            raise self._failed
         out: list[StreamEvent] = []
-        for frame in self._sse.flush():
-            self._event(frame.event, frame.data, out)
+        for frame in frames:
+            try:
+                self._event(frame.event, frame.data, out)
+            except UpstreamError as err:
+                if not out or isinstance(err, UpstreamDecodeError):
+                    raise
+                self._failed = err
+                break
         return out
 
     def _event(self, name: str | None, data: bytes, out: list[StreamEvent]) -> None:

@@ -424,6 +424,7 @@ class _OpenAIInbound:
     family = FAMILY
     name = "openai"
     endpoint: Endpoint = "chat"
+    forward_headers: frozenset[bytes] = frozenset()
 
     def parse(self, raw: bytes) -> dict[str, Any]:
         return parse_body(raw, self.endpoint)

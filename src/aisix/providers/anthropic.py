@@ -17,7 +17,7 @@ import orjson
 from aisix import __version__
 from aisix.credentials.anthropic import parse as parse_secret
 from aisix.errors import InvalidRequest, NotImplementedByAdapter
-from aisix.providers.base import Endpoint, TLSConfig, UpstreamCall, UpstreamRequest
+from aisix.providers.base import Endpoint, Provider, TLSConfig, UpstreamCall, UpstreamRequest
 from aisix.resources import DirectModel, ProviderKey
 from aisix.wire.anthropic import CODEC
 from aisix.wire.anthropic.common import DEFAULT_VERSION, FAMILY
@@ -114,7 +114,7 @@ class AnthropicProvider:
         return f"AnthropicProvider(base={self.base!r}, model_name={self.model_name!r})"
 
 
-def build_provider(key: ProviderKey, model: DirectModel, tls: TLSConfig) -> AnthropicProvider:
+def build_provider(key: ProviderKey, model: DirectModel, tls: TLSConfig) -> Provider:
     """The provider for one single-target model on an `anthropic` provider key; a secret
     that cannot be an API key is a `ValueError` (without the secret)."""
     return AnthropicProvider(key, model, tls)

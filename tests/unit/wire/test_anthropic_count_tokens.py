@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from aisix.errors import InvalidRequest, UpstreamServerError
+from aisix.errors import InvalidRequest, NotImplementedByAdapter, UpstreamServerError
 from aisix.wire.anthropic import COUNT_TOKENS, estimate_tokens
 
 
@@ -94,3 +94,12 @@ def test_native_answer_and_error_envelope() -> None:
         "anthropic",
         "count_tokens",
     )
+
+
+def test_no_stream_and_no_translation() -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        COUNT_TOKENS.parse(orjson.dumps(body(stream=True)))
+    assert refused.value.param == "stream"
+    with pytest.raises(NotImplementedByAdapter):
+        COUNT_TOKENS.to_canonical(body())
+    assert COUNT_TOKENS.forward_headers == frozenset({b"anthropic-beta", b"anthropic-version"})

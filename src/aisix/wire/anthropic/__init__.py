@@ -12,6 +12,11 @@ from aisix.wire.anthropic.common import FAMILY, parse_error, usage_of
 from aisix.wire.anthropic.count_tokens import COUNT_TOKENS, CountTokens, estimate_tokens
 from aisix.wire.anthropic.inbound import MESSAGES, MessagesInbound
 from aisix.wire.anthropic.upstream import CODEC, Codec
+from aisix.wire.base import InboundCodec, UpstreamCodec
+
+# the codecs satisfy the seams' protocols (checked by mypy)
+_UPSTREAM: UpstreamCodec = CODEC
+_INBOUND: tuple[InboundCodec, ...] = (MESSAGES, COUNT_TOKENS)
 
 __all__ = [
     "CODEC",

@@ -15,11 +15,12 @@ from typing import Any
 
 import orjson
 
-from aisix.errors import GatewayError
+from aisix.errors import GatewayError, NotImplementedByAdapter
 from aisix.wire.anthropic.common import FAMILY
-from aisix.wire.anthropic.inbound import check_messages
-from aisix.wire.base import Endpoint
-from aisix.wire.request import parse_model_request
+from aisix.wire.anthropic.inbound import FORWARD_HEADERS, check_messages
+from aisix.wire.base import Endpoint, StreamEncoder, StreamRelay
+from aisix.wire.request import invalid, parse_model_request
+from aisix.wire.types import ChatRequest, ChatResponse
 
 JsonObject = dict[str, Any]
 
@@ -66,21 +67,41 @@ def estimate_tokens(body: JsonObject) -> int:
 
 
 class CountTokens:
-    """The count_tokens client API: parse, native relay answer, local estimate, errors."""
+    """The count_tokens client API as an `InboundCodec`: native relay for Anthropic targets;
+    every other target gets `estimate(body)` instead of an upstream call (it has no
+    canonical form and no stream: `to_canonical` and the stream methods refuse)."""
 
     name = "anthropic-count-tokens"
     family = FAMILY
     endpoint: Endpoint = "count_tokens"
+    forward_headers: frozenset[bytes] = FORWARD_HEADERS
 
     def parse(self, raw: bytes) -> JsonObject:
-        """`model` and `messages` required (no `max_tokens`)."""
+        """`model` and `messages` required (no `max_tokens`); no `stream`."""
         body = parse_model_request(raw)
         check_messages(body)
+        if body.get("stream"):
+            raise invalid('"stream" is not supported for count_tokens', "stream")
         return body
 
     def estimate(self, body: JsonObject) -> JsonObject:
         """The answer for a target without a native count."""
         return {"input_tokens": estimate_tokens(body)}
+
+    def to_canonical(self, body: JsonObject) -> ChatRequest:
+        raise NotImplementedByAdapter(
+            "count_tokens is native on anthropic targets and estimated locally for others"
+        )
+
+    def render(self, response: ChatResponse, alias: str, request_id: str) -> JsonObject:
+        usage = response.usage
+        return {"input_tokens": usage.prompt_tokens if usage is not None else 0}
+
+    def stream_encoder(self, alias: str, request_id: str, include_usage: bool) -> StreamEncoder:
+        raise invalid('"stream" is not supported for count_tokens', "stream")
+
+    def passthrough_stream(self, alias: str, include_usage: bool) -> StreamRelay:
+        raise invalid('"stream" is not supported for count_tokens', "stream")
 
     def passthrough_answer(self, body: JsonObject, alias: str) -> JsonObject:
         """The upstream's count, as it came (it names no model)."""

@@ -41,6 +41,8 @@ from aisix.wire.types import (
 
 JsonObject = dict[str, Any]
 _ROLES = frozenset({"user", "assistant", "system"})
+#: client headers relayed to Anthropic targets on native calls (contract §6.9)
+FORWARD_HEADERS = frozenset({b"anthropic-beta", b"anthropic-version"})
 #: block fields carried in `extra` (the canonical structs have no slot for them)
 _BLOCK_EXTRA = ("cache_control", "citations", "context")
 _CANONICAL_FIELDS = frozenset(
@@ -338,6 +340,7 @@ class MessagesInbound:
     name = "anthropic-messages"
     family = FAMILY
     endpoint: Endpoint = "messages"
+    forward_headers: frozenset[bytes] = FORWARD_HEADERS
 
     def parse(self, raw: bytes) -> JsonObject:
         return parse_messages(raw)

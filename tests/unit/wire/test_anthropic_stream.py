@@ -290,3 +290,44 @@ def test_passthrough_error_event_is_a_mid_stream_failure() -> None:
         MESSAGES.passthrough_stream("a", False).feed(raw.split(b"\n\n")[3] + b"\n\n")
     [(name, data)] = sse_events(relay.error(failed.value))
     assert name == "error" and data["error"]["message"] == "Overloaded"
+
+
+def test_message_delta_usage_overwrites_field_by_field() -> None:
+    """`message_delta` usage is cumulative, and omits the fields that did not change: an
+    omitted `input_tokens` keeps the `message_start` value (the prompt is not re-counted from
+    the cache fields alone), in the decoder and in the passthrough relay alike."""
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "m",
+            "model": "c",
+            "usage": {
+                "input_tokens": 100,
+                "cache_read_input_tokens": 2000,
+                "cache_creation_input_tokens": 500,
+                "output_tokens": 1,
+            },
+        },
+    }
+    delta = {
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn"},
+        "usage": {
+            "output_tokens": 40,
+            "cache_read_input_tokens": 2000,
+            "cache_creation_input_tokens": 500,
+        },
+    }
+    raw = b"".join(
+        b"event: " + d["type"].encode() + b"\ndata: " + orjson.dumps(d) + b"\n\n"
+        for d in (start, delta)
+    )
+    expected = Usage.of(2600, 40, 2000, cache_creation=500)
+    relay = MESSAGES.passthrough_stream("a", False)
+    relay.feed(raw)
+    assert relay.usage == expected
+    events = CODEC.stream_decoder().feed(raw)
+    assert events[-1] == UsageReport(expected)
+    translated = TranslatingRelay(CODEC.stream_decoder(), CHAT.stream_encoder("a", "r", True))
+    translated.feed(raw)
+    assert translated.usage == expected

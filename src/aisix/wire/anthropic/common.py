@@ -57,6 +57,25 @@ def usage_of(data: Any) -> Usage | None:
     return Usage.of(fresh + read + written, data.get("output_tokens"), read, None, written)
 
 
+class UsageTally:
+    """A stream's usage: `message_start` and then `message_delta` report cumulative totals,
+    and a later report omits the fields that did not change (Anthropic often sends only
+    `output_tokens` in `message_delta`), so fields are merged one by one before reading."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self) -> None:
+        self._fields: dict[str, Any] = {}
+
+    def add(self, raw: Any) -> Usage | None:
+        """The usage so far once `raw` (a `usage` object) is merged in; None if no counts."""
+        if isinstance(raw, dict):
+            for name, value in raw.items():
+                if value is not None:
+                    self._fields[name] = value
+        return usage_of(self._fields)
+
+
 def usage_json(usage: Usage) -> dict[str, int]:
     """A canonical usage in Anthropic's shape (cache reads and writes out of `input_tokens`)."""
     fresh = usage.prompt_tokens - usage.cached_tokens - usage.cache_creation_tokens

@@ -16,12 +16,12 @@ import orjson
 from aisix.errors import GatewayError, UpstreamError
 from aisix.wire.anthropic.common import (
     STOP_REASONS,
+    UsageTally,
     event,
     load_event,
     message_id,
     stream_error,
     usage_json,
-    usage_of,
 )
 from aisix.wire.openai_in import merge_usage
 from aisix.wire.sse import SSEDecoder, SSEEvent
@@ -195,11 +195,12 @@ class PassthroughStream:
     `message_start.message.model` := alias; usage read from `message_start` and
     `message_delta`; `message_stop` ends (sent by `terminal`); `event: error` raises."""
 
-    __slots__ = ("_alias", "_failed", "_sse", "done", "generated_chars", "usage")
+    __slots__ = ("_alias", "_failed", "_sse", "_tally", "done", "generated_chars", "usage")
 
     def __init__(self, alias: str) -> None:
         self._alias = alias
         self._sse = SSEDecoder()
+        self._tally = UsageTally()
         self._failed: UpstreamError | None = None
         self.usage: Usage | None = None
         self.generated_chars = 0
@@ -245,9 +246,9 @@ class PassthroughStream:
         return b"".join(out)
 
     def _observe(self, raw: Any) -> None:
-        usage = usage_of(raw)
+        usage = self._tally.add(raw)
         if usage is not None:
-            self.usage = usage if self.usage is None else merge_usage(self.usage, usage)
+            self.usage = usage
 
     def _count(self, data: bytes) -> None:
         delta = load_event(data).get("delta")

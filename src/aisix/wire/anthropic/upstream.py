@@ -20,6 +20,7 @@ import orjson
 from aisix.errors import UpstreamDecodeError, UpstreamError
 from aisix.wire.anthropic.common import (
     FAMILY,
+    UsageTally,
     finish_reason,
     load_event,
     parse_error,
@@ -359,10 +360,11 @@ def decode_response(body: JsonObject) -> ChatResponse:
 class StreamDecoder:
     """Anthropic SSE → canonical events (`ping` ignored, `message_stop` ends)."""
 
-    __slots__ = ("_failed", "_sse", "_tools", "done")
+    __slots__ = ("_failed", "_sse", "_tally", "_tools", "done")
 
     def __init__(self) -> None:
         self._sse = SSEDecoder()
+        self._tally = UsageTally()
         self._tools: dict[int, int] = {}  # content block index → tool call index
         self._failed: UpstreamError | None = None
         self.done = False
@@ -401,7 +403,7 @@ class StreamDecoder:
         elif kind == "message_start":
             message = payload.get("message")
             message = message if isinstance(message, dict) else {}
-            usage = usage_of(message.get("usage"))
+            usage = self._tally.add(message.get("usage"))
             out.append(
                 StreamStart(str(message.get("id") or ""), str(message.get("model") or ""), usage)
             )
@@ -412,7 +414,7 @@ class StreamDecoder:
             if reason is not None:
                 sequence = delta.get("stop_sequence")
                 out.append(Finish(reason, sequence if isinstance(sequence, str) else None))
-            usage = usage_of(payload.get("usage"))
+            usage = self._tally.add(payload.get("usage"))
             if usage is not None:
                 out.append(UsageReport(usage))
         elif kind == "message_stop":

@@ -557,3 +557,32 @@ def test_error_event_after_the_head_in_each_inbound_envelope(
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == "parti"  # the first of three deltas of "partial answer" came before the error
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks if c["choices"])
+
+
+def test_claude_code_style_call_with_query_and_x_api_key(
+    gw: Gateway, fake_anthropic: FakeAnthropicUpstream
+) -> None:
+    """What Claude Code sends: `?beta=true`, the caller key in `x-api-key`, its beta header
+    and a system-role message; relayed as sent (the caller key never goes upstream)."""
+    body = {
+        "model": CLAUDE,
+        "max_tokens": 64,
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "You are Claude Code."}]},
+            {"role": "user", "content": "hi"},
+        ],
+    }
+    response = gw.proxy(
+        "POST",
+        "/v1/messages?beta=true",
+        body,
+        headers={"x-api-key": CALLER_KEY, "anthropic-beta": "claude-code-20250219"},
+    )
+    assert response.status == 200, response.text
+    assert response.json["model"] == CLAUDE
+    assert response.json["content"] == [{"type": "text", "text": "echo: hi"}]
+    [upstream] = fake_anthropic.requests
+    assert upstream.json == {**body, "model": UPSTREAM_CLAUDE}
+    assert upstream.headers["x-api-key"] == SECRET
+    assert upstream.headers["anthropic-version"] == "2023-06-01"  # the client sent none
+    assert upstream.headers["anthropic-beta"] == "claude-code-20250219"

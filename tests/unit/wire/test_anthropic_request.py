@@ -51,6 +51,22 @@ def test_chat_request_golden() -> None:
     assert sorted(request.dropped) == ["logprobs", "response_format", "seed"]
 
 
+def test_chat_round_trip_through_anthropic() -> None:
+    """chat → Messages → chat keeps every §7.3 row: messages (system and developer joined into
+    one system turn), images, tool calls and results, tools, tool choice, sampling, stops;
+    only fields Anthropic lacks are gone."""
+    original = fixture("chat_request.json")
+    anthropic_body = CODEC.encode_request(chat(original), "claude-alias")
+    back = OPENAI.encode_request(messages(anthropic_body), "claude-alias")
+    expected = {
+        k: v for k, v in original.items() if k not in ("logprobs", "seed", "response_format")
+    }
+    expected["max_tokens"] = expected.pop("max_completion_tokens")
+    system = {"role": "system", "content": "You are terse.\n\nAnswer in French."}
+    expected["messages"] = [system, *original["messages"][2:]]
+    assert back == expected
+
+
 def test_max_tokens_defaults_to_4096_and_stream_is_set_only_when_asked() -> None:
     body = CODEC.encode_request(simple(), "m")
     assert body == {

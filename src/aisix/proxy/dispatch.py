@@ -38,7 +38,6 @@ from aisix.routing.retry import (
     uses_default_retries,
 )
 from aisix.snapshot import ModelEntry
-from aisix.wire.anthropic import CountTokens
 from aisix.wire.base import InboundCodec, StreamRelay
 from aisix.wire.openai_in import EmbeddingsInbound
 from aisix.wire.translate import TranslatingRelay
@@ -126,7 +125,7 @@ async def dispatch(
     limit_error: GatewayError | None = None
     for index, target in enumerate(candidates):
         upstream: Provider | None = target.target
-        if upstream is None or not (upstream.supports(endpoint) or endpoint == "count_tokens"):
+        if upstream is None or not upstream.supports(endpoint):
             last_error = _unsupported(target, endpoint)
             continue
         try:
@@ -247,8 +246,6 @@ async def _attempt(
     alias = ctx.alias.alias
     timeout_ms, stream_timeout_ms = upstream_timeouts(rt, target.value)
     native = upstream.family == inbound.family and upstream.native(inbound.endpoint)
-    if isinstance(inbound, CountTokens) and not native:  # a local estimate, free
-        return Outcome(target, hold, inbound.estimate(call.body), Usage())
     spec = UpstreamCall(inbound.endpoint, sink is not None, ctx.request_id)
     spec.client_headers = ctx.forward_headers
     if native:
@@ -313,8 +310,6 @@ def _answer(
 ) -> Outcome:
     """A non-stream answer in the client's shape; a malformed one is a 502 here, inside the
     attempt, so it may fail over and its holds are released."""
-    if isinstance(inbound, CountTokens):  # counting is free: nothing to settle
-        return Outcome(target, hold, inbound.passthrough_answer(parsed, alias), Usage())
     if native:
         usage = upstream.codec.usage_of(parsed)
         body = inbound.passthrough_answer(parsed, alias)

@@ -53,7 +53,7 @@ def test_answer_decodes_every_block_kind() -> None:
 
 def test_answer_rendered_for_an_openai_client() -> None:
     response = CODEC.decode_response(fixture("answer_thinking_tools.json"))
-    body = CHAT.render(response, "alias", "req1")
+    body = CHAT.render(response, "alias", "req1", {})
     choice = body["choices"][0]
     assert body["model"] == "alias"
     assert choice["finish_reason"] == "tool_calls"
@@ -133,7 +133,7 @@ def test_canonical_response_rendered_as_a_messages_answer() -> None:
         finish_reason="length",
         usage=Usage.of(100, 7, cached=60, cache_creation=10),
     )
-    body = MESSAGES.render(response, "alias", "req-1:2")
+    body = MESSAGES.render(response, "alias", "req-1:2", {})
     assert body == {
         "id": "msg_req12",
         "type": "message",
@@ -169,13 +169,13 @@ def test_canonical_response_rendered_as_a_messages_answer() -> None:
 )
 def test_render_stop_reasons(finish: Any, stop_reason: str) -> None:
     response = ChatResponse("i", "m", Message("assistant", [TextPart("x")]), finish_reason=finish)
-    assert MESSAGES.render(response, "a", "r")["stop_reason"] == stop_reason
+    assert MESSAGES.render(response, "a", "r", {})["stop_reason"] == stop_reason
 
 
 def test_answer_round_trip() -> None:
     """Messages answer → canonical → Messages answer keeps blocks, stop reason and usage."""
     original = fixture("answer_thinking_tools.json")
-    rendered = MESSAGES.render(CODEC.decode_response(original), "alias", "r1")
+    rendered = MESSAGES.render(CODEC.decode_response(original), "alias", "r1", {})
     expected = [dict(b) for b in original["content"]]
     expected[2].pop("citations")  # null citations are not repeated
     assert rendered["content"] == expected

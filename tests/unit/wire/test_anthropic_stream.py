@@ -25,6 +25,8 @@ from aisix.wire.types import (
 )
 
 STREAM = raw_fixture("stream_thinking_tools.sse")
+#: an OpenAI client's request asking for the usage chunk
+WANTS_USAGE = {"stream_options": {"include_usage": True}}
 
 
 def decode(raw: bytes, size: int | None = None) -> list[object]:
@@ -91,7 +93,9 @@ def test_decoder_unterminated_last_frame_is_read_at_eof() -> None:
 
 
 def test_anthropic_stream_translated_for_an_openai_client() -> None:
-    relay = TranslatingRelay(CODEC.stream_decoder(), CHAT.stream_encoder("alias", "r1", True))
+    relay = TranslatingRelay(
+        CODEC.stream_decoder(), CHAT.stream_encoder("alias", "r1", WANTS_USAGE)
+    )
     out = b"".join(relay.feed(p) for p in pieces(STREAM, 50)) + relay.end()
     assert relay.done
     out += relay.terminal()
@@ -126,9 +130,7 @@ def test_anthropic_stream_translated_for_an_openai_client() -> None:
 
 
 def test_openai_stream_as_anthropic_events_in_the_documented_order() -> None:
-    relay = TranslatingRelay(
-        OPENAI.stream_decoder(), MESSAGES.stream_encoder("alias", "req-7", False)
-    )
+    relay = TranslatingRelay(OPENAI.stream_decoder(), MESSAGES.stream_encoder("alias", "req-7", {}))
     out = b"".join(relay.feed(p) for p in pieces(raw_fixture("chat_stream.sse"), 33)) + relay.end()
     assert relay.done
     out += relay.terminal()
@@ -164,7 +166,7 @@ def test_openai_stream_as_anthropic_events_in_the_documented_order() -> None:
 def test_translated_round_trip_rebuilds_the_same_message() -> None:
     """Anthropic SSE → canonical events → Anthropic SSE: a client accumulates the same
     blocks, stop reason and usage from both."""
-    encoder = MESSAGES.stream_encoder("claude-sonnet-4-5-20250929", "r", False)
+    encoder = MESSAGES.stream_encoder("claude-sonnet-4-5-20250929", "r", {})
     out = encoder.encode(decode(STREAM)) + encoder.finish()  # type: ignore[arg-type]
     original, rebuilt = accumulate(STREAM), accumulate(out)
     assert rebuilt["content"] == original["content"]
@@ -178,7 +180,7 @@ def test_translated_round_trip_rebuilds_the_same_message() -> None:
 
 
 def test_encoder_redacted_thinking_and_signature() -> None:
-    encoder = MESSAGES.stream_encoder("a", "r", False)
+    encoder = MESSAGES.stream_encoder("a", "r", {})
     out = encoder.encode(
         [
             StreamStart(usage=Usage.of(10, 0)),
@@ -205,7 +207,7 @@ def test_encoder_redacted_thinking_and_signature() -> None:
 
 
 def test_encoder_empty_stream_and_error() -> None:
-    encoder = MESSAGES.stream_encoder("a", "r", False)
+    encoder = MESSAGES.stream_encoder("a", "r", {})
     assert [n for n, _ in sse_events(encoder.finish())] == [
         "message_start",
         "message_delta",
@@ -226,7 +228,7 @@ def test_encoder_empty_stream_and_error() -> None:
 
 @pytest.mark.parametrize("size", [1, 13, 4096])
 def test_passthrough_relays_bytes_with_only_model_rewritten(size: int) -> None:
-    relay = MESSAGES.passthrough_stream("my-alias", False)
+    relay = MESSAGES.passthrough_stream("my-alias", {})
     out = b"".join(relay.feed(p) for p in pieces(STREAM, size)) + relay.end()
     assert relay.done
     out += relay.terminal()
@@ -261,7 +263,7 @@ def test_passthrough_reads_cache_writes_and_sends_message_stop_when_missing() ->
         b"event: " + k.encode() + b"\ndata: " + orjson.dumps(v) + b"\n\n"
         for k, v in (("message_start", start), ("message_delta", delta))
     )
-    relay = MESSAGES.passthrough_stream("a", False)
+    relay = MESSAGES.passthrough_stream("a", {})
     out = relay.feed(raw)
     assert not relay.done
     assert relay.usage == Usage(
@@ -275,7 +277,7 @@ def test_passthrough_reads_cache_writes_and_sends_message_stop_when_missing() ->
 
 
 def test_passthrough_error_event_is_a_mid_stream_failure() -> None:
-    relay = MESSAGES.passthrough_stream("a", False)
+    relay = MESSAGES.passthrough_stream("a", {})
     raw = raw_fixture("stream_error.sse")
     before = relay.feed(raw)  # the frames before the error still reach the client
     assert [n for n, _ in sse_events(before)] == [
@@ -287,7 +289,7 @@ def test_passthrough_error_event_is_a_mid_stream_failure() -> None:
         relay.end()
     assert failed.value.message == "Overloaded"
     with pytest.raises(UpstreamError):
-        MESSAGES.passthrough_stream("a", False).feed(raw.split(b"\n\n")[3] + b"\n\n")
+        MESSAGES.passthrough_stream("a", {}).feed(raw.split(b"\n\n")[3] + b"\n\n")
     [(name, data)] = sse_events(relay.error(failed.value))
     assert name == "error" and data["error"]["message"] == "Overloaded"
 
@@ -323,11 +325,13 @@ def test_message_delta_usage_overwrites_field_by_field() -> None:
         for d in (start, delta)
     )
     expected = Usage.of(2600, 40, 2000, cache_creation=500)
-    relay = MESSAGES.passthrough_stream("a", False)
+    relay = MESSAGES.passthrough_stream("a", {})
     relay.feed(raw)
     assert relay.usage == expected
     events = CODEC.stream_decoder().feed(raw)
     assert events[-1] == UsageReport(expected)
-    translated = TranslatingRelay(CODEC.stream_decoder(), CHAT.stream_encoder("a", "r", True))
+    translated = TranslatingRelay(
+        CODEC.stream_decoder(), CHAT.stream_encoder("a", "r", WANTS_USAGE)
+    )
     translated.feed(raw)
     assert translated.usage == expected

@@ -93,14 +93,16 @@ class CountTokens:
             "count_tokens is native on anthropic targets and estimated locally for others"
         )
 
-    def render(self, response: ChatResponse, alias: str, request_id: str) -> JsonObject:
+    def render(
+        self, response: ChatResponse, alias: str, request_id: str, body: JsonObject
+    ) -> JsonObject:
         usage = response.usage
         return {"input_tokens": usage.prompt_tokens if usage is not None else 0}
 
-    def stream_encoder(self, alias: str, request_id: str, include_usage: bool) -> StreamEncoder:
+    def stream_encoder(self, alias: str, request_id: str, body: JsonObject) -> StreamEncoder:
         raise invalid('"stream" is not supported for count_tokens', "stream")
 
-    def passthrough_stream(self, alias: str, include_usage: bool) -> StreamRelay:
+    def passthrough_stream(self, alias: str, body: JsonObject) -> StreamRelay:
         raise invalid('"stream" is not supported for count_tokens', "stream")
 
     def passthrough_answer(self, body: JsonObject, alias: str) -> JsonObject:

@@ -348,13 +348,15 @@ class MessagesInbound:
     def to_canonical(self, body: JsonObject) -> ChatRequest:
         return to_canonical(body)
 
-    def render(self, response: ChatResponse, alias: str, request_id: str) -> JsonObject:
+    def render(
+        self, response: ChatResponse, alias: str, request_id: str, body: JsonObject
+    ) -> JsonObject:
         return render(response, alias, request_id)
 
-    def stream_encoder(self, alias: str, request_id: str, include_usage: bool) -> StreamEncoder:
-        return MessagesEncoder(alias, request_id)
+    def stream_encoder(self, alias: str, request_id: str, body: JsonObject) -> StreamEncoder:
+        return MessagesEncoder(alias, request_id)  # Anthropic streams always carry usage
 
-    def passthrough_stream(self, alias: str, include_usage: bool) -> StreamRelay:
+    def passthrough_stream(self, alias: str, body: JsonObject) -> StreamRelay:
         return PassthroughStream(alias)
 
     def passthrough_answer(self, body: JsonObject, alias: str) -> JsonObject:

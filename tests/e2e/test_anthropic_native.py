@@ -55,7 +55,7 @@ def fake_anthropic() -> Iterator[FakeAnthropicUpstream]:
 def gw(
     gateway: GatewayFactory, fake_anthropic: FakeAnthropicUpstream, fake_openai: FakeOpenAIUpstream
 ) -> Gateway:
-    """Alias `claude-prod` on the fake Anthropic upstream (priced, no retries) and
+    """Alias `claude-prod` on the fake Anthropic upstream (priced, no retries, no cooldown) and
     `gpt-4o-prod` on the fake OpenAI one; the caller key may use both."""
     g = gateway({"observability": {"access_log": True}})
     anthropic_key = g.create(
@@ -77,6 +77,7 @@ def gw(
             "provider_key_id": anthropic_key,
             "pricing": PRICING,
             "retries": 0,
+            "cooldown": {"enabled": False},  # each failover test call tries it again
         },
     )
     g.create_model(ALIAS, g.create_provider_key(fake_openai.url))
@@ -586,3 +587,70 @@ def test_claude_code_style_call_with_query_and_x_api_key(
     assert upstream.headers["x-api-key"] == SECRET
     assert upstream.headers["anthropic-version"] == "2023-06-01"  # the client sent none
     assert upstream.headers["anthropic-beta"] == "claude-code-20250219"
+
+
+# --- failover across families ------------------------------------------------------------------
+
+
+def test_failover_from_anthropic_to_openai_family(
+    gw: Gateway, fake_anthropic: FakeAnthropicUpstream, fake_openai: FakeOpenAIUpstream
+) -> None:
+    """A routing alias whose Anthropic target fails before any byte: the Messages call, first
+    relayed natively, is then translated for the OpenAI target; the chat call, first
+    translated, is then relayed natively. Each client gets its own shape."""
+    gw.create(
+        "models",
+        {
+            "display_name": "smart",
+            "routing": {
+                "strategy": "failover",
+                "targets": [{"model": CLAUDE, "priority": 0}, {"model": ALIAS, "priority": 1}],
+            },
+        },
+    )
+    gw.create_api_key("sk-router", ["smart"])
+    router = anthropic.Anthropic(
+        base_url=gw.proxy_url, api_key="sk-router", max_retries=0, timeout=15
+    )
+
+    def overloaded() -> Reply:
+        return Reply.error(529, "Overloaded", "overloaded_error")
+
+    def call() -> anthropic.types.Message:
+        return router.messages.create(
+            model="smart", max_tokens=16, messages=[{"role": "user", "content": "fail over"}]
+        )
+
+    fake_anthropic.script(overloaded())
+    message = wait_for(lambda: _or_none(call), 3.0, "the routing alias to be callable")
+    assert message.model == "smart"
+    assert message.content[0].text == "echo: fail over"  # type: ignore[union-attr]
+    assert fake_anthropic.requests[-1].json["model"] == UPSTREAM_CLAUDE  # tried natively first
+    assert fake_openai.model_requests()[-1].json["messages"] == [
+        {"role": "user", "content": "fail over"}
+    ]
+
+    fake_anthropic.script(overloaded())
+    with router.messages.stream(
+        model="smart", max_tokens=16, messages=[{"role": "user", "content": "stream over"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+    assert text == "echo: stream over"
+    assert len(fake_anthropic.requests) == 2  # the stream tried the Anthropic target too
+
+    fake_anthropic.script(overloaded())
+    chat = gw.openai_client(api_key="sk-router").chat.completions.create(
+        model="smart", messages=[{"role": "user", "content": "chat over"}]
+    )
+    assert chat.model == "smart" and chat.choices[0].message.content == "echo: chat over"
+    assert len(fake_anthropic.requests) == 3
+    assert fake_anthropic.requests[-1].json["messages"] == [
+        {"role": "user", "content": "chat over"}
+    ]  # translated for the Anthropic target before failing over
+
+
+def _or_none(call: Any) -> Any:
+    try:
+        return call()
+    except (anthropic.AuthenticationError, anthropic.PermissionDeniedError):
+        return None  # the new key or alias has not propagated yet (contract §11.1: 100 ms)

@@ -149,6 +149,7 @@ def test_parts_without_an_anthropic_form_are_dropped_and_named() -> None:
                 ],
             ),
             Message("assistant", [ThinkingPart("unsigned reasoning"), TextPart("ok")]),
+            Message("user", [TextPart("again")], name="alice"),
         ],
     )
     body = CODEC.encode_request(request, "m")
@@ -157,7 +158,14 @@ def test_parts_without_an_anthropic_form_are_dropped_and_named() -> None:
         {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}},
     ]
     assert body["messages"][1] == {"role": "assistant", "content": "ok"}
-    assert sorted(request.dropped) == ["document", "image_detail", "input_audio", "thinking"]
+    assert body["messages"][2] == {"role": "user", "content": "again"}
+    assert sorted(request.dropped) == [
+        "document",
+        "image_detail",
+        "input_audio",
+        "name",
+        "thinking",
+    ]
 
 
 def test_tool_messages_open_a_user_turn_and_errors_are_flagged() -> None:

@@ -191,6 +191,8 @@ def _turns(messages: list[Message], dropped: list[str]) -> list[JsonObject]:
     for message in messages:
         if message.role == "system":
             continue
+        if message.name:
+            dropped.append("name")
         if message.role == "tool":
             if open_results is None:
                 open_results = []
@@ -206,8 +208,6 @@ def _turns(messages: list[Message], dropped: list[str]) -> list[JsonObject]:
             open_results = None
             continue
         open_results = None
-        if message.name:
-            dropped.append("name")
         blocks = _blocks(message.content, dropped)
         for call in message.tool_calls:
             blocks.append(

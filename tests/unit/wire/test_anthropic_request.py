@@ -100,10 +100,11 @@ def test_tool_choice(choice: Any, parallel: bool | None, expected: Any) -> None:
     ("fields", "thinking", "max_tokens"),
     [
         ({"thinking_budget": 2000, "max_tokens": 8000}, 2000, 8000),
-        ({"thinking_budget": 2000, "max_tokens": 500}, 2000, 2500),  # answer keeps its 500
-        ({"reasoning_effort": "low"}, 1024, 4096),
-        ({"reasoning_effort": "medium"}, 2048, 4096),
-        ({"reasoning_effort": "high"}, 4096, 8192),
+        ({"thinking_budget": 2000, "max_tokens": 1500}, 1499, 1500),  # max_tokens caps both
+        ({"thinking_budget": 2000, "max_tokens": 500}, None, 500),  # too small to think
+        ({"reasoning_effort": "low"}, 1024, 4096 + 1024),  # no cap: thinking on top
+        ({"reasoning_effort": "medium"}, 2048, 4096 + 2048),
+        ({"reasoning_effort": "high", "max_tokens": 4096}, 4095, 4096),
         ({"reasoning_effort": "none"}, None, 4096),
         ({"thinking_budget": 0}, None, 4096),
     ],
@@ -111,9 +112,15 @@ def test_tool_choice(choice: Any, parallel: bool | None, expected: Any) -> None:
 def test_thinking_from_budget_or_effort(
     fields: dict[str, Any], thinking: int | None, max_tokens: int
 ) -> None:
-    body = CODEC.encode_request(simple(**fields), "m")
+    request = simple(**fields)
+    body = CODEC.encode_request(request, "m")
     if thinking is None:
         assert "thinking" not in body
+        wanted = fields.get("thinking_budget") or fields.get("reasoning_effort") not in (
+            None,
+            "none",
+        )
+        assert request.dropped == (["thinking"] if wanted else [])
     else:
         assert body["thinking"] == {"type": "enabled", "budget_tokens": thinking}
     assert body["max_tokens"] == max_tokens

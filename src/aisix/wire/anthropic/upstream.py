@@ -56,6 +56,8 @@ from aisix.wire.types import (
 
 #: `max_tokens` when the chat request set none (the Messages API requires it)
 DEFAULT_MAX_TOKENS = 4096
+#: the smallest `thinking.budget_tokens` Anthropic accepts
+MIN_THINKING_BUDGET = 1024
 #: thinking budget per OpenAI `reasoning_effort` (LiteLLM's figures, so clients see the same)
 EFFORT_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096}
 
@@ -273,13 +275,19 @@ def encode_request(request: ChatRequest, model_name: str) -> JsonObject:
     if system:
         body["system"] = system
     body["messages"] = _turns(request.messages, dropped)
-    max_tokens = request.max_tokens if request.max_tokens is not None else DEFAULT_MAX_TOKENS
+    max_tokens = request.max_tokens
     budget = _thinking_budget(request)
     if budget is not None:
-        body["thinking"] = {"type": "enabled", "budget_tokens": budget}
-        if max_tokens <= budget:  # the answer keeps the client's allowance after thinking
-            max_tokens += budget
-    body["max_tokens"] = max_tokens
+        if max_tokens is None:  # no cap asked for: thinking comes on top of the default answer
+            max_tokens = DEFAULT_MAX_TOKENS + budget
+        # `max_tokens` caps thinking and answer together (as OpenAI's does reasoning), and
+        # Anthropic wants budget < max_tokens and budget >= 1024
+        budget = min(budget, max_tokens - 1)
+        if budget >= MIN_THINKING_BUDGET:
+            body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        else:
+            dropped.append("thinking")
+    body["max_tokens"] = max_tokens if max_tokens is not None else DEFAULT_MAX_TOKENS
     if request.stream:
         body["stream"] = True
     for name in ("temperature", "top_p", "top_k"):

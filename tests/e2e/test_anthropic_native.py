@@ -654,3 +654,23 @@ def _or_none(call: Any) -> Any:
         return call()
     except (anthropic.AuthenticationError, anthropic.PermissionDeniedError):
         return None  # the new key or alias has not propagated yet (contract §11.1: 100 ms)
+
+
+def test_passthrough_stream_cut_after_its_head_ends_with_an_error_event(
+    gw: Gateway, fake_anthropic: FakeAnthropicUpstream
+) -> None:
+    fake_anthropic.script(Reply(content="a long answer", cut_after_events=4))
+    body = {
+        "model": CLAUDE,
+        "max_tokens": 16,
+        "stream": True,
+        "messages": [{"role": "user", "content": "cut me"}],
+    }
+    response = gw.proxy("POST", "/v1/messages", body, api_key=CALLER_KEY)
+    assert response.status == 200
+    frames = [f for f in response.text.split("\n\n") if f.strip()]
+    kinds = [f.split("\n")[0].removeprefix("event: ") for f in frames]
+    assert kinds == ["message_start", "ping", "content_block_start", "content_block_delta", "error"]
+    error = orjson.loads(frames[-1].split("\n")[1].removeprefix("data: "))
+    assert error["type"] == "error" and error["error"]["type"] == "api_error"
+    gw.assert_alive()

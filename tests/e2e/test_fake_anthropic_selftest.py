@@ -141,3 +141,43 @@ def test_beta_header_and_redacted_thinking_reach_the_fake(fake: FakeAnthropicUps
     assert [b.type for b in message.content] == ["redacted_thinking", "text"]
     assert message.content[0].data == "opaque-blob"  # type: ignore[union-attr]
     assert fake.requests[0].headers["anthropic-beta"] == "interleaved-thinking-2025-05-14"
+
+
+def test_cut_stream_and_delays(fake: FakeAnthropicUpstream) -> None:
+    fake.script(Reply(cut_after_events=3))
+    seen: list[str] = []
+    with (
+        pytest.raises((anthropic.APIConnectionError, *httpx_errors())),
+        sdk(fake).messages.stream(
+            model="m", max_tokens=8, messages=[{"role": "user", "content": "cut"}]
+        ) as stream,
+    ):
+        for event in stream:
+            seen.append(event.type)
+    assert seen[:1] == ["message_start"] and "message_stop" not in seen
+    fake.script(Reply(delay_s=0.3))
+    with pytest.raises(anthropic.APITimeoutError):
+        anthropic.Anthropic(
+            base_url=fake.url, api_key=KEY, max_retries=0, timeout=0.1
+        ).messages.create(model="m", max_tokens=8, messages=[{"role": "user", "content": "slow"}])
+    fake.script(Reply(drop_connection=True))
+    with pytest.raises(anthropic.APIConnectionError):
+        sdk(fake).messages.create(
+            model="m", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        )
+
+
+def httpx_errors() -> tuple[type[BaseException], ...]:
+    """What the SDK's HTTP client raises for a body cut short (it is not always wrapped)."""
+    import importlib
+
+    out: list[type[BaseException]] = []
+    for name in ("httpx", "httpx2"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        out.extend(
+            getattr(module, n) for n in ("RemoteProtocolError", "ReadError") if hasattr(module, n)
+        )
+    return tuple(out)

@@ -674,3 +674,32 @@ def test_passthrough_stream_cut_after_its_head_ends_with_an_error_event(
     error = orjson.loads(frames[-1].split("\n")[1].removeprefix("data: "))
     assert error["type"] == "error" and error["error"]["type"] == "api_error"
     gw.assert_alive()
+
+
+# --- the Responses API → Anthropic target ----------------------------------------------------
+
+
+def test_responses_api_translated_to_anthropic(
+    gw: Gateway, fake_anthropic: FakeAnthropicUpstream
+) -> None:
+    fake_anthropic.script(Reply(content="Bonjour.", thinking="French it is.", usage=CACHE_USAGE))
+    client = gw.openai_client()
+    answer = client.responses.create(
+        model=CLAUDE, input="Say hello in French", instructions="Be brief.", max_output_tokens=64
+    )
+    assert answer.output_text == "Bonjour."
+    assert answer.model == CLAUDE and answer.status == "completed"
+    assert answer.usage is not None
+    assert (answer.usage.input_tokens, answer.usage.output_tokens) == (2600, 40)
+    [sent] = fake_anthropic.requests
+    assert sent.path == "/v1/messages"
+    assert sent.json["system"] == "Be brief."
+    assert sent.json["messages"] == [{"role": "user", "content": "Say hello in French"}]
+    assert sent.json["max_tokens"] == 64
+
+    fake_anthropic.script(Reply(content="Streamed reply."))
+    with client.responses.stream(model=CLAUDE, input="stream it") as stream:
+        list(stream)
+        final = stream.get_final_response()
+    assert final.output_text == "Streamed reply."
+    assert fake_anthropic.requests[-1].json["stream"] is True

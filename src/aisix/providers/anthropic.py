@@ -4,8 +4,9 @@ Built once per snapshot from a provider key and a single-target model: `api_base
 (default `https://api.anthropic.com`; a pasted `/v1/messages` or `/v1` stripped), the secret
 parsed, static headers joined. `/v1/messages` and `/v1/messages/count_tokens` are native (the
 client's body relayed with `model` := `model_name`, its `anthropic-version` and
-`anthropic-beta` forwarded); chat is translated through the family codec. `authorize` adds
-`x-api-key` just before sending, so the secret lives only in this object and that request.
+`anthropic-beta` forwarded); chat and the Responses API are translated through the family
+codec. `authorize` adds `x-api-key` just before sending, so the secret lives only in this
+object and that request.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ DEFAULT_BASE = "https://api.anthropic.com"
 USER_AGENT = f"aisix/{__version__}"
 _PATHS: dict[str, str] = {"messages": "/v1/messages", "count_tokens": "/v1/messages/count_tokens"}
 _NATIVE = frozenset(_PATHS)
-_SUPPORTED = frozenset({"chat", "messages", "count_tokens"})
+#: served by translating the canonical request (chat, and the Responses API through it)
+_TRANSLATED = frozenset({"chat", "responses"})
+_SUPPORTED = _NATIVE | _TRANSLATED
 
 
 def normalise_base(api_base: str | None) -> str:
@@ -92,7 +95,7 @@ class AnthropicProvider:
             if beta:
                 headers["anthropic-beta"] = beta
             url = self.urls[call.endpoint]
-        elif call.endpoint == "chat" and call.canonical is not None:
+        elif call.endpoint in _TRANSLATED and call.canonical is not None:
             body = CODEC.encode_request(call.canonical, self.model_name)
             headers["anthropic-version"] = DEFAULT_VERSION
             url = self.urls["messages"]

@@ -58,6 +58,7 @@ def test_capabilities() -> None:
         "chat",
         "messages",
         "count_tokens",
+        "responses",
     ]
     assert p.native("messages") and p.native("count_tokens") and not p.native("chat")
 

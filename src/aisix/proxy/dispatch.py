@@ -38,6 +38,7 @@ from aisix.routing.retry import (
     uses_default_retries,
 )
 from aisix.snapshot import ModelEntry
+from aisix.wire.anthropic import CountTokens
 from aisix.wire.base import InboundCodec, StreamRelay
 from aisix.wire.openai_in import EmbeddingsInbound
 from aisix.wire.translate import TranslatingRelay
@@ -139,7 +140,7 @@ async def dispatch(
     limit_error: GatewayError | None = None
     for index, target in enumerate(candidates):
         upstream: Provider | None = target.target
-        if upstream is None or not upstream.supports(endpoint):
+        if upstream is None or not (upstream.supports(endpoint) or endpoint == "count_tokens"):
             last_error = _unsupported(target, endpoint)
             continue
         try:
@@ -262,6 +263,8 @@ async def _attempt(
     # the endpoint names the wire format (chat, messages, responses…): a provider that serves
     # it natively takes the client's body as is
     native = upstream.native(inbound.endpoint)
+    if isinstance(inbound, CountTokens) and not native:  # a local estimate, free
+        return Outcome(target, hold, inbound.estimate(call.body), Usage())
     spec = UpstreamCall(inbound.endpoint, sink is not None, ctx.request_id)
     spec.client_headers = ctx.forward_headers
     if native:
@@ -338,6 +341,8 @@ def _answer(
 ) -> Outcome:
     """A non-stream answer in the client's shape; a malformed one is a 502 here, inside the
     attempt, so it may fail over and its holds are released."""
+    if isinstance(inbound, CountTokens):  # counting is free: nothing to settle
+        return Outcome(target, hold, inbound.passthrough_answer(parsed, alias), Usage())
     if native:
         usage = upstream.codec.usage_of(parsed)
         body = inbound.passthrough_answer(parsed, alias)

@@ -33,18 +33,17 @@ from aisix.asgi import (
 from aisix.errors import (
     GatewayError,
     ModelNotFound,
-    NotImplementedByAdapter,
     ServiceUnavailable,
     UnknownRoute,
 )
 from aisix.ids import uuid4_str
-from aisix.proxy.anthropic_in import MESSAGES
 from aisix.proxy.auth import authenticate
 from aisix.proxy.context import ProxyRuntime, RequestContext
 from aisix.proxy.pipeline import handle_model_call
 from aisix.proxy.responses import PREFIX as RESPONSES_PREFIX
 from aisix.proxy.responses import serve_stored
 from aisix.snapshot import ModelEntry
+from aisix.wire.anthropic import COUNT_TOKENS, MESSAGES
 from aisix.wire.base import InboundCodec
 from aisix.wire.openai_in import CHAT, COMPLETIONS, EMBEDDINGS
 from aisix.wire.responses import RESPONSES
@@ -59,10 +58,11 @@ MODEL_ROUTES: dict[str, InboundCodec] = {
     "/v1/completions": COMPLETIONS,
     "/v1/embeddings": EMBEDDINGS,
     "/v1/messages": MESSAGES,
+    "/v1/messages/count_tokens": COUNT_TOKENS,
     "/v1/responses": RESPONSES,
 }
 #: routes that answer in an inbound codec's envelope without being model calls
-ENVELOPES: dict[str, InboundCodec] = {**MODEL_ROUTES, "/v1/messages/count_tokens": MESSAGES}
+ENVELOPES: dict[str, InboundCodec] = {**MODEL_ROUTES}
 MODELS_PREFIX = "/v1/models/"
 #: endpoint label for metrics: route templates only, never raw paths
 _ENDPOINT_LABEL = {
@@ -171,8 +171,6 @@ class ProxyApp:
                 )
             rid = path[len(RESPONSES_PREFIX) :]
             return serve_stored(self.rt, ctx, scope, send, common, rid)
-        if path == "/v1/messages/count_tokens":
-            raise NotImplementedByAdapter("count_tokens is served for Anthropic targets only")
         raise UnknownRoute(f"unknown route {ctx.method} {path}")
 
     async def _list_models(

@@ -1,26 +1,60 @@
-"""Prometheus metrics (contract §12.1), fed by `RequestFinished` events and runtime hooks.
+"""Prometheus metrics (contract §12.1, docs/metrics.md), fed by `RequestFinished` events and hooks.
 
-Label values come from configuration (aliases, provider labels, route templates) or from a
-closed set, never from client strings. Series live in lock-free families (`aisix.obs.prom`),
+Label values come from configuration (aliases, provider labels, resource ids and names, route
+templates) or from a closed set, never from client strings. aisix's own series and AISIX's
+(`aisix.obs.aisix_series` builds their label tuples, once per event) are both exposed, so an
+AISIX Grafana dashboard works unchanged. Series live in lock-free families (`aisix.obs.prom`),
 so the per-request cost is a dict hit and an addition per series.
 """
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from aisix import __version__
 from aisix.events import RequestFinished
+from aisix.obs.aisix_series import (
+    DEPLOYMENT_LABELS,
+    DURATION_LABELS,
+    LATENCY_LABELS,
+    REQUEST_LABELS,
+    USAGE_LABELS,
+    Labeller,
+    status_class,
+    target_of,
+)
+from aisix.obs.client_type import ClientTypeClassifier
 from aisix.obs.prom import Family, FamilyCollector
+from aisix.settings import MetricsSettings
+from aisix.snapshot import ModelEntry, Snapshot, SnapshotHolder
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+#: AISIX's defaults for `observability.metrics.buckets.*`
+E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 420, 600)
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+BUDGET_GAUGES = ("limit_usd", "spent_usd", "remaining_usd", "reset_seconds", "details_present")
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        settings: MetricsSettings | None = None,
+        holder: SnapshotHolder | None = None,
+        env_id: str = "",
+    ) -> None:
+        settings = settings or MetricsSettings()
         self._families: list[Family] = []
+        self._labeller = Labeller(holder)
+        self._clients = ClientTypeClassifier(settings.client_type_rules)
+        self._env_id = env_id
+        buckets = settings.buckets
+        e2e = tuple(buckets.request_e2e_latency or E2E_BUCKETS)
+        ttft = tuple(buckets.request_ttft or TTFT_BUCKETS)
         c, h, g = self._counter, self._histogram, self._gauge
         self.requests = c(
             "aisix_requests_total",
@@ -34,26 +68,53 @@ class Metrics:
             "model",
             "outcome",
         )
+        self.proxy_requests = c("aisix_proxy_requests_total", "Proxy requests", *REQUEST_LABELS)
+        self.proxy_failed = c(
+            "aisix_proxy_failed_requests_total", "Proxy requests not served", *REQUEST_LABELS
+        )
+        self.proxy_duration = h(
+            "aisix_proxy_request_duration_seconds", "Proxy request duration", *DURATION_LABELS
+        )
         self.llm_requests = c(
-            "aisix_llm_requests_total",
-            "Upstream attempts",
-            "model", "provider", "status", "is_fallback",
-        )  # fmt: skip
+            "aisix_llm_requests_total", "Upstream attempts (model: target)", *REQUEST_LABELS
+        )
+        self.llm_duration = h(
+            "aisix_llm_request_duration_seconds", "Upstream attempt duration", *DURATION_LABELS
+        )
         self.llm_latency = h(
-            "aisix_llm_api_latency_seconds", "Upstream attempt latency", "model", "provider"
+            "aisix_llm_api_latency_seconds", "Upstream attempt latency", *USAGE_LABELS
         )
         self.ttft = h(
-            "aisix_llm_time_to_first_token_seconds",
-            "Time to first streamed chunk",
-            "model", "provider",
-        )  # fmt: skip
-        self.input_tokens = c("aisix_llm_input_tokens_total", "Prompt tokens", "model", "provider")
-        self.output_tokens = c(
-            "aisix_llm_output_tokens_total", "Completion tokens", "model", "provider"
+            "aisix_llm_time_to_first_token_seconds", "Time to first streamed chunk", *USAGE_LABELS
         )
-        self.total_tokens = c("aisix_llm_total_tokens_total", "Total tokens", "model", "provider")
+        self.input_tokens = c("aisix_llm_input_tokens_total", "Prompt tokens", *USAGE_LABELS)
+        self.output_tokens = c("aisix_llm_output_tokens_total", "Completion tokens", *USAGE_LABELS)
+        self.total_tokens = c("aisix_llm_total_tokens_total", "Total tokens", *USAGE_LABELS)
         self.consumed = c("aisix_tokens_consumed_total", "Tokens consumed", "model", "provider")
-        self.spend = c("aisix_llm_spend_micro_usd_total", "Spend in micro-USD", "model", "provider")
+        self.spend = c("aisix_llm_spend_micro_usd_total", "Spend in micro-USD", *USAGE_LABELS)
+        self.tokens_by_client = c(
+            "aisix_llm_tokens_by_client_total",
+            "Tokens by calling client (User-Agent rules)",
+            "client_type", "model", "token_type",
+        )  # fmt: skip
+        self.e2e = self._add(
+            Family(
+                "histogram",
+                "aisix_request_e2e_latency_seconds",
+                "End-to-end request latency",
+                LATENCY_LABELS,
+                buckets=e2e,
+            )
+        )
+        self.request_ttft = self._add(
+            Family(
+                "histogram",
+                "aisix_request_ttft_seconds",
+                "Time to first token of streamed requests",
+                LATENCY_LABELS,
+                buckets=ttft,
+            )
+        )
         self.auth = c("aisix_auth_decisions_total", "Caller auth decisions", "result", "reason")
         self.ratelimit_rejections = c(
             "aisix_ratelimit_rejections_total", "Rate-limit refusals", "scope", "layer"
@@ -70,22 +131,67 @@ class Metrics:
             "Requests the client abandoned",
             "endpoint",
         )
-        self.deployment_state = g("aisix_deployment_state", "0 healthy, 1 cooldown", "model")
+        self.deployment_state = g(
+            "aisix_deployment_state", "0 healthy, 1 cooldown", *DEPLOYMENT_LABELS
+        )
         self.cooled_down = c(
-            "aisix_deployment_cooled_down_total", "Cooldowns entered", "model", "reason"
+            "aisix_deployment_cooled_down_total",
+            "Cooldowns entered",
+            *DEPLOYMENT_LABELS,
+            "reason",
+        )
+        self.deployment_requests = c(
+            "aisix_deployment_requests_total", "Attempts per deployment", *DEPLOYMENT_LABELS
+        )
+        self.deployment_ok = c(
+            "aisix_deployment_success_responses_total", "Successful attempts", *DEPLOYMENT_LABELS
+        )
+        self.deployment_failed = c(
+            "aisix_deployment_failure_responses_total", "Failed attempts", *DEPLOYMENT_LABELS
         )
         self.fallback_ok = c(
-            "aisix_routing_successful_fallbacks_total", "Requests a fallback target served", "model"
-        )
+            "aisix_routing_successful_fallbacks_total",
+            "Requests a fallback target served",
+            "model", "fallback_model",
+        )  # fmt: skip
         self.fallback_failed = c(
-            "aisix_routing_failed_fallbacks_total", "Requests whose fallbacks all failed", "model"
-        )
+            "aisix_routing_failed_fallbacks_total",
+            "Requests whose fallbacks all failed",
+            "model", "fallback_model",
+        )  # fmt: skip
         self.reloads = c("aisix_config_reloads_total", "Resource reloads", "result")
+        self.reload_failures = c(
+            "aisix_config_reload_failures_total", "Failed resource reloads", "reason"
+        )
         self.applied_revision = g("aisix_config_applied_revision", "Snapshot revision")
+        self.observed_revision = g("aisix_config_observed_revision", "Store revision last read")
         self.rejected = g("aisix_config_rejected_resources", "Rejected resources")
+        self.partially_compatible = g(
+            "aisix_config_partially_compatible_resources",
+            "Resources applied without fields this version does not know",
+            "kind",
+        )
+        self.stale_served = g(
+            "aisix_config_stale_served_resources",
+            "Rejected resources whose previous version keeps serving",
+            "kind",
+        )
         self.last_reload_ok = g(
             "aisix_config_last_reload_successful", "1 if the last reload succeeded"
         )
+        self.last_success_ts = g(
+            "aisix_config_last_reload_success_timestamp_seconds", "Time of the last good reload"
+        )
+        self.hash_info = g("aisix_config_hash_info", "Applied config hash (value 1)", "config_hash")
+        self.source_connected = g(
+            "aisix_config_source_connected", "1 while the resource store answers"
+        )
+        budget_labels = ("api_key_id", "team_id", "user_id")
+        self.budget = {
+            name: g(f"aisix_budget_{name}", f"API key budget {name}", *budget_labels)
+            for name in BUDGET_GAUGES
+        }
+        self.build_info = g("aisix_build_info", "Version (value 1)", "version", "service_name")
         self.usage_emitted = c("aisix_usage_events_emitted_total", "Usage events emitted")
         self.usage_drops = c("aisix_usage_event_drops_total", "Usage events dropped")
         self.redis_failures = c("aisix_redis_failures_total", "Redis failures", "operation")
@@ -106,6 +212,12 @@ class Metrics:
 
     def _gauge(self, name: str, doc: str, *labels: str) -> Family:
         return self._add(Family("gauge", name, doc, labels))
+
+    def bind_config_source(self, connected: Callable[[], bool]) -> None:
+        self.source_connected.set_function(lambda: 1.0 if connected() else 0.0)
+
+    def set_service(self, service_name: str) -> None:
+        self.build_info.child(__version__, service_name).set(1)
 
     def _histogram(self, name: str, doc: str, *labels: str) -> Family:
         return self._add(Family("histogram", name, doc, labels, buckets=_LATENCY_BUCKETS))
@@ -133,25 +245,45 @@ class Metrics:
         provider = event.provider or ""
         status = str(event.status)
         outcome = event.outcome
+        seconds = event.latency_ms / 1000
         self.requests.child(event.endpoint, model, provider, status, outcome).inc()
-        self.duration.child(event.endpoint, model, outcome).observe(event.latency_ms / 1000)
+        self.duration.child(event.endpoint, model, outcome).observe(seconds)
+        labels = self._labeller.request(event)
+        self.proxy_requests.child(*labels).inc()
+        if outcome != "success":
+            self.proxy_failed.child(*labels).inc()
+        self.proxy_duration.child(*self._labeller.duration(labels)).observe(seconds)
+        latency = (
+            self._env_id,
+            event.endpoint,
+            model,
+            provider or "unknown",
+            status_class(event.status),
+            "true" if event.stream else "false",
+        )
+        self.e2e.child(*latency).observe(seconds)
         self._auth(event)
         if event.status == 413:
             self.body_limit.inc()
         if event.client_cancelled:
             self.cancelled.child(event.endpoint).inc()
-        for attempt in event.attempt_log:
-            self.llm_requests.child(
-                attempt.served_model,
-                attempt.provider,
-                str(attempt.status),
-                "true" if attempt.is_fallback else "false",
-            ).inc()
-            self.llm_latency.child(attempt.served_model, attempt.provider).observe(
-                attempt.latency_s
-            )
-        self._served(event)
+        self._attempts(event, labels)
+        self._served(event, labels, latency)
         self.usage_emitted.inc()
+
+    def _attempts(self, event: RequestFinished, base: tuple[str, ...]) -> None:
+        labeller = self._labeller
+        for attempt in event.attempt_log:
+            labels = labeller.attempt(base, attempt)
+            self.llm_requests.child(*labels).inc()
+            self.llm_duration.child(*labeller.duration(labels)).observe(attempt.latency_s)
+            self.llm_latency.child(*labels[:11]).observe(attempt.latency_s)
+            deployment = labeller.deployment(labels)
+            self.deployment_requests.child(*deployment).inc()
+            if labels[-1] == "success":
+                self.deployment_ok.child(*deployment).inc()
+            else:
+                self.deployment_failed.child(*deployment).inc()
 
     def _auth(self, event: RequestFinished) -> None:
         if event.api_key_id is not None:
@@ -159,35 +291,92 @@ class Metrics:
         elif event.status == 401:
             self.auth.child("denied", event.error_code or "invalid_api_key").inc()
 
-    def _served(self, event: RequestFinished) -> None:
+    def _served(
+        self, event: RequestFinished, labels: tuple[str, ...], latency: tuple[str, ...]
+    ) -> None:
         served = event.served_model
         if served is None or event.outcome != "success":
             if event.is_fallback and event.requested_model:
-                self.fallback_failed.child(event.requested_model).inc()
+                tried = event.attempt_log[-1].served_model if event.attempt_log else ""
+                self.fallback_failed.child(event.requested_model, tried).inc()
             return
         provider = event.provider or ""
         if event.is_fallback and event.requested_model:
-            self.fallback_ok.child(event.requested_model).inc()
+            self.fallback_ok.child(event.requested_model, served).inc()
+        usage_labels = self._labeller.usage(labels, served)
         if event.ttft_ms is not None:
-            self.ttft.child(served, provider).observe(event.ttft_ms / 1000)
+            self.ttft.child(*usage_labels).observe(event.ttft_ms / 1000)
+            self.request_ttft.child(*latency).observe(event.ttft_ms / 1000)
         usage = event.usage
         if usage is not None:
-            self.input_tokens.child(served, provider).inc(usage.prompt_tokens)
-            self.output_tokens.child(served, provider).inc(usage.completion_tokens)
-            self.total_tokens.child(served, provider).inc(usage.total_tokens)
+            self.input_tokens.child(*usage_labels).inc(usage.prompt_tokens)
+            self.output_tokens.child(*usage_labels).inc(usage.completion_tokens)
+            self.total_tokens.child(*usage_labels).inc(usage.total_tokens)
             self.consumed.child(served, provider).inc(usage.total_tokens)
+            self._by_client(event, labels[3])
         if event.cost_usd:
-            self.spend.child(served, provider).inc(event.cost_usd * 1_000_000)
+            self.spend.child(*usage_labels).inc(event.cost_usd * 1_000_000)
 
-    def on_reload(self, successful: bool, revision: int | None, rejected: int | None) -> None:
+    def _by_client(self, event: RequestFinished, model: str) -> None:
+        usage = event.usage
+        assert usage is not None
+        client = self._clients.classify(event.user_agent)
+        for token_type, count in (
+            ("input", usage.prompt_tokens),
+            ("output", usage.completion_tokens),
+            ("total", usage.total_tokens),
+        ):
+            if count:
+                self.tokens_by_client.child(client, model, token_type).inc(count)
+
+    def on_reload(
+        self,
+        successful: bool,
+        snapshot: Snapshot | None,
+        failure_kind: str | None = None,
+        observed_revision: int | None = None,
+        config_hash: str | None = None,
+    ) -> None:
         self.reloads.child("success" if successful else "failure").inc()
         self.last_reload_ok.set(1 if successful else 0)
-        if revision is not None:
-            self.applied_revision.set(revision)
-        if rejected is not None:
-            self.rejected.set(rejected)
+        if not successful:
+            self.reload_failures.child(failure_kind or "validate").inc()
+        if observed_revision is not None:
+            self.observed_revision.set(observed_revision)
+        if snapshot is None:
+            return
+        self.applied_revision.set(snapshot.revision)
+        self.rejected.set(len(snapshot.rejected))
+        self.last_success_ts.set(time.time())
+        resources: Counter[str] = Counter()
+        for kind, _field, count in snapshot.partially_compatible:
+            resources[kind] = max(resources[kind], count)
+        _set_by_kind(self.partially_compatible, resources)
+        stale = Counter(r.kind for r in snapshot.rejected if r.serving_stale_since)
+        _set_by_kind(self.stale_served, stale)
+        if config_hash is not None:
+            self.hash_info.series.clear()
+            self.hash_info.child(config_hash).set(1)
 
-    def on_cooldown(self, model: str, state: int, reason: str | None) -> None:
-        self.deployment_state.child(model).set(state)
+    def on_cooldown(self, entry: ModelEntry, state: int, reason: str | None) -> None:
+        target = target_of(entry)
+        labels = (target.provider, entry.alias, target.upstream_model, target.provider_key_id)
+        self.deployment_state.child(*labels).set(state)
         if state == 1:
-            self.cooled_down.child(model, reason or "unknown").inc()
+            self.cooled_down.child(*labels, reason or "unknown").inc()
+
+    def set_budgets(self, rows: list[tuple[tuple[str, str, str], dict[str, float]]]) -> None:
+        """Replace the budget gauges with `rows` of ((api_key_id, team_id, user_id), values)."""
+        for family in self.budget.values():
+            family.series.clear()
+        for labels, values in rows:
+            for name, value in values.items():
+                self.budget[name].child(*labels).set(value)
+
+
+def _set_by_kind(family: Family, counts: Counter[str]) -> None:
+    for labels in list(family.series):
+        if labels[0] not in counts:
+            family.series[labels].set(0)
+    for kind, count in counts.items():
+        family.child(kind).set(count)

@@ -73,6 +73,8 @@ class RequestContext:
     open_holds: list[Any] = field(default_factory=list)
     stream_state: Any = None
     attempt_log: list[AttemptFinished] = field(default_factory=list)
+    #: raw User-Agent; the metrics subscriber maps it to a bounded client_type label
+    user_agent: bytes | None = None
 
     def outcome(self) -> str:
         """Metric outcome; a stream that failed or was abandoned after its 200 head counts
@@ -123,4 +125,5 @@ class RequestContext:
             budget_warnings=self.budget_warnings,
             client_cancelled=self.client_cancelled,
             attempt_log=self.attempt_log,
+            user_agent=self.user_agent.decode("latin-1") if self.user_agent else None,
         )

@@ -205,6 +205,8 @@ class Metrics:
 
     def _add(self, family: Family) -> Family:
         self._families.append(family)
+        if not family.labels and family.kind != "histogram":
+            family.child()  # an unlabelled series exists (at 0) from the start
         return family
 
     def _counter(self, name: str, doc: str, *labels: str) -> Family:

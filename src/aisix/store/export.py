@@ -42,7 +42,7 @@ def _escape(node: Any) -> Any:
 
 
 def secret_variable(display_name: str, taken: set[str]) -> str:
-    base = "AISIX_SECRET_" + (_NOT_VAR_CHAR.sub("_", display_name.upper()).strip("_") or "KEY")
+    base = "PROVIDER_SECRET_" + (_NOT_VAR_CHAR.sub("_", display_name.upper()).strip("_") or "KEY")
     name, n = base, 2
     while name in taken:
         name, n = f"{base}_{n}", n + 1

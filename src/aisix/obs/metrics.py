@@ -12,12 +12,13 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
 from aisix import __version__
-from aisix.events import RequestFinished
+from aisix.events import AttemptFinished, RequestFinished
 from aisix.obs.aisix_series import (
     DEPLOYMENT_LABELS,
     DURATION_LABELS,
@@ -40,6 +41,45 @@ TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 BUDGET_GAUGES = ("limit_usd", "spent_usd", "remaining_usd", "reset_seconds", "details_present")
 
 
+@dataclass(slots=True)
+class _ServedSeries:
+    """The usage series of one served-request label combination."""
+
+    model: str
+    ttft: Any
+    request_ttft: Any
+    input: Any
+    output: Any
+    total: Any
+    consumed: Any
+    spend: Any
+    fallback: Any
+
+
+@dataclass(slots=True)
+class _RequestSeries:
+    """Every series one request label combination updates."""
+
+    labels: tuple[str, ...]
+    requests: Any
+    duration: Any
+    proxy_requests: Any
+    proxy_failed: Any
+    proxy_duration: Any
+    e2e: Any
+    auth: Any
+    served: _ServedSeries | None
+
+
+@dataclass(slots=True)
+class _AttemptSeries:
+    requests: Any
+    duration: Any
+    latency: Any
+    deployment: Any
+    result: Any
+
+
 class Metrics:
     def __init__(
         self,
@@ -52,6 +92,9 @@ class Metrics:
         self._labeller = Labeller(holder)
         self._clients = ClientTypeClassifier(settings.client_type_rules)
         self._env_id = env_id
+        self._by_request: dict[tuple[Any, ...], _RequestSeries] = {}
+        self._by_attempt: dict[tuple[Any, ...], _AttemptSeries] = {}
+        self._by_client: dict[tuple[str, str], tuple[Any, ...]] = {}
         buckets = settings.buckets
         e2e = tuple(buckets.request_e2e_latency or E2E_BUCKETS)
         ttft = tuple(buckets.request_ttft or TTFT_BUCKETS)
@@ -243,93 +286,140 @@ class Metrics:
     # -- subscribers -----------------------------------------------------------------------
 
     def on_request(self, event: RequestFinished) -> None:
-        model = event.requested_model or "unresolved"
-        provider = event.provider or ""
-        status = str(event.status)
-        outcome = event.outcome
+        """Count one finished request. The series it touches are found with one dict hit
+        (`_request_series`, keyed by every event field a label comes from) instead of one
+        per family; each attempt likewise (`_attempt_series`)."""
+        key = (
+            event.endpoint,
+            event.requested_model,
+            event.model_id,
+            event.served_model,
+            event.provider,
+            event.upstream_model,
+            event.provider_key_id,
+            event.api_key_id,
+            event.team_id,
+            event.user_id,
+            event.stream,
+            event.is_fallback,
+            event.status,
+            event.outcome,
+        )
+        series = self._by_request.get(key)
+        if series is None:
+            series = self._by_request[key] = self._request_series(event)
         seconds = event.latency_ms / 1000
-        self.requests.child(event.endpoint, model, provider, status, outcome).inc()
-        self.duration.child(event.endpoint, model, outcome).observe(seconds)
+        series.requests.inc()
+        series.duration.observe(seconds)
+        series.proxy_requests.inc()
+        if series.proxy_failed is not None:
+            series.proxy_failed.inc()
+        series.proxy_duration.observe(seconds)
+        series.e2e.observe(seconds)
+        if series.auth is not None:
+            series.auth.inc()
+        elif event.status == 401:
+            self.auth.child("denied", event.error_code or "invalid_api_key").inc()
+        if event.status == 413:
+            self.body_limit.inc()
+        if event.client_cancelled:
+            self.cancelled.child(event.endpoint).inc()
+        for attempt in event.attempt_log:
+            self._attempt(series.labels, attempt)
+        if series.served is not None:
+            self._served(event, series.served)
+        elif event.is_fallback and event.requested_model:
+            tried = event.attempt_log[-1].served_model if event.attempt_log else ""
+            self.fallback_failed.child(event.requested_model, tried).inc()
+        self.usage_emitted.inc()
+
+    def _request_series(self, event: RequestFinished) -> _RequestSeries:
         labels = self._labeller.request(event)
-        self.proxy_requests.child(*labels).inc()
-        if outcome != "success":
-            self.proxy_failed.child(*labels).inc()
-        self.proxy_duration.child(*self._labeller.duration(labels)).observe(seconds)
+        model, provider, status, outcome = labels[3], event.provider or "", labels[13], labels[14]
         latency = (
             self._env_id,
             event.endpoint,
             model,
             provider or "unknown",
             status_class(event.status),
-            "true" if event.stream else "false",
+            labels[11],
         )
-        self.e2e.child(*latency).observe(seconds)
-        self._auth(event)
-        if event.status == 413:
-            self.body_limit.inc()
-        if event.client_cancelled:
-            self.cancelled.child(event.endpoint).inc()
-        self._attempts(event, labels)
-        self._served(event, labels, latency)
-        self.usage_emitted.inc()
+        served: _ServedSeries | None = None
+        if event.served_model is not None and outcome == "success":
+            usage = self._labeller.usage(labels, event.served_model)
+            served = _ServedSeries(
+                model=model,
+                ttft=self.ttft.child(*usage),
+                request_ttft=self.request_ttft.child(*latency),
+                input=self.input_tokens.child(*usage),
+                output=self.output_tokens.child(*usage),
+                total=self.total_tokens.child(*usage),
+                consumed=self.consumed.child(event.served_model, provider),
+                spend=self.spend.child(*usage),
+                fallback=self.fallback_ok.child(model, event.served_model)
+                if event.is_fallback and event.requested_model
+                else None,
+            )
+        return _RequestSeries(
+            labels=labels,
+            requests=self.requests.child(event.endpoint, model, provider, status, outcome),
+            duration=self.duration.child(event.endpoint, model, outcome),
+            proxy_requests=self.proxy_requests.child(*labels),
+            proxy_failed=self.proxy_failed.child(*labels) if outcome != "success" else None,
+            proxy_duration=self.proxy_duration.child(*self._labeller.duration(labels)),
+            e2e=self.e2e.child(*latency),
+            auth=self.auth.child("allowed", "ok") if event.api_key_id is not None else None,
+            served=served,
+        )
 
-    def _attempts(self, event: RequestFinished, base: tuple[str, ...]) -> None:
-        labeller = self._labeller
-        for attempt in event.attempt_log:
-            labels = labeller.attempt(base, attempt)
-            self.llm_requests.child(*labels).inc()
-            self.llm_duration.child(*labeller.duration(labels)).observe(attempt.latency_s)
-            self.llm_latency.child(*labels[:11]).observe(attempt.latency_s)
-            deployment = labeller.deployment(labels)
-            self.deployment_requests.child(*deployment).inc()
-            if labels[-1] == "success":
-                self.deployment_ok.child(*deployment).inc()
-            else:
-                self.deployment_failed.child(*deployment).inc()
+    def _attempt(self, base: tuple[str, ...], attempt: AttemptFinished) -> None:
+        key = (base, attempt.model_id, attempt.served_model, attempt.provider, attempt.status,
+               attempt.is_fallback)  # fmt: skip
+        series = self._by_attempt.get(key)
+        if series is None:
+            labels = self._labeller.attempt(base, attempt)
+            deployment = self._labeller.deployment(labels)
+            result = self.deployment_ok if labels[-1] == "success" else self.deployment_failed
+            series = self._by_attempt[key] = _AttemptSeries(
+                self.llm_requests.child(*labels),
+                self.llm_duration.child(*self._labeller.duration(labels)),
+                self.llm_latency.child(*labels[:11]),
+                self.deployment_requests.child(*deployment),
+                result.child(*deployment),
+            )
+        series.requests.inc()
+        series.duration.observe(attempt.latency_s)
+        series.latency.observe(attempt.latency_s)
+        series.deployment.inc()
+        series.result.inc()
 
-    def _auth(self, event: RequestFinished) -> None:
-        if event.api_key_id is not None:
-            self.auth.child("allowed", "ok").inc()
-        elif event.status == 401:
-            self.auth.child("denied", event.error_code or "invalid_api_key").inc()
-
-    def _served(
-        self, event: RequestFinished, labels: tuple[str, ...], latency: tuple[str, ...]
-    ) -> None:
-        served = event.served_model
-        if served is None or event.outcome != "success":
-            if event.is_fallback and event.requested_model:
-                tried = event.attempt_log[-1].served_model if event.attempt_log else ""
-                self.fallback_failed.child(event.requested_model, tried).inc()
-            return
-        provider = event.provider or ""
-        if event.is_fallback and event.requested_model:
-            self.fallback_ok.child(event.requested_model, served).inc()
-        usage_labels = self._labeller.usage(labels, served)
+    def _served(self, event: RequestFinished, served: _ServedSeries) -> None:
+        if served.fallback is not None:
+            served.fallback.inc()
         if event.ttft_ms is not None:
-            self.ttft.child(*usage_labels).observe(event.ttft_ms / 1000)
-            self.request_ttft.child(*latency).observe(event.ttft_ms / 1000)
+            served.ttft.observe(event.ttft_ms / 1000)
+            served.request_ttft.observe(event.ttft_ms / 1000)
         usage = event.usage
         if usage is not None:
-            self.input_tokens.child(*usage_labels).inc(usage.prompt_tokens)
-            self.output_tokens.child(*usage_labels).inc(usage.completion_tokens)
-            self.total_tokens.child(*usage_labels).inc(usage.total_tokens)
-            self.consumed.child(served, provider).inc(usage.total_tokens)
-            self._by_client(event, labels[3])
+            served.input.inc(usage.prompt_tokens)
+            served.output.inc(usage.completion_tokens)
+            served.total.inc(usage.total_tokens)
+            served.consumed.inc(usage.total_tokens)
+            client = self._clients.classify(event.user_agent)
+            by_client = self._by_client.get((client, served.model))
+            if by_client is None:
+                by_client = self._by_client[(client, served.model)] = tuple(
+                    self.tokens_by_client.child(client, served.model, token_type)
+                    for token_type in ("input", "output", "total")
+                )
+            for one, count in zip(
+                by_client, (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens),
+                strict=True,
+            ):  # fmt: skip
+                if count:
+                    one.inc(count)
         if event.cost_usd:
-            self.spend.child(*usage_labels).inc(event.cost_usd * 1_000_000)
-
-    def _by_client(self, event: RequestFinished, model: str) -> None:
-        usage = event.usage
-        assert usage is not None
-        client = self._clients.classify(event.user_agent)
-        for token_type, count in (
-            ("input", usage.prompt_tokens),
-            ("output", usage.completion_tokens),
-            ("total", usage.total_tokens),
-        ):
-            if count:
-                self.tokens_by_client.child(client, model, token_type).inc(count)
+            served.spend.inc(event.cost_usd * 1_000_000)
 
     def on_reload(
         self,
@@ -347,6 +437,9 @@ class Metrics:
             self.observed_revision.set(observed_revision)
         if snapshot is None:
             return
+        # resource names (provider_key_name) may have changed: look the series up afresh
+        self._by_request.clear()
+        self._by_attempt.clear()
         self.applied_revision.set(snapshot.revision)
         self.rejected.set(len(snapshot.rejected))
         self.last_success_ts.set(time.time())

@@ -33,6 +33,7 @@ from aisix.limits.factory import build_governor
 from aisix.limits.governor import Governor
 from aisix.loader import build_snapshot
 from aisix.obs.access_log import AccessLog
+from aisix.obs.budget_gauges import budget_rows
 from aisix.obs.config_status import ConfigStatus
 from aisix.obs.health import HealthFront
 from aisix.obs.metrics import Metrics
@@ -43,7 +44,6 @@ from aisix.providers.transport import Transport
 from aisix.proxy.client_ip import ClientIPResolver
 from aisix.proxy.context import ProxyRuntime
 from aisix.proxy.server import ProxyApp
-from aisix.resources import parse_rfc3339
 from aisix.routing.health import HealthRegistry
 from aisix.routing.strategies import Router
 from aisix.settings import Settings, TLSFiles
@@ -74,8 +74,6 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-#: most API keys whose budget gauges one scrape reports
-MAX_BUDGET_SERIES = 1000
 NOT_LOADED = AdminResponse(503, {"error_msg": "resources not loaded yet (store unreachable)"})
 
 
@@ -354,36 +352,11 @@ class Gateway:
         return self.metrics.render(others)
 
     async def _collect_budgets(self) -> None:
-        """`aisix_budget_*{api_key_id,team_id,user_id}` for keys with a budget (at scrape)."""
         snapshot, governor = self.holder.current, self.governor
-        if snapshot is None or governor is None:
-            return
-        rows: list[tuple[tuple[str, str, str], dict[str, float]]] = []
-        keys = [k for k in snapshot.api_keys.values() if k.value.budget is not None]
-        for key in keys[:MAX_BUDGET_SERIES]:
-            try:
-                state = await governor.budget_state(snapshot, key)
-            except Exception as exc:  # a counter backend outage must not break the scrape
-                log.warning("budget gauges skipped: %s", exc)
-                return
-            if state is None:
-                continue
-            resets = state.get("period_resets_at")
-            reset_s = parse_rfc3339(resets).timestamp() - time.time() if resets else 0.0
-            labels = (key.id, key.value.team_id or "", key.value.user_id or "")
-            rows.append(
-                (
-                    labels,
-                    {
-                        "limit_usd": state["limit_usd"],
-                        "spent_usd": state["spent_usd"],
-                        "remaining_usd": state["remaining_usd"],
-                        "reset_seconds": max(0.0, reset_s),
-                        "details_present": 1.0,
-                    },
-                )
-            )
-        self.metrics.set_budgets(rows)
+        if snapshot is not None and governor is not None:
+            rows = await budget_rows(snapshot, governor)
+            if rows is not None:
+                self.metrics.set_budgets(rows)
 
     def _models_status(self) -> list[dict[str, Any]]:
         self.health.sweep()

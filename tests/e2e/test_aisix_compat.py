@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -424,3 +426,49 @@ def test_export_round_trip_through_a_resources_file(
     answer = replica.openai_client().chat.completions.create(**CHAT)  # type: ignore[call-overload]
     assert answer.choices[0].message.content == "echo: hi"
     assert fake_openai.model_requests()[-1].headers["authorization"] == f"Bearer {PROVIDER_SECRET}"
+
+
+# --- listener options: idle keep-alive timeout, drain window, request-id headers ------------
+
+
+def test_idle_timeout_drain_window_and_request_id_headers(
+    gateway: GatewayFactory, fake_openai: FakeOpenAIUpstream
+) -> None:
+    gw = gateway({"downstream": {"idle_timeout_secs": 1}, "shutdown": {"min_drain_secs": 3}})
+    gw.seed(fake_openai.url)
+    both = {"x-request-id": "from-ingress", "x-aisix-request-id": "from-caller"}
+    answered = gw.proxy("POST", "/v1/chat/completions", CHAT, api_key=CALLER_KEY, headers=both)
+    assert answered.headers["x-aisix-request-id"] == "from-caller"  # listed first, wins
+
+    # downstream.idle_timeout_secs: an idle keep-alive connection is closed by the gateway
+    with socket.create_connection((gw.proxy_host, gw.proxy_port), timeout=10) as sock:
+        sock.sendall(b"GET /livez HTTP/1.1\r\nHost: gw\r\n\r\n")
+        received = b""
+        while not received.endswith(b"\r\n0\r\n\r\n"):  # the whole (chunked) answer
+            chunk = sock.recv(4096)
+            assert chunk, received
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 200")
+        assert sock.recv(4096) == b""  # closed by the server, well within the 10 s timeout
+
+    # shutdown.min_drain_secs: after SIGTERM /readyz says 503 while requests are still served
+    assert gw.process is not None
+    gw.process.send_signal(signal.SIGTERM)
+    wait_for(lambda: gw.proxy("GET", "/readyz").status == 503, 2.0, "readyz to report draining")
+    assert gw.proxy("GET", "/readyz").text == "draining"
+    late = gw.proxy("POST", "/v1/chat/completions", CHAT, api_key=CALLER_KEY)
+    assert late.status == 200, late.text
+    assert gw.stop() == 0
+
+
+def test_request_id_from_configured_headers_only(
+    gateway: GatewayFactory, fake_openai: FakeOpenAIUpstream
+) -> None:
+    gw = gateway({"proxy": {"request_id": {"accept_headers": ["x-correlation-id"]}}})
+    gw.seed(fake_openai.url)
+    headers = {"x-request-id": "not-this-one", "x-correlation-id": "corr-42"}
+    answered = gw.proxy("POST", "/v1/chat/completions", CHAT, api_key=CALLER_KEY, headers=headers)
+    assert answered.headers["x-aisix-request-id"] == "corr-42"
+    assert fake_openai.model_requests()[-1].headers["x-aisix-request-id"] == "corr-42"
+    ignored = gw.proxy("GET", "/v1/models", api_key=CALLER_KEY, headers={"x-request-id": "nope"})
+    assert ignored.headers["x-aisix-request-id"] != "nope"

@@ -158,7 +158,9 @@ class Metrics:
                 buckets=ttft,
             )
         )
-        self.auth = c("aisix_auth_decisions_total", "Caller auth decisions", "result", "reason")
+        self.auth = c(
+            "aisix_auth_decisions_total", "Caller auth decisions", "method", "result", "reason"
+        )
         self.ratelimit_rejections = c(
             "aisix_ratelimit_rejections_total", "Rate-limit refusals", "scope", "layer"
         )
@@ -319,7 +321,7 @@ class Metrics:
         if series.auth is not None:
             series.auth.inc()
         elif event.status == 401:
-            self.auth.child("denied", event.error_code or "invalid_api_key").inc()
+            self.auth.child("api_key", "denied", event.error_code or "invalid_api_key").inc()
         if event.status == 413:
             self.body_limit.inc()
         if event.client_cancelled:
@@ -368,7 +370,7 @@ class Metrics:
             proxy_failed=self.proxy_failed.child(*labels) if outcome != "success" else None,
             proxy_duration=self.proxy_duration.child(*self._labeller.duration(labels)),
             e2e=self.e2e.child(*latency),
-            auth=self.auth.child("allowed", "ok") if event.api_key_id is not None else None,
+            auth=self.auth.child("api_key", "allowed", "ok") if event.api_key_id else None,
             served=served,
         )
 

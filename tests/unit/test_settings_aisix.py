@@ -140,3 +140,21 @@ def test_empty_etcd_block_next_to_a_resources_file_is_ignored(tmp_path: Path) ->
     s = load(tmp_path, {"admin": {"admin_keys": ["k"]}, "etcd": {"endpoints": []},
                         "resources_file": "r.yaml"})  # fmt: skip
     assert s.etcd is None and s.resources_file == "r.yaml"
+
+
+def test_validate_cli_with_resources_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aisix.cli import main
+
+    monkeypatch.delenv("AISIX_CONFIG", raising=False)
+    good = tmp_path / "good.yaml"
+    good.write_text('_format_version: "1"\nprovider_keys: [{display_name: k, secret: s}]\n')
+    assert main(["validate", "--resources", str(good)]) == 0
+    assert capsys.readouterr().out.strip() == "ok"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('_format_version: "1"\nmodels: [{display_name: m, provider_key: nope}]\n')
+    assert main(["validate", "--resources", str(bad)]) == 1
+    assert 'models[0] ("m")' in capsys.readouterr().err
+    assert main(["validate"]) == 2
+    assert "--resources" in capsys.readouterr().err

@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 import yaml
@@ -83,6 +84,14 @@ class RealIP(_Section):
 
 
 class ProxySettings(_Section):
+    @model_validator(mode="before")
+    @classmethod
+    def _null_workers(cls, data: Any) -> Any:
+        """AISIX's `workers: null` means "the default"."""
+        if isinstance(data, dict) and "workers" in data and data["workers"] is None:
+            data = {k: v for k, v in data.items() if k != "workers"}
+        return data
+
     addr: str = "0.0.0.0:3000"
     workers: Annotated[int, Field(ge=1)] = 1
     request_body_limit_bytes: Annotated[int, Field(ge=0)] = 10 * 1024 * 1024
@@ -176,6 +185,26 @@ class RedisConn(_Section):
     database: Annotated[int, Field(ge=0)] | None = None
     tls: RedisTLS | None = None
     socket_timeout_ms: Annotated[int, Field(gt=0)] = 1000
+
+    @field_validator("sentinels", mode="before")
+    @classmethod
+    def _sentinel_urls(cls, value: Any) -> Any:
+        """AISIX writes sentinels as `redis://host:port` URLs; aisix dials `host:port`."""
+        if not isinstance(value, list):
+            return value
+        out = []
+        for entry in value:
+            if isinstance(entry, str) and "://" in entry:
+                parts = urlsplit(entry.strip())
+                try:
+                    port = parts.port
+                except ValueError:
+                    port = None
+                if parts.hostname and port:
+                    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+                    entry = f"{host}:{port}"
+            out.append(entry)
+        return out
 
     @model_validator(mode="after")
     def _mode_fields(self) -> RedisConn:

@@ -158,3 +158,17 @@ def test_validate_cli_with_resources_alone(
     assert 'models[0] ("m")' in capsys.readouterr().err
     assert main(["validate"]) == 2
     assert "--resources" in capsys.readouterr().err
+
+
+def test_aisix_sentinel_urls_and_null_workers(tmp_path: Path) -> None:
+    sentinels = ["redis://10.0.0.1:26379", "redis://[::1]:26380", "10.0.0.3:26379"]
+    redis = {"mode": "sentinel", "master_name": "mymaster", "sentinels": sentinels}
+    config = {
+        "admin": {"admin_keys": ["k"]},
+        "proxy": {"workers": None},
+        "ratelimit": {"backend": "redis", "redis": redis},
+    }
+    s = load(tmp_path, config)
+    assert s.proxy.workers == 1
+    assert s.ratelimit.redis is not None
+    assert s.ratelimit.redis.sentinels == ["10.0.0.1:26379", "[::1]:26380", "10.0.0.3:26379"]

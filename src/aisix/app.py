@@ -189,7 +189,8 @@ class Gateway:
         self.metrics.bind_config_source(self.store.connected)
         #: the TLS context `upstream.tls` asks for (None: system defaults), built at start
         self.upstream_ssl: Any = None
-        self._cache_task: asyncio.Task[None] | None = None
+        self._cache_lock = asyncio.Lock()
+        self._cache_tasks: set[asyncio.Task[None]] = set()
         self.governor: Governor | None = None
         self.listeners: list[Listener] = []
         self.stop_event = asyncio.Event()
@@ -220,15 +221,17 @@ class Gateway:
             return  # extra workers leave the cache to the main process
 
         async def write() -> None:
-            try:
-                await asyncio.to_thread(write_cache, path, snapshot, self.store.location)
-            except OSError as exc:
-                log.warning("snapshot cache %s not written: %s", path, exc)
+            async with self._cache_lock:  # one write at a time, and only the newest snapshot
+                if snapshot is not self.holder.current:
+                    return
+                try:
+                    await asyncio.to_thread(write_cache, path, snapshot, self.store.location)
+                except OSError as exc:
+                    log.warning("snapshot cache %s not written: %s", path, exc)
 
-        previous = self._cache_task
-        if previous is not None and not previous.done():
-            previous.cancel()  # only the newest snapshot matters
-        self._cache_task = asyncio.get_running_loop().create_task(write())
+        task = asyncio.get_running_loop().create_task(write())
+        self._cache_tasks.add(task)
+        task.add_done_callback(self._cache_tasks.discard)
 
     def _serve_cached_snapshot(self) -> bool:
         path = self.settings.snapshot_cache
@@ -447,6 +450,8 @@ class Gateway:
             return_exceptions=True,
         )
         self.bus.flush()  # deliver the last requests' events before their sinks close
+        if self._cache_tasks:  # a snapshot cache write under way finishes (bounded)
+            await asyncio.wait(set(self._cache_tasks), timeout=5)
         for close in reversed(self._cleanup):
             try:
                 await close()

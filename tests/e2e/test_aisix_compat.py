@@ -12,9 +12,11 @@ import os
 import re
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from typing import Any
 import openai
 import orjson
 import pytest
+import trustme
 import yaml
 from e2e_helpers import (
     ADMIN_KEY,
@@ -472,3 +475,76 @@ def test_request_id_from_configured_headers_only(
     assert fake_openai.model_requests()[-1].headers["x-aisix-request-id"] == "corr-42"
     ignored = gw.proxy("GET", "/v1/models", api_key=CALLER_KEY, headers={"x-request-id": "nope"})
     assert ignored.headers["x-aisix-request-id"] != "nope"
+
+
+# --- proxy.tls and admin.tls ---------------------------------------------------------------
+
+
+def https_json(
+    context: ssl.SSLContext, method: str, url: str, body: Any = None, key: str = ADMIN_KEY
+) -> tuple[int, Any]:
+    data = orjson.dumps(body) if body is not None else None
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:
+        raw = response.read()
+        return response.status, orjson.loads(raw) if raw.startswith(b"{") else raw
+
+
+def test_proxy_and_admin_listeners_serve_tls(
+    gateway: GatewayFactory, fake_openai: FakeOpenAIUpstream, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    cert, key = tmp_path / "listener.pem", tmp_path / "listener.key"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    tls = {"cert_file": str(cert), "key_file": str(key)}
+    gw = gateway({"proxy": {"tls": tls}, "admin": {"tls": tls}}, start=False)
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    proxy = f"https://{gw.proxy_host}:{gw.proxy_port}"
+    admin = f"https://{gw.admin_host}:{gw.admin_port}"
+
+    def ready() -> None:
+        def answers() -> bool:
+            try:
+                return https_json(context, "GET", proxy + "/readyz")[0] == 200
+            except OSError:
+                return False
+
+        wait_for(answers, 20.0, "the TLS proxy listener")
+
+    gw._wait_ready = ready  # type: ignore[method-assign]
+    gw.start()
+    status, created = https_json(context, "POST", admin + "/admin/v1/provider_keys", {
+        "display_name": "tls-test", "secret": PROVIDER_SECRET, "api_base": fake_openai.url + "/v1",
+    })  # fmt: skip
+    assert status == 201
+    https_json(context, "POST", admin + "/admin/v1/models", {
+        "display_name": ALIAS, "provider": "openai", "model_name": "gpt-4o",
+        "provider_key_id": created["id"],
+    })  # fmt: skip
+    https_json(context, "POST", admin + "/admin/v1/apikeys",
+               {"key_hash": sha256_hex(CALLER_KEY), "allowed_models": [ALIAS]})  # fmt: skip
+    client = openai.OpenAI(
+        base_url=proxy + "/v1",
+        api_key=CALLER_KEY,
+        max_retries=0,
+        http_client=openai.DefaultHttpxClient(verify=context, timeout=10),
+    )
+
+    def answered() -> bool:
+        try:
+            return bool(client.models.list().data)
+        except openai.APIStatusError:
+            return False
+
+    wait_for(answered, 2.0, "the caller key over TLS")
+    answer = client.chat.completions.create(**CHAT)  # type: ignore[call-overload]
+    assert answer.choices[0].message.content == "echo: hi"
+    with pytest.raises(ssl.SSLError):  # the certificate really is the listener's: untrusted here
+        ssl.create_default_context().wrap_socket(
+            socket.create_connection((gw.proxy_host, gw.proxy_port), timeout=5),
+            server_hostname="127.0.0.1",
+        )

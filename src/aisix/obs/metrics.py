@@ -174,8 +174,8 @@ class Metrics:
         self.cancelled = c(
             "aisix_proxy_client_cancelled_requests_total",
             "Requests the client abandoned",
-            "endpoint",
-        )
+            "endpoint", "model", "provider_key_id", "provider_key_name",
+        )  # fmt: skip
         self.deployment_state = g(
             "aisix_deployment_state", "0 healthy, 1 cooldown", *DEPLOYMENT_LABELS
         )
@@ -325,7 +325,8 @@ class Metrics:
         if event.status == 413:
             self.body_limit.inc()
         if event.client_cancelled:
-            self.cancelled.child(event.endpoint).inc()
+            labels = series.labels
+            self.cancelled.child(labels[0], labels[3], labels[5], labels[6]).inc()
         for attempt in event.attempt_log:
             self._attempt(series.labels, attempt)
         if series.served is not None:

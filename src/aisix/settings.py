@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import orjson
@@ -174,6 +174,8 @@ class RedisTLS(_Section):
 
 class RedisConn(_Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    #: the counters refuse cluster mode; AISIX's cache section may name one
+    cluster_allowed: ClassVar[bool] = False
 
     mode: Literal["single", "cluster", "sentinel"] = "single"
     url: str | None = None
@@ -214,6 +216,11 @@ class RedisConn(_Section):
             raise ValueError("nodes: required with mode cluster")
         if self.mode == "sentinel" and not (self.sentinels and self.master_name):
             raise ValueError("sentinels and master_name: required with mode sentinel")
+        if self.mode == "cluster" and not self.cluster_allowed:
+            raise ValueError(
+                "mode: cluster is not supported (one admission spans several buckets, which a "
+                "cluster shards across slots); use single or sentinel"
+            )
         for address in self.sentinels or ():
             host, _, port = address.strip().rpartition(":")
             if not host or not port.isdigit():
@@ -237,19 +244,18 @@ class RateLimitSettings(_Section):
     def _redis_required(self) -> RateLimitSettings:
         if self.backend == "redis" and self.redis is None:
             raise ValueError("redis: required with backend redis")
-        if self.redis is not None and self.redis.mode == "cluster":
-            raise ValueError(
-                "redis.mode: cluster is not supported (one admission spans several buckets, "
-                "which a cluster shards across slots); use single or sentinel"
-            )
         return self
+
+
+class CacheRedisConn(RedisConn):
+    cluster_allowed: ClassVar[bool] = True
 
 
 class CacheSettings(_Section):
     """AISIX's response-cache backends: accepted and validated, no effect yet."""
 
     backend: CacheBackend = "memory"
-    redis: RedisConn | None = None
+    redis: CacheRedisConn | None = None
 
     @model_validator(mode="after")
     def _redis_required(self) -> CacheSettings:

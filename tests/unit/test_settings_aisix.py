@@ -172,3 +172,17 @@ def test_aisix_sentinel_urls_and_null_workers(tmp_path: Path) -> None:
     assert s.proxy.workers == 1
     assert s.ratelimit.redis is not None
     assert s.ratelimit.redis.sentinels == ["10.0.0.1:26379", "[::1]:26380", "10.0.0.3:26379"]
+
+
+def test_cache_redis_may_be_a_cluster_but_counters_may_not() -> None:
+    cache = {
+        **KEYS,
+        "AISIX_CACHE__BACKEND": "redis",
+        "AISIX_CACHE__REDIS__MODE": "cluster",
+        "AISIX_CACHE__REDIS__NODES": "redis://10.0.0.1:6379",
+    }
+    s = load_settings(None, cache)
+    assert s.cache.redis is not None and s.cache.redis.mode == "cluster"
+    counters = {k.replace("CACHE", "RATELIMIT"): v for k, v in cache.items()}
+    with pytest.raises(ConfigError, match="cluster is not supported"):
+        load_settings(None, counters)

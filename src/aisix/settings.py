@@ -3,9 +3,10 @@
 `load_settings(path, environ)` returns a frozen, typed `Settings` or raises `ConfigError`
 whose message names the bad key (`proxy.workers: ...`, `unknown key "proxy.adress"`).
 Every AISIX bootstrap key is accepted (the AISIX-only sections live in
-`aisix.settings_compat`); `Settings.inert_keys()` names the accepted keys that have no effect
-yet, for the one startup warning. Relative paths are resolved against the config file's
-directory. Nothing here binds, connects or starts anything.
+`aisix.settings_compat`, Redis connections in `aisix.settings_redis`);
+`Settings.inert_keys()` names the accepted keys that have no effect yet, for the one startup
+warning. Relative paths are resolved against the config file's directory. Nothing here binds,
+connects or starts anything.
 """
 
 from __future__ import annotations
@@ -15,15 +16,12 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal
 
 import orjson
 import yaml
 from pydantic import (
     AliasChoices,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -39,10 +37,14 @@ from aisix.settings_compat import (
     OtlpSettings,
     OutboundTLS,
     RequestIdSettings,
+    Section,
     ShutdownSettings,
     TracingSettings,
     UrlRewrite,
 )
+from aisix.settings_redis import CacheRedisConn
+from aisix.settings_redis import RedisConn as RedisConn  # re-exported: the counters use it
+from aisix.settings_redis import RedisTLS as RedisTLS
 
 ENV_PREFIX = "AISIX_"
 
@@ -51,8 +53,7 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names the key."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Section = Section
 
 
 def _check_addr(value: str) -> str:
@@ -165,73 +166,6 @@ class EtcdSettings(_Section):
         return f"{root}/{self.env_id}" if self.env_id else root
 
 
-class RedisTLS(_Section):
-    ca_file: str | None = None
-    client_cert_file: str | None = None
-    client_key_file: str | None = None
-    verify: bool = True
-
-
-class RedisConn(_Section):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-    #: the counters refuse cluster mode; AISIX's cache section may name one
-    cluster_allowed: ClassVar[bool] = False
-
-    mode: Literal["single", "cluster", "sentinel"] = "single"
-    url: str | None = None
-    nodes: list[str] | None = None
-    sentinels: list[str] | None = None
-    master_name: str | None = None
-    username: str | None = None
-    password: str | None = None
-    database: Annotated[int, Field(ge=0)] | None = None
-    tls: RedisTLS | None = None
-    socket_timeout_ms: Annotated[int, Field(gt=0)] = 1000
-
-    @field_validator("sentinels", mode="before")
-    @classmethod
-    def _sentinel_urls(cls, value: Any) -> Any:
-        """AISIX writes sentinels as `redis://host:port` URLs; aisix dials `host:port`."""
-        if not isinstance(value, list):
-            return value
-        out = []
-        for entry in value:
-            if isinstance(entry, str) and "://" in entry:
-                parts = urlsplit(entry.strip())
-                try:
-                    port = parts.port
-                except ValueError:
-                    port = None
-                if parts.hostname and port:
-                    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-                    entry = f"{host}:{port}"
-            out.append(entry)
-        return out
-
-    @model_validator(mode="after")
-    def _mode_fields(self) -> RedisConn:
-        if self.mode == "single" and not self.url:
-            raise ValueError("url: required with mode single")
-        if self.mode == "cluster" and not self.nodes:
-            raise ValueError("nodes: required with mode cluster")
-        if self.mode == "sentinel" and not (self.sentinels and self.master_name):
-            raise ValueError("sentinels and master_name: required with mode sentinel")
-        if self.mode == "cluster" and not self.cluster_allowed:
-            raise ValueError(
-                "mode: cluster is not supported (one admission spans several buckets, which a "
-                "cluster shards across slots); use single or sentinel"
-            )
-        for address in self.sentinels or ():
-            host, _, port = address.strip().rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"sentinels: {address!r} is not host:port")
-        if self.mode == "single" and self.url:
-            scheme = self.url.partition("://")[0].lower()
-            if scheme not in ("redis", "rediss", "unix"):
-                raise ValueError(f"url: scheme must be redis, rediss or unix, not {scheme!r}")
-        return self
-
-
 class RateLimitSettings(_Section):
     backend: Literal["memory", "redis"] = "memory"
     redis: RedisConn | None = None
@@ -245,10 +179,6 @@ class RateLimitSettings(_Section):
         if self.backend == "redis" and self.redis is None:
             raise ValueError("redis: required with backend redis")
         return self
-
-
-class CacheRedisConn(RedisConn):
-    cluster_allowed: ClassVar[bool] = True
 
 
 class CacheSettings(_Section):

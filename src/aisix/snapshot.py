@@ -75,7 +75,7 @@ class ProviderKeyEntry:
     id: str
     revision: int
     value: ProviderKey
-    #: the stored value chose its adapter (`aisix.providers.family.adapter_was_explicit`)
+    #: the stored value chose its adapter (`aisix.loader.adapter_was_explicit`)
     adapter_explicit: bool = True
 
 

@@ -4,7 +4,10 @@
 transport, bind the proxy, admin and status listeners (uvicorn with httptools + uvloop on
 sockets we create, so `proxy.workers > 1` can share the proxy port with SO_REUSEPORT), then
 wait for a signal. SIGHUP reloads a resources file; SIGTERM/SIGINT drain: health endpoints
-answer 503, listeners stop accepting, in-flight requests get `shutdown_grace_secs`.
+answer 503, listeners keep accepting for `shutdown.min_drain_secs`, then stop accepting and
+in-flight requests get `shutdown_grace_secs`. A store that cannot be reached at boot is not
+fatal: the last good snapshot from `managed.snapshot_cache_path` serves if there is one, else
+the gateway answers 503 `never_loaded` until the supervisor's first load succeeds.
 """
 
 from __future__ import annotations
@@ -27,11 +30,16 @@ from aisix.admin.app import build_admin_app
 from aisix.admin.routing import AdminRequest, AdminResponse
 from aisix.events import EventBus
 from aisix.limits.factory import build_governor
+from aisix.limits.governor import Governor
+from aisix.loader import build_snapshot
 from aisix.obs.access_log import AccessLog
+from aisix.obs.budget_gauges import budget_rows
+from aisix.obs.config_status import ConfigStatus
+from aisix.obs.health import HealthFront
 from aisix.obs.metrics import Metrics
 from aisix.obs.status import StatusApp
 from aisix.obs.workers import WorkerLinks, serve_metrics_requests
-from aisix.providers.registry import build_target
+from aisix.providers.registry import Registry
 from aisix.providers.transport import Transport
 from aisix.proxy.client_ip import ClientIPResolver
 from aisix.proxy.context import ProxyRuntime
@@ -42,11 +50,17 @@ from aisix.routing.strategies import Router
 from aisix.settings import Settings, TLSFiles
 from aisix.snapshot import Snapshot, SnapshotHolder
 from aisix.store.base import ResourceStore
+from aisix.store.snapshot_cache import read_cache, write_cache
 from aisix.store.supervisor import Supervisor
+from aisix.transport.errors import ConnectError as TLSSetupError
+from aisix.transport.tls import context_for
 from aisix.usage import UsageApi, UsageStore
 
 log = logging.getLogger("aisix")
 
+
+#: `downstream.idle_timeout_secs: 0` (never close an idle connection) as uvicorn's timer
+NEVER_SECONDS = 10 * 365 * 24 * 3600
 
 #: first-generation threshold: request objects die by reference counting, so cyclic
 #: collections need not run every 700 allocations (profiles showed them on the hot path)
@@ -60,6 +74,13 @@ def settle_garbage_collector() -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
+NOT_LOADED = AdminResponse(503, {"error_msg": "resources not loaded yet (store unreachable)"})
+
+
+def _env_id(settings: Settings) -> str:
+    return settings.etcd.env_id if settings.etcd is not None else ""
 
 
 class StartupError(RuntimeError):
@@ -123,9 +144,9 @@ def _uvicorn_server(
         proxy_headers=False,  # client IP comes from proxy.real_ip, not uvicorn's middleware
         server_header=False,
         date_header=False,
-        log_level=settings.observability.log_level,
+        log_level=settings.observability.uvicorn_log_level,
         timeout_graceful_shutdown=grace,
-        timeout_keep_alive=75,
+        timeout_keep_alive=settings.downstream.idle_timeout_secs or NEVER_SECONDS,
         ssl_certfile=str(settings.resolve(tls.cert_file)) if tls else None,
         ssl_keyfile=str(settings.resolve(tls.key_file)) if tls else None,
     )
@@ -156,12 +177,20 @@ class Gateway:
         self.on_stop = on_stop
         self.holder = SnapshotHolder()
         self.bus = EventBus()
-        self.metrics = Metrics()
+        self.metrics = Metrics(settings.observability.metrics, self.holder, _env_id(settings))
         self.health = HealthRegistry()
         self.router = Router(self.health)
         self.transport = Transport.from_settings(settings.upstream)
         self.store = make_store(settings)
-        self.supervisor = Supervisor(self.store, self.holder, build_target, self._on_reload)
+        self.registry = Registry(settings.upstream.tls, settings.resolve)
+        self.supervisor = Supervisor(
+            self.store, self.holder, self.registry.build_target, self._on_reload
+        )
+        self.config_status = ConfigStatus(self.supervisor, self.store, self.holder)
+        self.metrics.bind_config_source(self.store.connected)
+        self._cache_lock = asyncio.Lock()
+        self._cache_tasks: set[asyncio.Task[None]] = set()
+        self.governor: Governor | None = None
         self.listeners: list[Listener] = []
         self.stop_event = asyncio.Event()
         self.runtime: ProxyRuntime | None = None
@@ -170,14 +199,53 @@ class Gateway:
         self._cleanup: list[Callable[[], Awaitable[None]]] = []
 
     def _on_reload(self, ok: bool, snapshot: Snapshot | None) -> None:
+        self.config_status.on_reload(ok, snapshot)
+        failure = self.supervisor.last_failure
         self.metrics.on_reload(
             ok,
-            snapshot.revision if snapshot else None,
-            len(snapshot.rejected) if snapshot else None,
+            snapshot,
+            None if ok or failure is None else failure.error_kind,
+            self.supervisor.observed_revision,
+            self.config_status.hash,
         )
         if snapshot is not None:
             self.health.prune(snapshot.models_by_id.keys())
             self.router.prune(snapshot.models_by_id.keys())
+            if not self.supervisor.serving_cache:
+                self._schedule_cache_write(snapshot)
+
+    def _schedule_cache_write(self, snapshot: Snapshot) -> None:
+        path = self.settings.snapshot_cache
+        if path is None or not self.serve_admin:
+            return  # extra workers leave the cache to the main process
+
+        async def write() -> None:
+            async with self._cache_lock:  # one write at a time, and only the newest snapshot
+                if snapshot is not self.holder.current:
+                    return
+                try:
+                    await asyncio.to_thread(write_cache, path, snapshot, self.store.location)
+                except OSError as exc:
+                    log.warning("snapshot cache %s not written: %s", path, exc)
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._cache_tasks.add(task)
+        task.add_done_callback(self._cache_tasks.discard)
+
+    def _serve_cached_snapshot(self) -> bool:
+        path = self.settings.snapshot_cache
+        cached = read_cache(path, self.store.location) if path is not None else None
+        if cached is None:
+            return False
+        records, revision = cached
+        tolerant = bool(getattr(self.store, "tolerates_unknown_fields", False))
+        snapshot = build_snapshot(records, revision, None, self.registry.build_target, tolerant)
+        log.warning(
+            "resource store unreachable at boot; serving the cached snapshot (revision %s)",
+            revision,
+        )
+        self.supervisor.adopt(snapshot)
+        return True
 
     async def start(self) -> None:
         settings = self.settings
@@ -188,9 +256,15 @@ class Gateway:
         self._cleanup.append(self.store.close)
         await self.supervisor.start()
         self._cleanup.append(self.supervisor.stop)
-        if self.holder.current is None:
+        if self.holder.current is None and not self._serve_cached_snapshot():
             error = self.supervisor.last_reload.error if self.supervisor.last_reload else "?"
-            raise StartupError(f"cannot load resources: {error}")
+            if self.store.source_type != "etcd":
+                raise StartupError(f"cannot load resources: {error}")
+            log.warning("resources not loaded yet (%s); serving 503 until etcd answers", error)
+        try:
+            context_for(self.registry.base_tls)  # `upstream.tls` files are checked at boot
+        except TLSSetupError as exc:
+            raise StartupError(f"upstream.tls: {exc}") from None
         await self.transport.start()
         self._cleanup.append(self.transport.close)
         self.ledger = UsageStore(
@@ -206,6 +280,7 @@ class Gateway:
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         self._cleanup.append(governor.close)
+        self.governor = governor
         self.usage_api = UsageApi(self.ledger, governor)
         sqlite_store = settings.etcd is None and settings.resources_file is None
         responses = ResponseStore(
@@ -228,9 +303,8 @@ class Gateway:
         )
         runtime = self.runtime
         self.metrics.bind_in_flight(lambda: float(runtime.in_flight))
-        self.health.on_change = lambda entry, state, reason: self.metrics.on_cooldown(
-            entry.alias, state, reason
-        )
+        self.health.on_change = self.metrics.on_cooldown
+        self.metrics.set_service(settings.observability.service_name)
         self.bus.subscribe(self.metrics.on_request)
         if self.metrics_conn is not None:
             serve_metrics_requests(asyncio.get_running_loop(), self.metrics_conn, self.metrics.dump)
@@ -251,13 +325,17 @@ class Gateway:
         planned: list[tuple[str, str, Any, socket.socket, TLSFiles | None]] = [
             ("proxy", "proxy.addr", ProxyApp(runtime), proxy_sock, settings.proxy.tls)
         ]
-        if self.serve_admin and settings.admin.enabled:
+        if self.serve_admin and settings.admin_listener_enabled:
             assert settings.admin.admin_keys
-            admin_app = build_admin_app(
-                self.store,
-                settings.admin.admin_keys,
-                extra_routes=self._admin_routes(),
-                draining=lambda: runtime.draining,
+            admin_app = HealthFront(
+                build_admin_app(
+                    self.store,
+                    settings.admin.admin_keys,
+                    extra_routes=self._admin_routes(),
+                    draining=lambda: runtime.draining,
+                ),
+                lambda: runtime.draining,
+                lambda: self.holder.current is not None,
             )
             sock = bind_socket(settings.admin.addr, "admin.addr")
             planned.append(("admin", "admin.addr", admin_app, sock, settings.admin.tls))
@@ -266,9 +344,10 @@ class Gateway:
             status_app = StatusApp(
                 prometheus.path,
                 self._render_metrics,
-                self.supervisor.status,
+                self.config_status.render,
                 self._models_status,
-                lambda: self.holder.current is not None and not runtime.draining,
+                lambda: runtime.draining,
+                lambda: self.holder.current is not None,
             )
             sock = bind_socket(prometheus.addr, "observability.metrics.prometheus.addr")
             planned.append(("status", prometheus.addr, status_app, sock, None))
@@ -279,8 +358,16 @@ class Gateway:
 
     async def _render_metrics(self) -> bytes:
         self.health.sweep()
+        await self._collect_budgets()
         others = await self.worker_links.collect()
         return self.metrics.render(others)
+
+    async def _collect_budgets(self) -> None:
+        snapshot, governor = self.holder.current, self.governor
+        if snapshot is not None and governor is not None:
+            rows = await budget_rows(snapshot, governor)
+            if rows is not None:
+                self.metrics.set_budgets(rows)
 
     def _models_status(self) -> list[dict[str, Any]]:
         self.health.sweep()
@@ -319,7 +406,9 @@ class Gateway:
 
         async def key_usage(request: AdminRequest) -> AdminResponse:
             assert self.usage_api is not None
-            snapshot = self._snapshot()
+            snapshot = self.holder.current
+            if snapshot is None:
+                return NOT_LOADED
             status, body = await self.usage_api.apikey_usage(
                 request.path_params["id"], request.query, snapshot
             )
@@ -327,7 +416,10 @@ class Gateway:
 
         async def usage(request: AdminRequest) -> AdminResponse:
             assert self.usage_api is not None
-            status, body = await self.usage_api.usage(request.query, self._snapshot())
+            snapshot = self.holder.current
+            if snapshot is None:
+                return NOT_LOADED
+            status, body = await self.usage_api.usage(request.query, snapshot)
             return AdminResponse(status, body)
 
         routes: dict[tuple[str, str], Callable[[AdminRequest], Awaitable[AdminResponse]]] = {
@@ -338,11 +430,6 @@ class Gateway:
             ("GET", "/admin/v1/usage"): usage,
         }
         return routes
-
-    def _snapshot(self) -> Snapshot:
-        snapshot = self.holder.current
-        assert snapshot is not None, "admin routes are bound after the first snapshot"
-        return snapshot
 
     async def reload_file(self) -> None:
         reload = getattr(self.store, "reload", None)
@@ -355,9 +442,14 @@ class Gateway:
             log.error("resources file reload rejected: %s", exc)
             self.supervisor.record_failure(str(exc))
 
-    async def drain_and_stop(self) -> None:
+    async def drain_and_stop(self, min_drain_s: float = 0.0) -> None:
+        """Report 503 on the health endpoints, keep accepting for `min_drain_s` (so a load
+        balancer notices), then stop accepting and let in-flight requests finish."""
         if self.runtime is not None:
             self.runtime.draining = True
+        if min_drain_s > 0 and self.listeners:
+            log.info("draining: still accepting for %ss (shutdown.min_drain_secs)", min_drain_s)
+            await asyncio.sleep(min_drain_s)
         for listener in self.listeners:
             for server in listener.server.servers:
                 server.close()
@@ -366,6 +458,8 @@ class Gateway:
             return_exceptions=True,
         )
         self.bus.flush()  # deliver the last requests' events before their sinks close
+        if self._cache_tasks:  # a snapshot cache write under way finishes (bounded)
+            await asyncio.wait(set(self._cache_tasks), timeout=5)
         for close in reversed(self._cleanup):
             try:
                 await close()
@@ -392,5 +486,5 @@ class Gateway:
         log.info("draining")
         if self.on_stop is not None:
             self.on_stop()
-        await self.drain_and_stop()
+        await self.drain_and_stop(self.settings.shutdown.min_drain_secs)
         return 0

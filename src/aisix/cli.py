@@ -1,8 +1,9 @@
-"""The `aisix` command: serve, validate, schema, demo-upstream (contract §1.2).
+"""The `aisix` command: serve, validate, export, schema, demo-upstream (contract §1.2).
 
 Exit codes: `serve` 0 after a clean shutdown, 2 for an invalid configuration (one stderr line
 naming the key), 1 for any other startup failure; `validate` 0 valid, 1 invalid, 2 usage;
-`schema` 0, or 2 for an unknown kind.
+`export` 0, 1 when the store cannot be read, 2 usage; `schema` 0, or 2 for an unknown kind.
+Accepted keys that have no effect yet are named once on stderr by `serve` and `validate`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 import sys
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -40,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check config and resources without serving")
     validate.add_argument("--config", default=argparse.SUPPRESS)
     validate.add_argument("--resources", help="resources file to check")
+    export = sub.add_parser("export", help="print the current resources as a resources.yaml")
+    export.add_argument("--config", default=argparse.SUPPRESS)
+    export.add_argument("--output", help="write the file here instead of stdout")
+    export.add_argument(
+        "--env-file", help="also write the secrets as VAR=value lines here (mode 0600)"
+    )
     schema = sub.add_parser("schema", help="print resource JSON Schemas")
     schema.add_argument("kind", nargs="?")
     sub.add_parser(
@@ -60,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         return _schema(args.kind)
     if args.command == "validate":
         return _validate(config, args.resources)
+    if args.command == "export":
+        return _export(config, args.output, args.env_file)
     return serve(config)
 
 
@@ -78,20 +89,28 @@ def _schema(kind: str | None) -> int:
     return EXIT_OK
 
 
+INERT_WARNING = "accepted, no effect yet: "
+
+
 def _validate(config: str | None, resources: str | None) -> int:
-    if config is None:
-        print("aisix: validate needs --config (or AISIX_CONFIG)", file=sys.stderr)
+    if config is None and resources is None:
+        print("aisix: validate needs --config (or AISIX_CONFIG) or --resources", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        settings = load_settings(config, os.environ)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_FAIL
-    path = resources or settings.resources_file
+    path: Path | None = Path(resources) if resources is not None else None
+    if config is not None:
+        try:
+            settings = load_settings(config, os.environ)
+        except ConfigError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_FAIL
+        if inert := settings.inert_keys():
+            print("warning: " + INERT_WARNING + ", ".join(inert), file=sys.stderr)
+        if path is None and settings.resources_file is not None:
+            path = settings.resolve(settings.resources_file)
     if path is not None:
         from aisix.store.file import validate_resources_file
 
-        problems = validate_resources_file(settings.resolve(path), os.environ)
+        problems = validate_resources_file(path, os.environ)
         if problems:
             for problem in problems:
                 print(problem, file=sys.stderr)
@@ -100,11 +119,60 @@ def _validate(config: str | None, resources: str | None) -> int:
     return EXIT_OK
 
 
+def _export(config: str | None, output: str | None, env_file: str | None) -> int:
+    try:
+        settings = load_settings(config, os.environ)
+    except ConfigError as exc:
+        print(f"aisix: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    import asyncio
+
+    import yaml
+
+    from aisix.store.export import export_document
+
+    try:
+        records = asyncio.run(_read_records(settings))
+    except Exception as exc:
+        print(f"aisix: cannot read the resources: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    exported = export_document(records)
+    text = yaml.safe_dump(exported.document, sort_keys=False, allow_unicode=True)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        Path(output).write_text(text, encoding="utf-8")
+    if env_file is not None:
+        lines = "".join(f"{name}={value}\n" for name, value in exported.secrets.items())
+        descriptor = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(lines)
+    for note in exported.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if exported.secrets:
+        print("secrets are placeholders: " + ", ".join(exported.secrets), file=sys.stderr)
+    return EXIT_OK
+
+
+async def _read_records(settings: Settings) -> list[Any]:
+    from aisix.app import make_store
+
+    store = make_store(settings)
+    await store.open()
+    try:
+        records, _ = await store.load_all()
+    finally:
+        await store.close()
+    return records
+
+
 def _configure_logging(settings: Settings) -> None:
+    logging.addLevelName(5, "TRACE")
+    service = settings.observability.service_name
     logging.basicConfig(
-        level=settings.observability.log_level.upper(),
+        level=settings.observability.python_log_level,
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
     )
 
 
@@ -115,6 +183,8 @@ def serve(config: str | None) -> int:
         print(f"aisix: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
     _configure_logging(settings)
+    if inert := settings.inert_keys():
+        logging.getLogger("aisix").warning(INERT_WARNING + "%s", ", ".join(inert))
     links = [multiprocessing.get_context("spawn").Pipe() for _ in range(settings.proxy.workers - 1)]
     workers = [_spawn_worker(config, worker_end) for _, worker_end in links]
 

@@ -63,6 +63,8 @@ class RequestFinished:
     #: the client went away before the response was complete
     client_cancelled: bool = False
     attempt_log: list[AttemptFinished] = field(default_factory=list)
+    #: the caller's User-Agent (metrics map it to a bounded client_type; never a label itself)
+    user_agent: str | None = None
 
 
 Subscriber = Callable[[RequestFinished], None]

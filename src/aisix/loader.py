@@ -5,12 +5,18 @@ the cross-resource questions (does this provider key exist, is this alias single
 refers to this id, is this name taken) for both admin writes and snapshot builds, so the rules
 exist once. `build_snapshot` never raises on bad data: a resource that fails is listed as
 rejected and, where a previous snapshot had a valid version of it, that version keeps serving.
+With `tolerant=True` (resources a newer control plane wrote into etcd) an unknown field is
+dropped instead of rejecting the resource, and counted in `Snapshot.partially_compatible`.
 """
 
 from __future__ import annotations
 
+import copy
 import ipaddress
-from collections.abc import Callable, Iterable
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from aisix.resources import (
@@ -58,10 +64,13 @@ class ResourceIndex:
 
     @classmethod
     def from_records(cls, records: Iterable[Record]) -> ResourceIndex:
+        """Stored records (tolerating unknown fields: they are references, not a write)."""
         index = cls()
         for record in records:
             try:
-                index.items[record.kind][record.id] = validate_value(record.kind, record.value)
+                index.items[record.kind][record.id] = tolerant_validate(record.kind, record.value)[
+                    0
+                ]
             except ResourceInvalid:
                 continue
         return index
@@ -158,11 +167,63 @@ def describe_referrer(kind: str, resource_id: str, ref: tuple[str, str, str | No
     return f'{kind} "{resource_id}" is referenced by {ref_kind} "{ref_id}"{label}'
 
 
+_UNKNOWN_FIELD = re.compile(r'^unknown field "([^"]+)"$')
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+#: most unknown fields dropped from one resource before it is rejected anyway
+MAX_DROPPED_FIELDS = 32
+
+
+def _drop(value: Any, path: str) -> bool:
+    parts = [int(i) if i else name for name, i in _PATH_PART.findall(path)]
+    node = value
+    for part in parts[:-1]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    last = parts[-1] if parts else None
+    if isinstance(node, dict) and last in node:
+        del node[last]
+        return True
+    return False
+
+
+def tolerant_validate(kind: str, raw: Mapping[str, Any]) -> tuple[Resource, list[str]]:
+    """Validate, dropping unknown fields; return the value and the dropped field paths."""
+    dropped: list[str] = []
+    value: Any = raw
+    while True:
+        try:
+            return validate_value(kind, value), dropped
+        except ResourceInvalid as exc:
+            found = _UNKNOWN_FIELD.match(str(exc))
+            if found is None or len(dropped) >= MAX_DROPPED_FIELDS:
+                raise
+            if not dropped:
+                value = copy.deepcopy(dict(raw))
+            if not _drop(value, found.group(1)):
+                raise
+            dropped.append(found.group(1))
+
+
+def adapter_was_explicit(raw: Mapping[str, Any]) -> bool:
+    """True when a stored provider key chose its adapter (contract §13, provider families).
+
+    The admin API materialises `adapter: openai` when a writer leaves it out, so a stored
+    `openai` without `api_base` (which could only reach api.openai.com) counts as the default
+    too; `openai` with an `api_base` (an OpenAI-compatible endpoint) stays explicit."""
+    adapter = raw.get("adapter")
+    if adapter is None:
+        return False
+    return not (adapter == "openai" and not raw.get("api_base"))
+
+
 def build_snapshot(
     records: Iterable[Record],
     revision: int,
     previous: Snapshot | None = None,
     target_factory: TargetFactory | None = None,
+    tolerant: bool = False,
 ) -> Snapshot:
     """Compile records into a Snapshot; invalid records are rejected, never fatal."""
     by_kind: dict[str, dict[str, Record]] = {kind: {} for kind in _BUILD_ORDER}
@@ -177,8 +238,9 @@ def build_snapshot(
     )
     # routing models reference direct ones, so direct models are indexed first
     ordered = [(k, r) for k in _BUILD_ORDER for r in _models_first(k, by_kind[k].values())]
+    partial: Counter[tuple[str, str]] = Counter()
     for kind, record in ordered:
-        error = _accept(index, kind, record)
+        error = _accept(index, kind, record, partial if tolerant else None)
         if error is None:
             valid[kind][record.id] = record
             continue
@@ -188,14 +250,18 @@ def build_snapshot(
         if (
             old is not None
             and old.revision != record.revision
-            and _accept(index, kind, old) is None
+            and _accept(index, kind, old, Counter() if tolerant else None) is None
         ):
             valid[kind][record.id] = old
             since = stale_since.get((kind, record.id)) or now()
         rejected.append(
             Rejected(kind, record.id, name if isinstance(name, str) else None, error, since)
         )
-    return _compile(index, valid, revision, tuple(rejected), target_factory)
+    snapshot = _compile(index, valid, revision, tuple(rejected), target_factory)
+    if not partial:
+        return snapshot
+    fields = tuple(sorted((kind, path, n) for (kind, path), n in partial.items()))
+    return replace(snapshot, partially_compatible=fields)
 
 
 def _models_first(kind: str, records: Iterable[Record]) -> list[Record]:
@@ -204,9 +270,20 @@ def _models_first(kind: str, records: Iterable[Record]) -> list[Record]:
     return sorted(records, key=lambda r: "routing" in r.value)
 
 
-def _accept(index: ResourceIndex, kind: str, record: Record) -> str | None:
+def _accept(
+    index: ResourceIndex,
+    kind: str,
+    record: Record,
+    partial: Counter[tuple[str, str]] | None = None,
+) -> str | None:
+    """Validate and index one record; `partial` (tolerant mode) counts dropped fields."""
     try:
-        value = validate_value(kind, record.value)
+        if partial is None:
+            value = validate_value(kind, record.value)
+        else:
+            value, dropped = tolerant_validate(kind, record.value)
+            for path in dropped:
+                partial[(kind, path)] += 1
         index.check_references(kind, value)
         index.check_unique(kind, record.id, value)
     except (ResourceInvalid, Conflict) as exc:
@@ -223,7 +300,12 @@ def _compile(
     target_factory: TargetFactory | None,
 ) -> Snapshot:
     provider_keys = {
-        pid: ProviderKeyEntry(pid, valid["provider_keys"][pid].revision, value)
+        pid: ProviderKeyEntry(
+            pid,
+            valid["provider_keys"][pid].revision,
+            value,
+            adapter_was_explicit(valid["provider_keys"][pid].value),
+        )
         for pid, value in index.items["provider_keys"].items()
         if isinstance(value, ProviderKey)
     }

@@ -2,7 +2,10 @@
 
 `load_settings(path, environ)` returns a frozen, typed `Settings` or raises `ConfigError`
 whose message names the bad key (`proxy.workers: ...`, `unknown key "proxy.adress"`).
-Relative paths are resolved against the config file's directory. Nothing here binds,
+Every AISIX bootstrap key is accepted (the AISIX-only sections live in
+`aisix.settings_compat`, Redis connections in `aisix.settings_redis`);
+`Settings.inert_keys()` names the accepted keys that have no effect yet, for the one startup
+warning. Relative paths are resolved against the config file's directory. Nothing here binds,
 connects or starts anything.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,9 +21,31 @@ from urllib.parse import urlsplit
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from aisix.resources import format_path
+from aisix.settings_compat import (
+    BucketSettings,
+    CacheBackend,
+    ClientTypeRule,
+    ManagedSettings,
+    OtlpSettings,
+    OutboundTLS,
+    RequestIdSettings,
+    Section,
+    ShutdownSettings,
+    TracingSettings,
+    UrlRewrite,
+)
+from aisix.settings_redis import CacheRedisConn
+from aisix.settings_redis import RedisConn as RedisConn  # re-exported: the counters use it
+from aisix.settings_redis import RedisTLS as RedisTLS
 
 ENV_PREFIX = "AISIX_"
 
@@ -28,8 +54,7 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names the key."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Section = Section
 
 
 def _check_addr(value: str) -> str:
@@ -61,12 +86,24 @@ class RealIP(_Section):
 
 
 class ProxySettings(_Section):
+    @model_validator(mode="before")
+    @classmethod
+    def _null_workers(cls, data: Any) -> Any:
+        """AISIX's `workers: null` means "the default"."""
+        if isinstance(data, dict) and "workers" in data and data["workers"] is None:
+            data = {k: v for k, v in data.items() if k != "workers"}
+        return data
+
     addr: str = "0.0.0.0:3000"
     workers: Annotated[int, Field(ge=1)] = 1
     request_body_limit_bytes: Annotated[int, Field(ge=0)] = 10 * 1024 * 1024
     shutdown_grace_secs: Annotated[int, Field(ge=0)] = 30
     real_ip: RealIP = Field(default_factory=RealIP)
     tls: TLSFiles | None = None
+    request_id: RequestIdSettings = Field(default_factory=RequestIdSettings)
+    url_rewrites: Annotated[list[UrlRewrite], Field(max_length=256)] = Field(default_factory=list)
+    #: AISIX's thread-per-core runtime switch; aisix scales with `workers` processes instead
+    thread_per_core: bool | None = None
 
     _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr(v)))
 
@@ -79,12 +116,6 @@ class AdminSettings(_Section):
 
     _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr(v)))
 
-    @model_validator(mode="after")
-    def _keys_required(self) -> AdminSettings:
-        if self.enabled and not self.admin_keys:
-            raise ValueError("admin_keys: a non-empty list is required when admin is enabled")
-        return self
-
 
 class StoreSettings(_Section):
     backend: Literal["sqlite"] = "sqlite"
@@ -96,59 +127,44 @@ class EtcdTLS(_Section):
     ca_cert_file: str
     client_cert_file: str | None = None
     client_key_file: str | None = None
+    #: TLS server name to verify (SNI) instead of the endpoint's host
+    domain_name: str | None = None
+
+
+_ENV_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class EtcdSettings(_Section):
-    endpoints: Annotated[list[str], Field(min_length=1)]
+    endpoints: list[str]
     prefix: str = "/aisix"
+    #: AISIX environment id: the effective prefix becomes `<prefix>/<env_id>`
+    env_id: str = ""
     dial_timeout_ms: Annotated[int, Field(gt=0)] = 5000
     request_timeout_ms: Annotated[int, Field(gt=0)] = 5000
-    username: str | None = None
+    #: `user` is AISIX's name for it
+    username: str | None = Field(default=None, validation_alias=AliasChoices("username", "user"))
     password: str | None = None
+    #: name of the environment variable holding the password (AISIX); read at load
+    password_env: str | None = None
     tls: EtcdTLS | None = None
 
-
-class RedisTLS(_Section):
-    ca_file: str | None = None
-    client_cert_file: str | None = None
-    client_key_file: str | None = None
-    verify: bool = True
-
-
-class RedisConn(_Section):
-    mode: Literal["single", "cluster", "sentinel"] = "single"
-    url: str | None = None
-    nodes: list[str] | None = None
-    sentinels: list[str] | None = None
-    master_name: str | None = None
-    username: str | None = None
-    password: str | None = None
-    database: Annotated[int, Field(ge=0)] | None = None
-    tls: RedisTLS | None = None
-    socket_timeout_ms: Annotated[int, Field(gt=0)] = 1000
+    @field_validator("env_id")
+    @classmethod
+    def _env_id(cls, value: str) -> str:
+        if value and not _ENV_ID.match(value):
+            raise ValueError("must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+        return value
 
     @model_validator(mode="after")
-    def _mode_fields(self) -> RedisConn:
-        if self.mode == "single" and not self.url:
-            raise ValueError("url: required with mode single")
-        if self.mode == "cluster" and not self.nodes:
-            raise ValueError("nodes: required with mode cluster")
-        if self.mode == "sentinel" and not (self.sentinels and self.master_name):
-            raise ValueError("sentinels and master_name: required with mode sentinel")
-        if self.mode == "cluster":
-            raise ValueError(
-                "mode: cluster is not supported (one admission spans several buckets, which a "
-                "cluster shards across slots); use single or sentinel"
-            )
-        for address in self.sentinels or ():
-            host, _, port = address.strip().rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"sentinels: {address!r} is not host:port")
-        if self.mode == "single" and self.url:
-            scheme = self.url.partition("://")[0].lower()
-            if scheme not in ("redis", "rediss", "unix"):
-                raise ValueError(f"url: scheme must be redis, rediss or unix, not {scheme!r}")
+    def _password_once(self) -> EtcdSettings:
+        if self.password is not None and self.password_env is not None:
+            raise ValueError("only one of password, password_env may be set")
         return self
+
+    @property
+    def effective_prefix(self) -> str:
+        root = self.prefix.rstrip("/")
+        return f"{root}/{self.env_id}" if self.env_id else root
 
 
 class RateLimitSettings(_Section):
@@ -188,27 +204,17 @@ class UpstreamProxy(_Section):
         return value
 
 
-class UpstreamTLS(_Section):
-    """Process-wide upstream TLS: a CA bundle and a client certificate for mutual TLS."""
+class CacheSettings(_Section):
+    """AISIX's response-cache backends: accepted and validated, no effect yet."""
 
-    ca_file: str | None = None
-    client_cert_file: str | None = None
-    client_key_file: str | None = None
+    backend: CacheBackend = "memory"
+    redis: CacheRedisConn | None = None
 
     @model_validator(mode="after")
-    def _key_needs_cert(self) -> UpstreamTLS:
-        if self.client_key_file and not self.client_cert_file:
-            raise ValueError("client_key_file: requires client_cert_file")
+    def _redis_required(self) -> CacheSettings:
+        if self.backend == "redis" and self.redis is None:
+            raise ValueError("redis: required with backend redis")
         return self
-
-
-class TCPKeepalive(_Section):
-    """TCP keepalive probes on upstream sockets (SO_KEEPALIVE, TCP_KEEPIDLE/INTVL/CNT)."""
-
-    enabled: bool = True
-    idle_secs: Annotated[int, Field(gt=0)] = 60
-    interval_secs: Annotated[int, Field(gt=0)] = 30
-    count: Annotated[int, Field(gt=0)] = 5
 
 
 class UpstreamSettings(_Section):
@@ -225,12 +231,39 @@ class UpstreamSettings(_Section):
     #: caps on an upstream response head
     max_header_bytes: Annotated[int, Field(gt=0)] = 64 * 1024
     max_headers: Annotated[int, Field(gt=0)] = 100
-    tcp_keepalive: TCPKeepalive = Field(default_factory=TCPKeepalive)
     proxy: UpstreamProxy = Field(default_factory=UpstreamProxy)
-    tls: UpstreamTLS = Field(default_factory=UpstreamTLS)
+    #: AISIX's name for idle_timeout_ms, in seconds; either may be given (equal if both)
+    pool_idle_timeout_secs: Annotated[int, Field(ge=0)] | None = None
+    #: most idle keep-alive connections kept per upstream host (None = no cap)
+    pool_max_idle_per_host: Annotated[int, Field(ge=0)] | None = None
+    #: TCP keep-alive on upstream sockets: idle seconds before the first probe (0 = off),
+    #: seconds between probes, unanswered probes before the connection is dropped
+    tcp_keepalive_secs: Annotated[int, Field(ge=0)] = 60
+    tcp_keepalive_interval_secs: Annotated[int, Field(gt=0)] = 30
+    tcp_keepalive_retries: Annotated[int, Field(gt=0, le=255)] = 5
+    #: trust and client certificates for every upstream TLS handshake
+    tls: OutboundTLS = Field(default_factory=OutboundTLS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pool_idle_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("pool_idle_timeout_secs") is not None:
+            secs = data["pool_idle_timeout_secs"]
+            try:
+                as_ms = int(secs) * 1000
+            except (TypeError, ValueError):
+                return data  # the field's own validation names the bad value
+            if "idle_timeout_ms" in data and str(data["idle_timeout_ms"]) != str(as_ms):
+                raise ValueError(
+                    "pool_idle_timeout_secs and idle_timeout_ms disagree (give one of them)"
+                )
+            data = {**data, "idle_timeout_ms": as_ms}
+        return data
 
 
 class DownstreamSettings(_Section):
+    #: close a keep-alive connection idle this long between requests (0 = never, AISIX)
+    idle_timeout_secs: Annotated[int, Field(ge=0)] = 0
     sse_keepalive_interval_secs: Annotated[int, Field(ge=0)] = 15
 
 
@@ -253,12 +286,44 @@ class PrometheusSettings(_Section):
 
 class MetricsSettings(_Section):
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    otlp: OtlpSettings = Field(default_factory=OtlpSettings)
+    #: User-Agent regex → `client_type` label, tried in order before the built-in table
+    client_type_rules: Annotated[list[ClientTypeRule], Field(max_length=64)] = Field(
+        default_factory=list
+    )
+    buckets: BucketSettings = Field(default_factory=BucketSettings)
+
+
+#: AISIX (Rust) level names and Python's, as the stdlib logging level each selects
+LOG_LEVELS = {
+    "trace": 5,
+    "debug": 10,
+    "info": 20,
+    "warn": 30,
+    "warning": 30,
+    "error": 40,
+}
 
 
 class ObservabilitySettings(_Section):
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    service_name: Annotated[str, Field(min_length=1, max_length=128)] = "aisix"
+    log_level: Literal["trace", "debug", "info", "warn", "warning", "error"] = "info"
     access_log: bool = True
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @property
+    def python_log_level(self) -> int:
+        return LOG_LEVELS[self.log_level]
+
+    @property
+    def uvicorn_log_level(self) -> str:
+        return "warning" if self.log_level == "warn" else self.log_level
 
 
 class Settings(_Section):
@@ -273,20 +338,71 @@ class Settings(_Section):
     downstream: DownstreamSettings = Field(default_factory=DownstreamSettings)
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    managed: ManagedSettings = Field(default_factory=ManagedSettings)
+    bedrock_endpoint_url: str | None = None
     #: directory of the config file; relative paths resolve against it (not a config key)
     base_dir: str = Field(default=".", exclude=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_etcd_is_no_etcd(cls, data: Any) -> Any:
+        """AISIX configs may keep an `etcd` block with no endpoints next to `resources_file`."""
+        if isinstance(data, dict) and data.get("resources_file") is not None:
+            etcd = data.get("etcd")
+            if isinstance(etcd, dict) and not etcd.get("endpoints"):
+                data = {k: v for k, v in data.items() if k != "etcd"}
+        return data
+
     @model_validator(mode="after")
     def _one_source(self) -> Settings:
+        if self.etcd is not None and not self.etcd.endpoints:
+            raise ValueError("etcd.endpoints: at least one endpoint is required")
+        if self.resources_file == "":
+            raise ValueError("resources_file: may not be empty")
         chosen = [n for n in ("store", "etcd", "resources_file") if getattr(self, n) is not None]
         if len(chosen) > 1:
             raise ValueError(f"only one of store, etcd, resources_file may be set (got {chosen})")
+        if self.admin_listener_enabled and not self.admin.admin_keys:
+            raise ValueError("admin.admin_keys: a non-empty list is required when admin is enabled")
         if self.proxy.workers > 1 and self.ratelimit.backend == "memory":
             raise ValueError(
                 "proxy.workers > 1 requires ratelimit.backend: redis "
                 "(memory counters are per process)"
             )
         return self
+
+    @property
+    def admin_listener_enabled(self) -> bool:
+        """Managed mode (AISIX Cloud) never binds the admin listener."""
+        return self.admin.enabled and not self.managed.enabled
+
+    @property
+    def snapshot_cache(self) -> Path | None:
+        path = self.managed.snapshot_cache_path
+        return self.resolve(path) if path else None
+
+    def inert_keys(self) -> list[str]:
+        """Keys that are set (or switched on) but whose feature aisix has not built yet."""
+        inert: list[str] = []
+        if "cache" in self.model_fields_set:
+            inert.append("cache")
+        metrics = self.observability.metrics
+        if "otlp" in metrics.model_fields_set:
+            inert.append("observability.metrics.otlp")
+        if "tracing" in self.observability.model_fields_set:
+            inert.append("observability.tracing")
+        if metrics.buckets.guardrail_latency is not None:
+            inert.append("observability.metrics.buckets.guardrail_latency")
+        managed = self.managed.model_fields_set - {"snapshot_cache_path"}
+        if managed:
+            inert.append("managed" if "enabled" in managed else f"managed.{sorted(managed)[0]}")
+        if self.bedrock_endpoint_url is not None:
+            inert.append("bedrock_endpoint_url")
+        if self.proxy.thread_per_core is not None:
+            inert.append("proxy.thread_per_core")
+        return inert
 
     def resolve(self, path: str) -> Path:
         candidate = Path(path)
@@ -327,9 +443,20 @@ def load_settings(path: str | os.PathLike[str] | None, environ: Mapping[str, str
     raw.setdefault("admin", {})
     raw["base_dir"] = str(base_dir)
     try:
-        return Settings.model_validate(raw)
+        settings = Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+    return _with_etcd_password(settings, environ)
+
+
+def _with_etcd_password(settings: Settings, environ: Mapping[str, str]) -> Settings:
+    etcd = settings.etcd
+    if etcd is None or etcd.password_env is None:
+        return settings
+    password = environ.get(etcd.password_env)
+    if password is None:
+        raise ConfigError(f"etcd.password_env: environment variable {etcd.password_env} is not set")
+    return settings.model_copy(update={"etcd": etcd.model_copy(update={"password": password})})
 
 
 def _describe(exc: ValidationError) -> str:
@@ -375,5 +502,16 @@ def _env_value(key: str, value: str) -> Any:
 
 
 _LIST_KEYS = frozenset(
-    {"admin_keys", "endpoints", "trusted_proxies", "nodes", "sentinels", "no_proxy"}
+    {
+        "admin_keys",
+        "endpoints",
+        "trusted_proxies",
+        "nodes",
+        "sentinels",
+        "no_proxy",
+        "accept_headers",
+        "request_e2e_latency",
+        "request_ttft",
+        "guardrail_latency",
+    }
 )

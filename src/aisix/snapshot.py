@@ -75,6 +75,8 @@ class ProviderKeyEntry:
     id: str
     revision: int
     value: ProviderKey
+    #: the stored value chose its adapter (`aisix.loader.adapter_was_explicit`)
+    adapter_explicit: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +143,8 @@ class Snapshot:
     rate_limit_policies: dict[str, RateLimitPolicy] = field(default_factory=dict)
     budget_policies: dict[str, BudgetPolicy] = field(default_factory=dict)
     rejected: tuple[Rejected, ...] = ()
+    #: unknown fields dropped from stored resources: (kind, field path, resources)
+    partially_compatible: tuple[tuple[str, str, int], ...] = ()
     #: the valid records this snapshot was built from, by kind then id (for stale serving)
     records: dict[str, dict[str, Record]] = field(default_factory=dict)
 

@@ -72,11 +72,9 @@ def test_source_and_key_created_on_a_works_on_b(
     raw = own_etcd.get(f"{prefix}/api_keys/{seed.api_key_id}")
     assert raw is not None and orjson.loads(raw["value"]) == got.json["value"]
     status = config(b)
-    assert status["source"] == {
-        "type": "etcd",
-        "location": own_etcd.url + prefix,
-        "connected": True,
-    }
+    source = {k: status["source"].get(k) for k in ("type", "location", "connected")}
+    assert source == {"type": "etcd", "location": own_etcd.url + prefix, "connected": True}
+    assert status["state"] == "synced"
     assert status["snapshot"]["resource_counts"]["api_keys"] == 1
     assert status["rejected"] == []
 
@@ -187,13 +185,3 @@ def test_etcd_outage_keeps_serving_and_the_watch_resyncs(
     # and propagation is back to the normal bound
     a.create_api_key("sk-after-resync", [ALIAS])
     within(lambda: b.can_call("sk-after-resync", ALIAS), "propagation after the resync")
-
-
-def test_unreachable_etcd_at_startup_is_a_startup_error(
-    gateway: GatewayFactory, port_factory: Callable[[], int]
-) -> None:
-    dead = f"http://127.0.0.1:{port_factory()}"
-    gw = gateway({"etcd": {"endpoints": [dead], "dial_timeout_ms": 500}}, start=False)
-    with pytest.raises(AssertionError, match="exited with 1") as caught:
-        gw.start()
-    assert f"cannot load resources: store unavailable: etcd {dead}" in str(caught.value)

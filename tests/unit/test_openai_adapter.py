@@ -12,7 +12,8 @@ import pytest
 from multidict import CIMultiDict
 
 from aisix.providers.base import UpstreamCall, UpstreamRequest
-from aisix.providers.openai import DEFAULT_BASE, OpenAIProvider, normalise_base, tls_config
+from aisix.providers.openai import DEFAULT_BASE, OpenAIProvider, normalise_base
+from aisix.providers.registry import Registry
 from aisix.providers.transport import parse_retry_after
 from aisix.resources import DirectModel, ProviderKey, validate_value
 
@@ -36,7 +37,7 @@ def target(api_base: str | None = None, **request: Any) -> OpenAIProvider:
         },
     )
     assert isinstance(key, ProviderKey) and isinstance(model, DirectModel)
-    return OpenAIProvider(key, model, tls_config(key))
+    return OpenAIProvider(key, model, Registry().tls_for(key))
 
 
 def build(

@@ -59,7 +59,7 @@ def test_other_workers_dumps_merge_into_the_rendering() -> None:
         m.duration.child("/v1/chat/completions", "m", "success").observe(0.05 * n)
         m.bind_in_flight(lambda n=n: float(n))
         m.applied_revision.set(10 + n)
-    worker.deployment_state.child("only-in-worker").set(1)
+    worker.deployment_state.child("openai", "only-in-worker", "gpt-4o", "pk-1").set(1)
     merged = samples(main, [worker.dump()])
 
     def value(name: str, **labels: str) -> float:
@@ -73,7 +73,8 @@ def test_other_workers_dumps_merge_into_the_rendering() -> None:
     assert value("aisix_request_duration_seconds_bucket", **route, le="0.25") == 2
     assert value("aisix_proxy_in_flight_requests") == 5  # in flight adds up
     assert value("aisix_config_applied_revision") == 13  # state gauges take the maximum
-    assert value("aisix_deployment_state", model="only-in-worker") == 1
+    deployment = {"model": "only-in-worker", "upstream_model": "gpt-4o", "provider_key_id": "pk-1"}
+    assert value("aisix_deployment_state", provider="openai", **deployment) == 1
     alone = samples(main)  # nothing of the worker stays behind
     key = (
         "aisix_requests_total",

@@ -87,11 +87,11 @@ def test_proxy_settings_are_validated_and_read_from_the_environment() -> None:
     assert settings.upstream.proxy.from_env
     assert settings.upstream.proxy.no_proxy == ["a.example", "b.example"]
     assert settings.upstream.max_response_bytes == 64 * 1024 * 1024
-    assert settings.upstream.tcp_keepalive.idle_secs == 60
+    assert settings.upstream.tcp_keepalive_secs == 60
     for bad in ("https://p:1", "p:1", "http://p:notaport"):
         with pytest.raises(ConfigError, match=r"upstream.proxy.url: must be http://"):
             load_settings(None, {"AISIX_ADMIN__ADMIN_KEYS": "k", "AISIX_UPSTREAM__PROXY__URL": bad})
-    with pytest.raises(ConfigError, match="client_key_file: requires client_cert_file"):
+    with pytest.raises(ConfigError, match="client_cert_file and client_key_file must be given"):
         load_settings(
             None, {"AISIX_ADMIN__ADMIN_KEYS": "k", "AISIX_UPSTREAM__TLS__CLIENT_KEY_FILE": "k.pem"}
         )

@@ -186,7 +186,7 @@ def test_admin_keys_required_when_admin_enabled(tmp_path: Path) -> None:
         ("proxy: {addr: nope}", "proxy.addr"),
         ("proxy: {real_ip: {trusted_proxies: [not-an-ip]}}", "proxy.real_ip.trusted_proxies"),
         ("ratelimit: {backend: redis}", "ratelimit"),
-        ("observability: {log_level: trace}", "observability.log_level"),
+        ("observability: {log_level: verbose}", "observability.log_level"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:

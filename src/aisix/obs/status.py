@@ -1,6 +1,7 @@
 """The status listener's ASGI app: `/metrics`, `/status/config`, `/status/ready`, `/status/models`.
 
 Unauthenticated and bound to loopback by default; it exposes no secret and no key.
+`/status/ready` (and `/readyz`, `/livez`) answer as `aisix.obs.health` says, `?verbose` too.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from typing import Any
 import orjson
 
 from aisix.asgi import JSON_HEADERS, TEXT_HEADERS, Receive, Scope, Send, send_response
+from aisix.obs import health
 
+_HEALTH_PATHS = frozenset({"/status/ready", "/readyz", "/livez"})
 PROMETHEUS_TYPE = [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
 
 
@@ -22,23 +25,28 @@ class StatusApp:
         render_metrics: Callable[[], Awaitable[bytes]],
         config_status: Callable[[], dict[str, Any]],
         models_status: Callable[[], list[dict[str, Any]]],
-        ready: Callable[[], bool],
+        draining: Callable[[], bool],
+        loaded: Callable[[], bool],
     ) -> None:
+        self._draining = draining
+        self._loaded = loaded
         self._metrics_path = metrics_path
         self._render_metrics = render_metrics
         self._routes: dict[str, Callable[[], tuple[int, bytes, list[tuple[bytes, bytes]]]]] = {
             metrics_path: lambda: (200, b"", PROMETHEUS_TYPE),  # rendered in __call__
             "/status/config": lambda: (200, orjson.dumps(config_status()), JSON_HEADERS),
             "/status/models": lambda: (200, orjson.dumps(models_status()), JSON_HEADERS),
-            "/status/ready": lambda: (
-                (200, b"ok", TEXT_HEADERS) if ready() else (503, b"not ready", TEXT_HEADERS)
-            ),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        route = self._routes.get(scope["path"])
+        path = scope["path"]
+        if path in _HEALTH_PATHS and scope["method"] in ("GET", "HEAD"):
+            status, body = health.answer(path, scope, self._draining(), self._loaded())
+            await send_response(send, status, body, TEXT_HEADERS)
+            return
+        route = self._routes.get(path)
         if route is None:
             await send_response(send, 404, b'{"error_msg": "resource not found"}', JSON_HEADERS)
             return

@@ -44,13 +44,6 @@ def normalise_base(api_base: str | None) -> str:
     return base
 
 
-def tls_of(key: ProviderKey) -> TLSConfig:
-    """The provider key's trust settings (`tls.verify`, `tls.ca_cert`)."""
-    if key.tls is None:
-        return TLSConfig()
-    return TLSConfig(verify=key.tls.verify, ca_cert=key.tls.ca_cert)
-
-
 class AnthropicProvider:
     """One single-target model on an Anthropic upstream (the `Provider` protocol)."""
 

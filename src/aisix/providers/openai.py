@@ -45,13 +45,6 @@ def normalise_base(api_base: str | None) -> str:
     return base
 
 
-def tls_config(key: ProviderKey) -> TLSConfig:
-    """The provider key's trust settings as the transport's hashable TLS value."""
-    if key.tls is None:
-        return TLSConfig()
-    return TLSConfig(verify=key.tls.verify, ca_cert=key.tls.ca_cert)
-
-
 class OpenAIBody:
     """The OpenAI-family body rules a provider key configures (also used by azure-openai)."""
 
@@ -152,4 +145,4 @@ def build_provider(key: ProviderKey, model: DirectModel, tls: TLSConfig) -> Open
     return OpenAIProvider(key, model, tls)
 
 
-__all__ = ["DEFAULT_BASE", "OpenAIProvider", "build_provider", "normalise_base", "tls_config"]
+__all__ = ["DEFAULT_BASE", "OpenAIProvider", "build_provider", "normalise_base"]

@@ -1,12 +1,17 @@
-"""Maps a provider key's `adapter` to the factory that builds its providers (one per model)."""
+"""Builds the provider of each single-target model: the adapter's factory, chosen by
+`effective_adapter` (an explicit `adapter`, else the one a model's `provider` label implies),
+with the process-wide upstream TLS (`upstream.tls`) joined to the key's own trust settings."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from aisix.providers import anthropic, openai
 from aisix.providers.base import Provider, TLSConfig
+from aisix.providers.family import effective_adapter
 from aisix.resources import DirectModel, ProviderKey
+from aisix.settings_compat import OutboundTLS
 from aisix.snapshot import ProviderKeyEntry
 
 Factory = Callable[[ProviderKey, DirectModel, TLSConfig], Provider]
@@ -25,10 +30,41 @@ except ImportError:  # pragma: no cover - a bedrock key is refused at validation
     pass
 
 
-def build_target(key: ProviderKeyEntry, model: DirectModel) -> Provider | None:
-    """The provider for one single-target model; None for adapters not built yet."""
-    value: ProviderKey = key.value
-    factory = FACTORIES.get(value.adapter)
-    if factory is None:
-        return None
-    return factory(value, model, openai.tls_config(value))
+class Registry:
+    """The target factory the supervisor calls once per model per snapshot."""
+
+    def __init__(
+        self, upstream_tls: OutboundTLS | None = None, resolve: Callable[[str], Path] = Path
+    ) -> None:
+        tls = upstream_tls or OutboundTLS()
+        self.base_tls = TLSConfig(
+            verify=tls.verify,
+            ca_file=str(resolve(tls.ca_file)) if tls.ca_file else None,
+            client_cert_file=str(resolve(tls.client_cert_file)) if tls.client_cert_file else None,
+            client_key_file=str(resolve(tls.client_key_file)) if tls.client_key_file else None,
+        )
+
+    def tls_for(self, key: ProviderKey) -> TLSConfig:
+        base = self.base_tls
+        if key.tls is None:
+            return base
+        return TLSConfig(
+            verify=base.verify and key.tls.verify,
+            ca_cert=key.tls.ca_cert,
+            ca_file=base.ca_file,
+            client_cert_file=base.client_cert_file,
+            client_key_file=base.client_key_file,
+        )
+
+    def build_target(self, key: ProviderKeyEntry, model: DirectModel) -> Provider | None:
+        """The provider for one single-target model; None for adapters not built yet."""
+        value: ProviderKey = key.value
+        adapter = effective_adapter(value, model.provider, key.adapter_explicit)
+        factory = FACTORIES.get(adapter)
+        if factory is None:
+            return None
+        return factory(value, model, self.tls_for(value))
+
+
+#: the default registry (no process-wide TLS), for `aisix validate` and tests
+build_target = Registry().build_target

@@ -73,7 +73,6 @@ class Transport:
     @classmethod
     def from_settings(cls, upstream: UpstreamSettings) -> Transport:
         """The transport for the bootstrap `upstream` section (limits, keepalive)."""
-        keepalive = upstream.tcp_keepalive
         client = H1Transport(
             upstream.connect_timeout_ms / 1000,
             upstream.pool_size_per_host,
@@ -81,10 +80,11 @@ class Transport:
             max_response_bytes=upstream.max_response_bytes,
             max_header_bytes=upstream.max_header_bytes,
             max_headers=upstream.max_headers,
-            keepalive=keepalive.enabled,
-            keepalive_idle_s=keepalive.idle_secs,
-            keepalive_interval_s=keepalive.interval_secs,
-            keepalive_count=keepalive.count,
+            keepalive=upstream.tcp_keepalive_secs > 0,
+            keepalive_idle_s=upstream.tcp_keepalive_secs or 60,
+            keepalive_interval_s=upstream.tcp_keepalive_interval_secs,
+            keepalive_count=upstream.tcp_keepalive_retries,
+            max_idle_per_host=upstream.pool_max_idle_per_host or 0,
         )
         return cls(upstream.connect_timeout_ms, client=client)
 

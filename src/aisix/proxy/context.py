@@ -84,6 +84,8 @@ class RequestContext:
     embedding_format: str | None = None
     #: Responses API: the stored response this call continued
     previous_response_id: str | None = None
+    #: raw User-Agent; the metrics subscriber maps it to a bounded client_type label
+    user_agent: bytes | None = None
 
     def estimated_usage(self, generated_bytes: int) -> Usage:
         """Usage when the upstream reported none: the prompt estimate, ~4 bytes a token."""
@@ -157,4 +159,5 @@ class RequestContext:
             budget_warnings=self.budget_warnings,
             client_cancelled=self.client_cancelled,
             attempt_log=self.attempt_log,
+            user_agent=self.user_agent.decode("latin-1") if self.user_agent else None,
         )

@@ -4,7 +4,9 @@ A thin callable: one dict lookup maps a path to its inbound codec (OpenAI chat, 
 embeddings, Anthropic Messages), and the pipeline serves it; every outcome is rendered here
 exactly once, in that codec's error envelope. Every response carries `Server`,
 `x-aisix-request-id` and its SDK-facing copies (`x-request-id`, `request-id`); every request
-publishes one `RequestFinished` event, which metrics and the access log consume.
+publishes one `RequestFinished` event, which metrics and the access log consume. The request
+id comes from the first acceptable `proxy.request_id.accept_headers` value; `proxy.url_rewrites`
+rewrite the raw path once, before routing.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable
+from urllib.parse import unquote
 
 import orjson
 
@@ -26,7 +29,6 @@ from aisix.asgi import (
     Receive,
     Scope,
     Send,
-    header,
     send_response,
     serve_lifespan,
 )
@@ -37,11 +39,13 @@ from aisix.errors import (
     UnknownRoute,
 )
 from aisix.ids import uuid4_str
+from aisix.obs import health
 from aisix.proxy.auth import authenticate
 from aisix.proxy.context import ProxyRuntime, RequestContext
 from aisix.proxy.pipeline import handle_model_call
 from aisix.proxy.responses import PREFIX as RESPONSES_PREFIX
 from aisix.proxy.responses import serve_stored
+from aisix.settings_compat import RewriteTemplate
 from aisix.snapshot import ModelEntry
 from aisix.wire.anthropic import COUNT_TOKENS, MESSAGES
 from aisix.wire.base import InboundCodec
@@ -71,27 +75,54 @@ _ENDPOINT_LABEL = {
 }
 
 
-def request_id_of(scope: Scope) -> str:
-    inbound = header(scope, b"x-request-id")
-    if inbound is not None and _REQUEST_ID.match(inbound):
-        return inbound.decode()
-    return uuid4_str()
+def scan_headers(scope: Scope, accepted: tuple[bytes, ...]) -> tuple[str, bytes | None]:
+    """One pass over the headers: the request id (the acceptable value of the earliest
+    `accepted` header, else a fresh UUID) and the User-Agent."""
+    user_agent: bytes | None = None
+    found: bytes | None = None
+    rank = len(accepted)
+    for key, value in scope["headers"]:
+        if key == b"user-agent":
+            if user_agent is None:
+                user_agent = value
+        elif rank and key in accepted:
+            position = accepted.index(key)
+            if position < rank and _REQUEST_ID.match(value):
+                found, rank = value, position
+    return (found.decode() if found is not None else uuid4_str()), user_agent
+
+
+def rewrite_path(scope: Scope, rules: tuple[tuple[re.Pattern[str], RewriteTemplate], ...]) -> str:
+    """Apply the first matching `proxy.url_rewrites` rule to the raw path (query kept)."""
+    raw_path = scope.get("raw_path")
+    raw = raw_path.decode("latin-1") if raw_path else scope["path"]
+    for pattern, template in rules:
+        match = pattern.search(raw)
+        if match is not None:
+            rewritten = raw[: match.start()] + template.expand(match) + raw[match.end() :]
+            scope["raw_path"] = rewritten.encode("latin-1")
+            scope["path"] = unquote(rewritten)
+            break
+    return str(scope["path"])
 
 
 class ProxyApp:
     def __init__(self, rt: ProxyRuntime) -> None:
         self.rt = rt
+        proxy = rt.settings.proxy
+        self.request_id_headers = tuple(h.encode() for h in proxy.request_id.accept_headers)
+        self.rewrites = tuple(rule.compiled() for rule in proxy.url_rewrites)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
                 await serve_lifespan(receive, send)
             return
-        path: str = scope["path"]
+        path: str = rewrite_path(scope, self.rewrites) if self.rewrites else scope["path"]
         if path == "/livez" or path == "/readyz":
-            await self._health(path, send)
+            await self._health(path, scope, send)
             return
-        request_id = request_id_of(scope)
+        request_id, user_agent = scan_headers(scope, self.request_id_headers)
         rt = self.rt
         label = _ENDPOINT_LABEL.get(path)
         if label is None:
@@ -108,6 +139,7 @@ class ProxyApp:
             path=path,
             client_ip=rt.client_ip.resolve(scope),
         )
+        ctx.user_agent = user_agent
         rid = request_id.encode()
         common: Headers = [
             SERVER_HEADER,
@@ -224,14 +256,9 @@ class ProxyApp:
             headers = headers + [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
         await send_response(send, err.status, body, headers)
 
-    async def _health(self, path: str, send: Send) -> None:
+    async def _health(self, path: str, scope: Scope, send: Send) -> None:
         rt = self.rt
-        if rt.draining:
-            status, body = 503, b"draining" if path == "/livez" else b"not ready"
-        elif path == "/readyz" and rt.holder.current is None:
-            status, body = 503, b"not ready"
-        else:
-            status, body = 200, b"ok"
+        status, body = health.answer(path, scope, rt.draining, rt.holder.current is not None)
         headers = [*TEXT_HEADERS, SERVER_HEADER]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -133,6 +133,8 @@ class _EtcdError(Exception):
 class EtcdStore:
     source_type = "etcd"
     writable = True
+    #: a newer control plane may write fields this version does not know: drop, not reject
+    tolerates_unknown_fields = True
     #: seconds of watch silence after which etcd is asked whether the watch missed anything
     watch_check_interval = 10.0
 
@@ -142,10 +144,12 @@ class EtcdStore:
         self._endpoints = [(e if "://" in e else scheme + e).rstrip("/") for e in etcd.endpoints]
         shown = [str(URL(e).with_user(None)) for e in self._endpoints]
         self._shown = dict(zip(self._endpoints, shown, strict=True))
-        self._root = etcd.prefix.rstrip("/") + "/"
-        self.location = ",".join(shown) + etcd.prefix.rstrip("/")
+        self._root = etcd.effective_prefix + "/"
+        self.location = ",".join(shown) + etcd.effective_prefix
         self._username, self._password = etcd.username, etcd.password or ""
         self._tls, self._resolve = etcd.tls, resolve
+        #: TLS name to verify instead of each endpoint's host (`etcd.tls.domain_name`)
+        self._server_name = etcd.tls.domain_name if etcd.tls else None
         dial, request = etcd.dial_timeout_ms / 1000, etcd.request_timeout_ms / 1000
         self._timeout = aiohttp.ClientTimeout(total=dial + request, sock_connect=dial)
         self._watch_timeout = aiohttp.ClientTimeout(total=None, sock_connect=dial)
@@ -196,7 +200,11 @@ class EtcdStore:
         self, endpoint: str, path: str, body: dict[str, Any], headers: dict[str, str]
     ) -> dict[str, Any]:
         async with self._http().post(
-            endpoint + path, data=orjson.dumps(body), headers=headers, timeout=self._timeout
+            endpoint + path,
+            data=orjson.dumps(body),
+            headers=headers,
+            timeout=self._timeout,
+            server_hostname=self._server_name,
         ) as response:
             raw = await response.read()
         try:
@@ -378,6 +386,7 @@ class EtcdStore:
                 data=orjson.dumps(request),
                 headers=await self._headers(endpoint),
                 timeout=self._watch_timeout,
+                server_hostname=self._server_name,
             )
             if response.status != 200:
                 response.close()

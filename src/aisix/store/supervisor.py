@@ -2,8 +2,11 @@
 
 On start it loads every record and publishes the first snapshot; then it follows the store's
 change feed and rebuilds on every change (the admin API never touches the snapshot itself).
-A failed load keeps the last good snapshot serving and is reported through `status()`
-(`GET /status/config`) and the reload counters.
+A failed load keeps the last good snapshot serving and is reported through `last_reload`,
+`last_failure` (sticky) and the reload counters (`aisix.obs.config_status` renders
+`GET /status/config`). A store that cannot be reached at boot is not fatal: the supervisor
+keeps retrying every `boot_retry_s` until the first snapshot (or one from the snapshot
+cache, `adopt`) is published, so the gateway serves 503 `never_loaded` meanwhile.
 """
 
 from __future__ import annotations
@@ -14,10 +17,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from aisix.loader import TargetFactory, build_snapshot
-from aisix.resources import format_rfc3339
 from aisix.snapshot import Snapshot, SnapshotHolder
 from aisix.store.base import ResourceStore
 
@@ -29,6 +30,8 @@ class ReloadResult:
     successful: bool
     at: float
     error: str | None
+    #: `fetch` (the store could not be read) or `validate` (a load that was refused)
+    error_kind: str | None = None
 
 
 class Supervisor:
@@ -44,6 +47,14 @@ class Supervisor:
         self._target_factory = target_factory
         self._on_reload = on_reload
         self.last_reload: ReloadResult | None = None
+        self.last_failure: ReloadResult | None = None
+        self.last_success_at: float | None = None
+        #: the published snapshot came from the on-disk cache, not (yet) from the store
+        self.serving_cache = False
+        #: the store revision seen by the last successful read
+        self.observed_revision: int | None = None
+        self.boot_retry_s = 1.0
+        self._tolerant = bool(getattr(store, "tolerates_unknown_fields", False))
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -61,26 +72,44 @@ class Supervisor:
         """Load everything and publish; on failure keep the last snapshot and record why."""
         try:
             records, revision = await self.store.load_all()
-            snapshot = build_snapshot(records, revision, self.holder.current, self._target_factory)
         except Exception as exc:
-            log.error("resource reload failed: %s", exc)
-            self.last_reload = ReloadResult(False, time.time(), str(exc))
-            if self._on_reload:
-                self._on_reload(False, None)
+            self._failed(str(exc), "fetch")
+            return None
+        self.observed_revision = revision
+        try:
+            snapshot = build_snapshot(
+                records, revision, self.holder.current, self._target_factory, self._tolerant
+            )
+        except Exception as exc:
+            self._failed(str(exc), "validate")
             return None
         self.holder.publish(snapshot)
+        self.serving_cache = False
         self.last_reload = ReloadResult(True, time.time(), None)
+        self.last_success_at = self.last_reload.at
         for rejected in snapshot.rejected:
             log.warning("rejected %s %s: %s", rejected.kind, rejected.id, rejected.error)
         if self._on_reload:
             self._on_reload(True, snapshot)
         return snapshot
 
-    def record_failure(self, error: str) -> None:
-        """A reload that failed before reaching the store (e.g. an invalid resources file)."""
-        self.last_reload = ReloadResult(False, time.time(), error)
+    def _failed(self, error: str, kind: str) -> None:
+        log.error("resource reload failed: %s", error)
+        self.record_failure(error, kind)
+
+    def record_failure(self, error: str, kind: str = "validate") -> None:
+        """A reload that failed (also one refused before reaching the store, e.g. an invalid
+        resources file)."""
+        self.last_reload = self.last_failure = ReloadResult(False, time.time(), error, kind)
         if self._on_reload:
             self._on_reload(False, None)
+
+    def adopt(self, snapshot: Snapshot) -> None:
+        """Serve a snapshot rebuilt from the on-disk cache until the store answers."""
+        self.holder.publish(snapshot)
+        self.serving_cache = True
+        if self._on_reload:
+            self._on_reload(True, snapshot)
 
     async def _follow(self) -> None:
         """Follow the change feed; when it breaks, reconnect with backoff (1 s doubling to
@@ -94,50 +123,10 @@ class Supervisor:
                 raise
             except Exception as exc:
                 log.warning("store watch failed (%s); retrying in %.0fs", exc, backoff)
-            await asyncio.sleep(backoff)
+            # until the store has delivered a snapshot, retry at the boot pace
+            fresh = self.holder.current is not None and not self.serving_cache
+            await asyncio.sleep(backoff if fresh else min(backoff, self.boot_retry_s))
             if await self.reload() is not None and self.store.connected():
                 backoff = 1.0
             else:
                 backoff = min(backoff * 2, 60.0)
-
-    def status(self) -> dict[str, Any]:
-        """`GET /status/config` (contract §11.2)."""
-        snapshot = self.holder.current
-        out: dict[str, Any] = {
-            "state": "ready" if snapshot is not None else "loading",
-            "source": {
-                "type": self.store.source_type,
-                "location": self.store.location,
-                "connected": self.store.connected(),
-            },
-        }
-        if snapshot is not None:
-            out["snapshot"] = {
-                "revision": snapshot.revision,
-                "applied_at": format_rfc3339(snapshot.applied_at),
-                "age_seconds": int(time.time() - snapshot.applied_at),
-                "resource_counts": snapshot.counts(),
-            }
-            out["rejected"] = [
-                {
-                    "kind": r.kind,
-                    "id": r.id,
-                    "name": r.name,
-                    "error": r.error,
-                    **(
-                        {"serving_stale_since": format_rfc3339(r.serving_stale_since)}
-                        if r.serving_stale_since
-                        else {}
-                    ),
-                }
-                for r in snapshot.rejected
-            ]
-        else:
-            out["rejected"] = []
-        if self.last_reload is not None:
-            out["last_reload"] = {
-                "successful": self.last_reload.successful,
-                "at": format_rfc3339(self.last_reload.at),
-                "error": self.last_reload.error,
-            }
-        return out

@@ -84,6 +84,7 @@ class H1Transport:
         keepalive_idle_s: int = 60,
         keepalive_interval_s: int = 30,
         keepalive_count: int = 5,
+        max_idle_per_host: int = 0,
     ) -> None:
         self.connect_timeout_s = connect_timeout_s
         self.limit_per_host = limit_per_host
@@ -91,6 +92,7 @@ class H1Transport:
         self.max_response_bytes = max_response_bytes
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
+        self.max_idle_per_host = max_idle_per_host
         self._keepalive_options = (
             (keepalive_idle_s, keepalive_interval_s, keepalive_count) if keepalive else None
         )

@@ -75,6 +75,8 @@ class Pool:
         self.tls = tls
         self.proxy = proxy
         self.limit = client.limit_per_host
+        #: idle connections kept at most (0: no cap); one more released is closed
+        self.max_idle = client.max_idle_per_host
         self.max_response_bytes = client.max_response_bytes
         self.max_header_bytes = client.max_header_bytes
         self.max_headers = client.max_headers
@@ -212,6 +214,9 @@ class Pool:
             if not waiter.done():
                 waiter.set_result(conn)
                 return
+        if self.max_idle and len(self.idle) >= self.max_idle:
+            conn.abort()
+            return
         self.idle.append(conn)
 
     def forget(self, conn: Connection) -> None:

@@ -25,11 +25,14 @@ def _build(config: TLSConfig) -> ssl.SSLContext:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    elif config.ca_cert is not None or config.ca_file is not None:
-        # a provider's own CA replaces the system store (a private upstream's chain)
-        context = ssl.create_default_context(cafile=config.ca_file, cadata=config.ca_cert)
+    elif config.ca_cert is not None:
+        # a provider key's own CA replaces the system store (a private upstream's chain)
+        context = ssl.create_default_context(cadata=config.ca_cert)
     else:
         context = ssl.create_default_context()
+    if config.verify and config.ca_file is not None:
+        # the bootstrap `upstream.tls.ca_file` is trusted in addition (AISIX's rule)
+        context.load_verify_locations(cafile=config.ca_file)
     if config.client_cert_file is not None:
         context.load_cert_chain(config.client_cert_file, config.client_key_file)
     return context

@@ -12,8 +12,9 @@ import pytest
 
 from aisix import __version__
 from aisix.errors import NotImplementedByAdapter
-from aisix.providers.anthropic import AnthropicProvider, build_provider, normalise_base, tls_of
+from aisix.providers.anthropic import AnthropicProvider, build_provider, normalise_base
 from aisix.providers.base import TLSConfig, UpstreamCall
+from aisix.providers.registry import Registry
 from aisix.resources import DirectModel, ProviderKey
 from aisix.wire.types import ChatRequest, Message, TextPart
 
@@ -28,7 +29,7 @@ def provider(**key_fields: Any) -> AnthropicProvider:
         model_name="claude-sonnet-4-5",
         provider_key_id="k",
     )
-    return build_provider(key, model, tls_of(key))
+    return build_provider(key, model, Registry().tls_for(key))
 
 
 @pytest.mark.parametrize(

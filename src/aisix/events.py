@@ -65,6 +65,8 @@ class RequestFinished:
     attempt_log: list[AttemptFinished] = field(default_factory=list)
     #: the caller's User-Agent (metrics map it to a bounded client_type; never a label itself)
     user_agent: str | None = None
+    #: "<target family>:<field>" a translated attempt dropped (bounded names from the codecs)
+    dropped: list[str] = field(default_factory=list)
 
 
 Subscriber = Callable[[RequestFinished], None]

@@ -114,3 +114,28 @@ def test_translated_max_tokens_clamped_to_the_model_limit(
     chat = {**CHAT, "max_tokens": 5000}
     assert gw.proxy("POST", "/v1/chat/completions", chat, api_key=CALLER_KEY).status == 200
     assert fake_openai.model_requests()[-1].json["max_tokens"] == 5000
+
+
+def test_translation_drops_are_counted(gateway: Any, fake_openai: FakeOpenAIUpstream) -> None:
+    gw: Gateway = gateway()
+    gw.seed(fake_openai.url)
+    thinking = {"type": "thinking", "thinking": "hmm", "signature": "sig"}
+    body = {
+        **MESSAGES,
+        "top_k": 5,
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [thinking, {"type": "text", "text": "yo"}]},
+            {"role": "user", "content": "again"},
+        ],
+    }
+    assert gw.proxy("POST", "/v1/messages", body, api_key=CALLER_KEY).status == 200
+    sent = fake_openai.model_requests()[-1].json
+    assert "top_k" not in sent and "thinking" not in str(sent["messages"])
+
+    def counted() -> bool:
+        top_k = gw.metric("aisix_translation_dropped_total", family="openai", field="top_k")
+        thought = gw.metric("aisix_translation_dropped_total", family="openai", field="thinking")
+        return top_k == 1 and thought == 1
+
+    wait_for(counted, message="the dropped top_k and thinking block in the metric")

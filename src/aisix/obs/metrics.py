@@ -9,6 +9,7 @@ so the per-request cost is a dict hit and an addition per series.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -39,6 +40,11 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 420, 600)
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 BUDGET_GAUGES = ("limit_usd", "spent_usd", "remaining_usd", "reset_seconds", "details_present")
+
+
+#: distinct `field` labels of aisix_translation_dropped_total before the rest count as "other"
+MAX_DROP_LABELS = 64
+_DROP_NAME = re.compile(r"^[a-z][a-z0-9_:.-]{0,47}$")
 
 
 @dataclass(slots=True)
@@ -239,6 +245,13 @@ class Metrics:
         self.build_info = g("aisix_build_info", "Version (value 1)", "version", "service_name")
         self.usage_emitted = c("aisix_usage_events_emitted_total", "Usage events emitted")
         self.usage_drops = c("aisix_usage_event_drops_total", "Usage events dropped")
+        self._drop_names: set[str] = set()
+        self.translation_dropped = c(
+            "aisix_translation_dropped_total",
+            "Request fields or blocks a translated attempt's target family could not express",
+            "family",
+            "field",
+        )
         self.redis_failures = c("aisix_redis_failures_total", "Redis failures", "operation")
         self.worker_scrape_failures = c(
             "aisix_metrics_worker_scrape_failures_total",
@@ -334,7 +347,21 @@ class Metrics:
         elif event.is_fallback and event.requested_model:
             tried = event.attempt_log[-1].served_model if event.attempt_log else ""
             self.fallback_failed.child(event.requested_model, tried).inc()
+        for dropped in event.dropped:
+            family, _, name = dropped.partition(":")
+            self.translation_dropped.child(family, self._drop_label(name)).inc()
         self.usage_emitted.inc()
+
+    def _drop_label(self, name: str) -> str:
+        """A dropped field's label: the codecs' names, but a field a client invented must not
+        grow the series without bound, so at most MAX_DROP_LABELS names, then "other"."""
+        seen = self._drop_names
+        if name in seen:
+            return name
+        if len(seen) >= MAX_DROP_LABELS or not _DROP_NAME.match(name):
+            return "other"
+        seen.add(name)
+        return name
 
     def _request_series(self, event: RequestFinished) -> _RequestSeries:
         labels = self._labeller.request(event)

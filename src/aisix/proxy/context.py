@@ -160,4 +160,5 @@ class RequestContext:
             client_cancelled=self.client_cancelled,
             attempt_log=self.attempt_log,
             user_agent=self.user_agent.decode("latin-1") if self.user_agent else None,
+            dropped=self.dropped,
         )

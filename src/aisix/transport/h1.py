@@ -198,6 +198,21 @@ class H1Transport:
         route = self.route(request.url, request.tls, request.method, request.proxy)
         return self._exchange(route, request.headers, request.body, timeout, stream)
 
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        *,
+        tls: TLSSetting,
+        proxy: str | None,
+        timeout: float | None,
+        stream: bool,
+    ) -> Coroutine[Any, Any, Response]:
+        """`send` from parts; `tls` may also be a legacy SSLContext or bool."""
+        return self._exchange(self.route(url, tls, method, proxy), headers, body, timeout, stream)
+
     def post(
         self,
         url: str,

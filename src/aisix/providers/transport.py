@@ -13,7 +13,7 @@ never a raw client exception.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -23,6 +23,7 @@ import orjson
 from aisix.errors import (
     GatewayError,
     UpstreamDecodeError,
+    UpstreamFault,
     UpstreamTimeout,
     upstream_status_error,
 )
@@ -32,6 +33,7 @@ from aisix.transport.base import AsyncTransport
 from aisix.transport.errors import TransportError, gateway_error
 from aisix.transport.h1 import H1Transport, Response, TLSSetting
 
+FaultParser = Callable[[bytes], UpstreamFault]
 #: how much of a streamed error answer is read for its message
 _ERROR_BODY_LIMIT = 64 * 1024
 
@@ -99,15 +101,27 @@ class Transport:
         await self._client.close()
 
     def call_json(
-        self, target: UpstreamTarget, request: PreparedRequest, timeout_ms: int
+        self,
+        target: UpstreamTarget,
+        request: PreparedRequest,
+        timeout_ms: int,
+        parse_error: FaultParser | None = None,
     ) -> Coroutine[Any, Any, tuple[dict[str, Any], int]]:
-        """POST and parse a JSON object answer; return (body, status)."""
+        """POST and parse a JSON object answer; return (body, status). A non-2xx answer's
+        body is read by `parse_error` (the target family's codec)."""
         return self._json(
-            "POST", request.url, target.ssl, None, request.headers, request.body, timeout_ms
+            "POST",
+            request.url,
+            target.ssl,
+            None,
+            request.headers,
+            request.body,
+            timeout_ms,
+            parse_error,
         )
 
     def send_json(
-        self, request: UpstreamRequest, timeout_ms: int
+        self, request: UpstreamRequest, timeout_ms: int, parse_error: FaultParser | None = None
     ) -> Coroutine[Any, Any, tuple[dict[str, Any], int]]:
         """`call_json` for an `UpstreamRequest`: its method, TLS value and egress proxy."""
         return self._json(
@@ -118,19 +132,34 @@ class Transport:
             request.headers,
             request.body,
             timeout_ms,
+            parse_error,
         )
 
     def open_stream(
-        self, target: UpstreamTarget, request: PreparedRequest, stream_timeout_ms: int
+        self,
+        target: UpstreamTarget,
+        request: PreparedRequest,
+        stream_timeout_ms: int,
+        parse_error: FaultParser | None = None,
     ) -> AbstractAsyncContextManager[Response]:
         """Open a streaming POST; yields the response once 2xx headers have arrived. Every
         read (the head, the first chunk, each gap) is bounded by `stream_timeout_ms`."""
         return self._stream(
-            "POST", request.url, target.ssl, None, request.headers, request.body, stream_timeout_ms
+            "POST",
+            request.url,
+            target.ssl,
+            None,
+            request.headers,
+            request.body,
+            stream_timeout_ms,
+            parse_error,
         )
 
     def stream(
-        self, request: UpstreamRequest, stream_timeout_ms: int
+        self,
+        request: UpstreamRequest,
+        stream_timeout_ms: int,
+        parse_error: FaultParser | None = None,
     ) -> AbstractAsyncContextManager[Response]:
         """`open_stream` for an `UpstreamRequest`: its method, TLS value and egress proxy."""
         return self._stream(
@@ -141,6 +170,7 @@ class Transport:
             request.headers,
             request.body,
             stream_timeout_ms,
+            parse_error,
         )
 
     async def _json(
@@ -152,6 +182,7 @@ class Transport:
         headers: dict[str, str],
         body: bytes,
         timeout_ms: int,
+        parse_error: FaultParser | None,
     ) -> tuple[dict[str, Any], int]:
         try:
             response = await self._client.request(
@@ -168,7 +199,7 @@ class Transport:
             raise gateway_error(exc) from None
         raw = response.body()
         if response.status >= 300:
-            raise _status_error(response, raw)
+            raise _status_error(response, raw, parse_error)
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -187,6 +218,7 @@ class Transport:
         headers: dict[str, str],
         body: bytes,
         stream_timeout_ms: int,
+        parse_error: FaultParser | None,
     ) -> AsyncIterator[Response]:
         timeout = stream_timeout_ms / 1000 if stream_timeout_ms else None
         try:
@@ -197,7 +229,8 @@ class Transport:
             raise gateway_error(exc) from None
         try:
             if response.status >= 300:
-                raise _status_error(response, await _error_body(response, timeout))
+                error_body = await _error_body(response, timeout)
+                raise _status_error(response, error_body, parse_error)
             yield response
         finally:
             response.close()
@@ -219,6 +252,6 @@ async def _error_body(response: Response, timeout: float | None) -> bytes:
     return b"".join(parts)
 
 
-def _status_error(response: Response, raw: bytes) -> GatewayError:
+def _status_error(response: Response, raw: bytes, parse: FaultParser | None) -> GatewayError:
     retry_after = parse_retry_after(response.headers.get("retry-after"))
-    return upstream_status_error(response.status, raw, retry_after)
+    return upstream_status_error(response.status, raw, retry_after, parse)

@@ -4,8 +4,9 @@
 bytes both ways (the tunnel an https upstream is reached through), and forwards absolute-form
 requests (`POST http://host:port/path HTTP/1.1`) to the origin in origin form without the
 `Proxy-Authorization` header (plain-http upstreams). With `username`/`password` it demands
-Basic proxy credentials (407 otherwise). It records every CONNECT authority, every forwarded
-request line and the credentials each client presented.
+Basic proxy credentials (otherwise 407 with an HTML page, as squid answers). It records
+every CONNECT authority, every forwarded request line and the credentials each client
+presented.
 """
 
 from __future__ import annotations
@@ -51,10 +52,11 @@ class ConnectProxy:
             self.credentials.append(auth)
             if self._expected is not None and auth != self._expected:
                 self.refused += 1
+                page = b"<html><body>407 Proxy Authentication Required</body></html>\n"
                 writer.write(
                     b"HTTP/1.1 407 Proxy Authentication Required\r\n"
-                    b'Proxy-Authenticate: Basic realm="fake"\r\nContent-Length: 0\r\n'
-                    b"Connection: close\r\n\r\n"
+                    b'Proxy-Authenticate: Basic realm="fake"\r\nContent-Type: text/html\r\n'
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(page) + page
                 )
                 await writer.drain()
                 return

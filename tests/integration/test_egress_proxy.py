@@ -11,12 +11,13 @@ import pytest
 import trustme
 
 from aisix.providers.base import TLSConfig, UpstreamRequest
+from aisix.providers.transport import Transport
 from aisix.settings import UpstreamProxy
 from aisix.transport.errors import ConnectError
 from aisix.transport.h1 import H1Transport
 from aisix.transport.proxy import proxy_for
 from fakes.connect_proxy import ConnectProxy
-from fakes.scripted_server import JSON, LOOPS, Server, keep_alive_json
+from fakes.scripted_server import JSON, LOOPS, Server, answer, keep_alive_json
 
 pytestmark = pytest.mark.anyio
 
@@ -131,3 +132,25 @@ async def test_no_proxy_hosts_go_direct_and_others_through_the_proxy() -> None:
         await client.close()
     assert proxy.forwarded == [f"POST {server.url} HTTP/1.1"]  # only the non-bypassed one
     assert server.connections == 2
+
+
+async def test_the_pipeline_transport_sends_upstream_requests_through_the_proxy() -> None:
+    stream_reply = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"
+    )
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
+        while (raw := await s.read_request(r)) is not None:
+            w.write(stream_reply if b"stream" in raw.split(b"\r\n", 1)[0] else answer(JSON))
+            await w.drain()
+
+    async with ConnectProxy() as proxy, Server(handler) as server:
+        transport = Transport(2000)
+        get = UpstreamRequest("GET", server.url, {}, proxy=proxy.url())
+        assert await transport.send_json(get, 2000) == ({"ok": True}, 200)
+        streamed = UpstreamRequest("POST", server.url + "?stream", {}, b"{}", proxy=proxy.url())
+        async with transport.stream(streamed, 2000) as response:
+            assert await response.read_chunk(2) == b"data: [DONE]\n\n"
+        await transport.close()
+    assert proxy.forwarded == [f"GET {server.url} HTTP/1.1", f"POST {server.url}?stream HTTP/1.1"]

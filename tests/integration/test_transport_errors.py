@@ -269,3 +269,21 @@ async def test_a_bad_tls_setting_is_a_connect_error_without_key_material() -> No
             await client.send(bad, stream=False, timeout=2)
         assert "not-a-cert" not in str(caught.value)
         await client.close()
+
+
+async def test_a_request_we_cannot_form_is_a_502_that_never_reached_the_upstream() -> None:
+    async with Server(keep_alive_json) as server:
+        transport = Transport(2000)
+        bad = UpstreamRequest("POST", server.url, {"X-Evil": "a\r\nInjected: 1"}, b"{}")
+        with pytest.raises(GatewayError) as caught:
+            await transport.send_json(bad, 2000)
+        err = caught.value
+        assert (err.status, err.code, err.reached_upstream, err.reason) == (
+            502,
+            "connection_error",
+            False,
+            None,
+        )
+        assert "line break" in err.message
+        await transport.close()
+    assert server.connections == 0

@@ -2,8 +2,9 @@
 
 `Transport` owns the upstream HTTP client (`aisix.transport.h1`: keep-alive pools) for the
 app's lifetime; `Transport.upstream` is that client as an `AsyncTransport` (the boundary the
-pipeline moves to). `call_json` and `open_stream` are the older call shapes over the same
-client: `call_json` performs a non-streaming call under the model's total deadline;
+pipeline moves to). `send_json` and `stream` take an `UpstreamRequest` (method, TLS value,
+egress proxy); `call_json` and `open_stream` are the older call shapes over the same code:
+`call_json`/`send_json` perform a non-streaming call under the model's total deadline;
 `open_stream` returns once the upstream has answered 2xx headers, with per-read deadlines so
 the head, the first chunk and every gap between chunks are bounded by `stream_timeout`. Every
 failure becomes the `GatewayError` the contract names (`aisix.transport.errors.gateway_error`),
@@ -12,8 +13,8 @@ never a raw client exception.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -26,11 +27,11 @@ from aisix.errors import (
     UpstreamTimeout,
     upstream_status_error,
 )
-from aisix.providers.base import PreparedRequest, UpstreamTarget
+from aisix.providers.base import PreparedRequest, UpstreamRequest, UpstreamTarget
 from aisix.settings import UpstreamSettings
 from aisix.transport.base import AsyncTransport
 from aisix.transport.errors import TransportError, gateway_error
-from aisix.transport.h1 import H1Transport, Response
+from aisix.transport.h1 import H1Transport, Response, TLSSetting
 
 FaultParser = Callable[[bytes], UpstreamFault]
 #: how much of a streamed error answer is read for its message
@@ -99,20 +100,98 @@ class Transport:
     async def close(self) -> None:
         await self._client.close()
 
-    async def call_json(
+    def call_json(
         self,
         target: UpstreamTarget,
         request: PreparedRequest,
         timeout_ms: int,
         parse_error: FaultParser | None = None,
+    ) -> Coroutine[Any, Any, tuple[dict[str, Any], int]]:
+        """POST and parse a JSON object answer; return (body, status). A non-2xx answer's
+        body is read by `parse_error` (the target family's codec)."""
+        return self._json(
+            "POST",
+            request.url,
+            target.ssl,
+            None,
+            request.headers,
+            request.body,
+            timeout_ms,
+            parse_error,
+        )
+
+    def send_json(
+        self, request: UpstreamRequest, timeout_ms: int, parse_error: FaultParser | None = None
+    ) -> Coroutine[Any, Any, tuple[dict[str, Any], int]]:
+        """`call_json` for an `UpstreamRequest`: its method, TLS value and egress proxy."""
+        return self._json(
+            request.method,
+            request.url,
+            request.tls,
+            request.proxy,
+            request.headers,
+            request.body,
+            timeout_ms,
+            parse_error,
+        )
+
+    def open_stream(
+        self,
+        target: UpstreamTarget,
+        request: PreparedRequest,
+        stream_timeout_ms: int,
+        parse_error: FaultParser | None = None,
+    ) -> AbstractAsyncContextManager[Response]:
+        """Open a streaming POST; yields the response once 2xx headers have arrived. Every
+        read (the head, the first chunk, each gap) is bounded by `stream_timeout_ms`."""
+        return self._stream(
+            "POST",
+            request.url,
+            target.ssl,
+            None,
+            request.headers,
+            request.body,
+            stream_timeout_ms,
+            parse_error,
+        )
+
+    def stream(
+        self,
+        request: UpstreamRequest,
+        stream_timeout_ms: int,
+        parse_error: FaultParser | None = None,
+    ) -> AbstractAsyncContextManager[Response]:
+        """`open_stream` for an `UpstreamRequest`: its method, TLS value and egress proxy."""
+        return self._stream(
+            request.method,
+            request.url,
+            request.tls,
+            request.proxy,
+            request.headers,
+            request.body,
+            stream_timeout_ms,
+            parse_error,
+        )
+
+    async def _json(
+        self,
+        method: str,
+        url: str,
+        tls: TLSSetting,
+        proxy: str | None,
+        headers: dict[str, str],
+        body: bytes,
+        timeout_ms: int,
+        parse_error: FaultParser | None,
     ) -> tuple[dict[str, Any], int]:
-        """POST and parse a JSON object answer; return (body, status)."""
         try:
-            response = await self._client.post(
-                request.url,
-                request.headers,
-                request.body,
-                tls=target.ssl,
+            response = await self._client.request(
+                method,
+                url,
+                headers,
+                body,
+                tls=tls,
+                proxy=proxy,
                 timeout=timeout_ms / 1000 if timeout_ms else None,
                 stream=False,
             )
@@ -130,31 +209,28 @@ class Transport:
         return parsed, response.status
 
     @asynccontextmanager
-    async def open_stream(
+    async def _stream(
         self,
-        target: UpstreamTarget,
-        request: PreparedRequest,
+        method: str,
+        url: str,
+        tls: TLSSetting,
+        proxy: str | None,
+        headers: dict[str, str],
+        body: bytes,
         stream_timeout_ms: int,
-        parse_error: FaultParser | None = None,
+        parse_error: FaultParser | None,
     ) -> AsyncIterator[Response]:
-        """Open a streaming POST; yields the response once 2xx headers have arrived. Every
-        read (the head, the first chunk, each gap) is bounded by `stream_timeout_ms`."""
         timeout = stream_timeout_ms / 1000 if stream_timeout_ms else None
         try:
-            response = await self._client.post(
-                request.url,
-                request.headers,
-                request.body,
-                tls=target.ssl,
-                timeout=timeout,
-                stream=True,
+            response = await self._client.request(
+                method, url, headers, body, tls=tls, proxy=proxy, timeout=timeout, stream=True
             )
         except TransportError as exc:
             raise gateway_error(exc) from None
         try:
             if response.status >= 300:
-                body = await _error_body(response, timeout)
-                raise _status_error(response, body, parse_error)
+                error_body = await _error_body(response, timeout)
+                raise _status_error(response, error_body, parse_error)
             yield response
         finally:
             response.close()

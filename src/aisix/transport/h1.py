@@ -97,7 +97,7 @@ class H1Transport:
             (keepalive_idle_s, keepalive_interval_s, keepalive_count) if keepalive else None
         )
         self._pools: dict[tuple[object, ...], Pool] = {}
-        self._routes: dict[tuple[object, ...], Route] = {}
+        self._routes: dict[tuple[str, str, int, str | None], tuple[TLSSetting, Route]] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -146,14 +146,17 @@ class H1Transport:
     def route(
         self, url: str, tls: TLSSetting, method: str = "POST", proxy: str | None = None
     ) -> Route:
-        key = (method, url, tls, proxy)
+        # keyed by the TLS object's identity: hashing a TLSConfig value costs ~1 µs, an id
+        # nothing. The entry keeps that object alive, so its id cannot be reused meanwhile;
+        # an equal value from a new snapshot misses once and lands on the same pool.
+        key = (method, url, id(tls), proxy)
         found = self._routes.get(key)
         if found is not None:
-            return found
+            return found[1]
         route = self._new_route(url, tls, method, proxy)
         if len(self._routes) >= _MAX_ROUTES:
             self._routes.clear()
-        self._routes[key] = route
+        self._routes[key] = (tls, route)
         return route
 
     def _new_route(self, url: str, tls: TLSSetting, method: str, proxy: str | None) -> Route:
@@ -199,6 +202,21 @@ class H1Transport:
         connection attempt is also bounded by the transport's connect timeout."""
         route = self.route(request.url, request.tls, request.method, request.proxy)
         return self._exchange(route, request.headers, request.body, timeout, stream)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        *,
+        tls: TLSSetting,
+        proxy: str | None,
+        timeout: float | None,
+        stream: bool,
+    ) -> Coroutine[Any, Any, Response]:
+        """`send` from parts; `tls` may also be a legacy SSLContext or bool."""
+        return self._exchange(self.route(url, tls, method, proxy), headers, body, timeout, stream)
 
     def post(
         self,

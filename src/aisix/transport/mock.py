@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aisix.providers.base import UpstreamRequest
+from aisix.transport.base import AsyncTransport
 from aisix.transport.errors import ReadTimeout, TransportError
 
 
@@ -105,3 +106,8 @@ async def _sleep_within(seconds: float, timeout: float | None) -> None:
         await asyncio.sleep(timeout)
         raise ReadTimeout("upstream request timed out", timeout)
     await asyncio.sleep(seconds)
+
+
+def as_transport(mock: MockTransport) -> AsyncTransport:
+    """`mock` typed as the boundary it stands in for (mypy checks it conforms)."""
+    return mock

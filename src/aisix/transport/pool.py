@@ -45,10 +45,14 @@ class _Tunnel(asyncio.Protocol):
                 self.status.set_exception(ConnectError("the egress proxy sent a malformed answer"))
             return
         parts = head.split(b"\r\n", 1)[0].split(b" ", 2)
-        if rest or len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
             self.status.set_exception(ConnectError("the egress proxy sent a malformed answer"))
             return
-        self.status.set_result(int(parts[1]))
+        status = int(parts[1])
+        if rest and 200 <= status < 300:  # bytes before our TLS hello: not a clean tunnel
+            self.status.set_exception(ConnectError("the egress proxy sent a malformed answer"))
+            return
+        self.status.set_result(status)  # a refusal's body (squid sends HTML) is not read
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.status.done():

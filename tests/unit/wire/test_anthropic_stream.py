@@ -335,3 +335,24 @@ def test_message_delta_usage_overwrites_field_by_field() -> None:
     )
     translated.feed(raw)
     assert translated.usage == expected
+
+
+def test_encoder_repeated_tool_call_start_keeps_one_block() -> None:
+    encoder = MESSAGES.stream_encoder("a", "r", {})
+    out = encoder.encode(
+        [
+            ToolCallStart(0, "call_1", "f"),
+            ToolCallDelta(0, '{"a":'),
+            ToolCallStart(0, "call_1", "f"),  # repeated, as some servers send it
+            ToolCallDelta(0, "1}"),
+            ToolCallStart(1, "call_2", "g"),
+            ToolCallDelta(1, "{}"),
+            Finish("tool_calls"),
+        ]
+    )
+    message = accumulate(out + encoder.finish())
+    assert message["content"] == [
+        {"type": "tool_use", "id": "call_1", "name": "f", "input": {"a": 1}},
+        {"type": "tool_use", "id": "call_2", "name": "g", "input": {}},
+    ]
+    assert message["stop_reason"] == "tool_use"

@@ -90,8 +90,10 @@ class MessagesEncoder:
             elif isinstance(ev, ThinkingDelta):
                 self._thinking(ev, out)
             elif isinstance(ev, ToolCallStart):
-                self._tools[ev.index] = (ev.id, ev.name)
-                self._open_tool(ev.index, out)
+                # some OpenAI-compatible servers repeat id and name on every fragment
+                if self._block != f"tool:{ev.index}":
+                    self._tools[ev.index] = (ev.id, ev.name)
+                    self._open_tool(ev.index, out)
             elif isinstance(ev, ToolCallDelta):
                 if self._block != f"tool:{ev.index}":
                     self._open_tool(ev.index, out)

@@ -159,11 +159,7 @@ class Gateway:
         self.metrics = Metrics()
         self.health = HealthRegistry()
         self.router = Router(self.health)
-        self.transport = Transport(
-            settings.upstream.connect_timeout_ms,
-            settings.upstream.pool_size_per_host,
-            settings.upstream.idle_timeout_ms,
-        )
+        self.transport = Transport.from_settings(settings.upstream)
         self.store = make_store(settings)
         self.supervisor = Supervisor(self.store, self.holder, build_target, self._on_reload)
         self.listeners: list[Listener] = []

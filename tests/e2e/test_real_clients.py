@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from e2e_helpers import ALIAS, CALLER_KEY, Gateway
+
 from fakes.openai_upstream import FakeOpenAIUpstream
 
 CLIENTS = Path(__file__).resolve().parents[1] / "clients" / "node_modules" / ".bin"

@@ -284,7 +284,8 @@ async def _attempt(
     legacy = PreparedRequest(request.url, request.headers, request.body)
     tls = _TLS(request.tls)
     if sink is None:
-        parsed, _ = await rt.transport.call_json(tls, legacy, timeout_ms)  # type: ignore[arg-type]
+        parse = upstream.codec.parse_error
+        parsed, _ = await rt.transport.call_json(tls, legacy, timeout_ms, parse)  # type: ignore[arg-type]
         return _answer(ctx, target, upstream, inbound, hold, parsed, native, alias, call.body)
     relay: StreamRelay
     if native:
@@ -294,7 +295,13 @@ async def _attempt(
         relay = TranslatingRelay(upstream.codec.stream_decoder(), encoder)
     state = StreamState(relay)
     ctx.stream_state = state
-    async with rt.transport.open_stream(tls, legacy, stream_timeout_ms) as response:  # type: ignore[arg-type]
+    opened = rt.transport.open_stream(
+        tls,  # type: ignore[arg-type]
+        legacy,
+        stream_timeout_ms,
+        upstream.codec.parse_error,
+    )
+    async with opened as response:
         first = await read_first(response, state, stream_timeout_ms)
         state.first_chunk_at = time.perf_counter()
         ctx.ttft = state.first_chunk_at - ctx.started

@@ -356,3 +356,10 @@ def test_encoder_repeated_tool_call_start_keeps_one_block() -> None:
         {"type": "tool_use", "id": "call_2", "name": "g", "input": {}},
     ]
     assert message["stop_reason"] == "tool_use"
+
+
+def test_passthrough_keeps_multi_line_data_framed() -> None:
+    raw = b'event: content_block_delta\ndata: {"type":"content_block_delta",\ndata: "index":0}\n\n'
+    out = MESSAGES.passthrough_stream("a", {}).feed(raw)
+    assert out == raw
+    assert sse_events(out) == [("content_block_delta", {"type": "content_block_delta", "index": 0})]

@@ -244,6 +244,8 @@ class PassthroughStream:
                     raise self._failed
                 break
             head = b"event: " + name.encode() + b"\n" if name else b""
+            if b"\n" in data:  # a multi-line payload keeps one `data:` field per line
+                data = data.replace(b"\n", b"\ndata: ")
             out.append(head + b"data: " + data + b"\n\n")
         return b"".join(out)
 

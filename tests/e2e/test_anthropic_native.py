@@ -641,12 +641,22 @@ def test_failover_from_anthropic_to_openai_family(
     assert text == "echo: stream over"
     assert len(fake_anthropic.requests) == 2  # the stream tried the Anthropic target too
 
+    # a 200 stream whose first event is `event: error` (overloaded) fails over too: nothing
+    # had reached the client yet
+    fake_anthropic.script(Reply(error_after_events=0))
+    with router.messages.stream(
+        model="smart", max_tokens=16, messages=[{"role": "user", "content": "error first"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+    assert text == "echo: error first"
+    assert len(fake_anthropic.requests) == 3
+
     fake_anthropic.script(overloaded())
     chat = gw.openai_client(api_key="sk-router").chat.completions.create(
         model="smart", messages=[{"role": "user", "content": "chat over"}]
     )
     assert chat.model == "smart" and chat.choices[0].message.content == "echo: chat over"
-    assert len(fake_anthropic.requests) == 3
+    assert len(fake_anthropic.requests) == 4
     assert fake_anthropic.requests[-1].json["messages"] == [
         {"role": "user", "content": "chat over"}
     ]  # translated for the Anthropic target before failing over

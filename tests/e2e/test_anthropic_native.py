@@ -551,6 +551,20 @@ def test_error_event_after_the_head_in_each_inbound_envelope(
     assert "Overloaded" in str(failed.value)
 
     fake_anthropic.script(Reply(content="partial answer", error_after_events=4))
+    messages_body = {
+        "model": CLAUDE,
+        "max_tokens": 8,
+        "stream": True,
+        "messages": [{"role": "user", "content": "x"}],
+    }
+    relayed = gw.proxy("POST", "/v1/messages", messages_body, api_key=CALLER_KEY)
+    last = [f for f in relayed.text.split("\n\n") if f.strip()][-1]
+    assert last.split("\n") == [  # the upstream's own error event, relayed
+        "event: error",
+        'data: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
+    ]
+
+    fake_anthropic.script(Reply(content="partial answer", error_after_events=4))
     body = {"model": CLAUDE, "stream": True, "messages": [{"role": "user", "content": "x"}]}
     response = gw.proxy("POST", "/v1/chat/completions", body, api_key=CALLER_KEY)
     assert response.status == 200

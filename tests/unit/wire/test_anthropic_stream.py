@@ -296,8 +296,15 @@ def test_passthrough_error_event_is_a_mid_stream_failure() -> None:
     assert failed.value.message == "Overloaded"
     with pytest.raises(UpstreamError):
         MESSAGES.passthrough_stream("a", {}).feed(raw.split(b"\n\n")[3] + b"\n\n")
+    # the upstream's own error event is what the client gets (its type tells it to retry)
     [(name, data)] = sse_events(relay.error(failed.value))
-    assert name == "error" and data["error"]["message"] == "Overloaded"
+    assert (name, data) == (
+        "error",
+        {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+    )
+    # a failure of the gateway's own (a timeout) is in the gateway's terms
+    [(_, own)] = sse_events(relay.error(UpstreamTimeout("upstream request timed out after 9ms")))
+    assert own["error"]["type"] == "timeout_error"
 
 
 def test_message_delta_usage_overwrites_field_by_field() -> None:

@@ -15,7 +15,10 @@ SDK in test_fake_anthropic_selftest.py) behind it.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -548,6 +551,20 @@ def test_error_event_after_the_head_in_each_inbound_envelope(
     assert "Overloaded" in str(failed.value)
 
     fake_anthropic.script(Reply(content="partial answer", error_after_events=4))
+    messages_body = {
+        "model": CLAUDE,
+        "max_tokens": 8,
+        "stream": True,
+        "messages": [{"role": "user", "content": "x"}],
+    }
+    relayed = gw.proxy("POST", "/v1/messages", messages_body, api_key=CALLER_KEY)
+    last = [f for f in relayed.text.split("\n\n") if f.strip()][-1]
+    assert last.split("\n") == [  # the upstream's own error event, relayed
+        "event: error",
+        'data: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
+    ]
+
+    fake_anthropic.script(Reply(content="partial answer", error_after_events=4))
     body = {"model": CLAUDE, "stream": True, "messages": [{"role": "user", "content": "x"}]}
     response = gw.proxy("POST", "/v1/chat/completions", body, api_key=CALLER_KEY)
     assert response.status == 200
@@ -638,12 +655,22 @@ def test_failover_from_anthropic_to_openai_family(
     assert text == "echo: stream over"
     assert len(fake_anthropic.requests) == 2  # the stream tried the Anthropic target too
 
+    # a 200 stream whose first event is `event: error` (overloaded) fails over too: nothing
+    # had reached the client yet
+    fake_anthropic.script(Reply(error_after_events=0))
+    with router.messages.stream(
+        model="smart", max_tokens=16, messages=[{"role": "user", "content": "error first"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+    assert text == "echo: error first"
+    assert len(fake_anthropic.requests) == 3
+
     fake_anthropic.script(overloaded())
     chat = gw.openai_client(api_key="sk-router").chat.completions.create(
         model="smart", messages=[{"role": "user", "content": "chat over"}]
     )
     assert chat.model == "smart" and chat.choices[0].message.content == "echo: chat over"
-    assert len(fake_anthropic.requests) == 3
+    assert len(fake_anthropic.requests) == 4
     assert fake_anthropic.requests[-1].json["messages"] == [
         {"role": "user", "content": "chat over"}
     ]  # translated for the Anthropic target before failing over
@@ -703,3 +730,60 @@ def test_responses_api_translated_to_anthropic(
         final = stream.get_final_response()
     assert final.output_text == "Streamed reply."
     assert fake_anthropic.requests[-1].json["stream"] is True
+
+
+# --- Claude Code (the real CLI) → aisix → Anthropic target ---------------------------------------
+
+CLAUDE_BIN = Path(__file__).resolve().parents[1] / "clients" / "node_modules" / ".bin" / "claude"
+
+
+def test_claude_code_print_mode_through_the_native_path(
+    gw: Gateway, fake_anthropic: FakeAnthropicUpstream, tmp_path: Path
+) -> None:
+    """`claude -p` (pinned from npm by scripts/test.sh), offline, against an Anthropic-adapter
+    alias: its Messages calls (system-role messages, beta header, `?beta=true`) are relayed
+    natively and it prints the fake upstream's answer."""
+    if not CLAUDE_BIN.exists():  # installed by scripts/test.sh; missing is a setup failure
+        pytest.fail(f"{CLAUDE_BIN} is missing: run scripts/test.sh (it installs the pinned CLIs)")
+    fake_anthropic.default = Reply(content="Hello from the fake Anthropic upstream.")
+    home = tmp_path / "home"
+    home.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "ANTHROPIC_BASE_URL": gw.proxy_url,
+        "ANTHROPIC_API_KEY": CALLER_KEY,
+        "ANTHROPIC_MODEL": CLAUDE,
+        "ANTHROPIC_SMALL_FAST_MODEL": CLAUDE,
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL": CLAUDE,
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "NO_COLOR": "1",
+    }
+    done = subprocess.run(
+        [str(CLAUDE_BIN), "-p", "Say hello"],
+        env=env,
+        cwd=work,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Hello from the fake Anthropic upstream." in done.stdout, done.stdout + done.stderr
+    calls = [r for r in fake_anthropic.requests if r.path == "/v1/messages"]
+    assert calls, "claude's call never reached the upstream"
+    main = calls[-1]
+    assert main.json["model"] == UPSTREAM_CLAUDE
+    assert main.headers["x-api-key"] == SECRET
+    assert CALLER_KEY not in str(main.headers)
+    assert main.json["stream"] is True
+    # current Claude Code sends a system-role message inside `messages`: relayed as sent
+    assert "system" in [m["role"] for m in main.json["messages"]]
+    assert "claude-code-20250219" in main.headers["anthropic-beta"]

@@ -8,7 +8,13 @@ import orjson
 import pytest
 from anthropic_helpers import accumulate, events_json, fixture, pieces, raw_fixture, sse_events
 
-from aisix.errors import UpstreamDecodeError, UpstreamError, UpstreamTimeout
+from aisix.errors import (
+    UpstreamDecodeError,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamServerError,
+    UpstreamTimeout,
+)
 from aisix.wire.anthropic import CODEC, MESSAGES
 from aisix.wire.openai import CODEC as OPENAI
 from aisix.wire.openai_in import CHAT
@@ -51,7 +57,7 @@ def test_decoder_error_event_raises_with_its_message_after_the_events_before_it(
     with pytest.raises(UpstreamError) as failed:
         decoder.end()
     assert failed.value.message == "Overloaded"
-    assert failed.value.code == "overloaded_error"
+    assert isinstance(failed.value, UpstreamServerError) and failed.value.retryable
     assert not decoder.done
     error_only = raw_fixture("stream_error.sse").split(b"\n\n")[3] + b"\n\n"
     with pytest.raises(UpstreamError):  # nothing before it: raised at once
@@ -290,8 +296,15 @@ def test_passthrough_error_event_is_a_mid_stream_failure() -> None:
     assert failed.value.message == "Overloaded"
     with pytest.raises(UpstreamError):
         MESSAGES.passthrough_stream("a", {}).feed(raw.split(b"\n\n")[3] + b"\n\n")
+    # the upstream's own error event is what the client gets (its type tells it to retry)
     [(name, data)] = sse_events(relay.error(failed.value))
-    assert name == "error" and data["error"]["message"] == "Overloaded"
+    assert (name, data) == (
+        "error",
+        {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+    )
+    # a failure of the gateway's own (a timeout) is in the gateway's terms
+    [(_, own)] = sse_events(relay.error(UpstreamTimeout("upstream request timed out after 9ms")))
+    assert own["error"]["type"] == "timeout_error"
 
 
 def test_message_delta_usage_overwrites_field_by_field() -> None:
@@ -335,3 +348,56 @@ def test_message_delta_usage_overwrites_field_by_field() -> None:
     )
     translated.feed(raw)
     assert translated.usage == expected
+
+
+def test_encoder_repeated_tool_call_start_keeps_one_block() -> None:
+    encoder = MESSAGES.stream_encoder("a", "r", {})
+    out = encoder.encode(
+        [
+            ToolCallStart(0, "call_1", "f"),
+            ToolCallDelta(0, '{"a":'),
+            ToolCallStart(0, "call_1", "f"),  # repeated, as some servers send it
+            ToolCallDelta(0, "1}"),
+            ToolCallStart(1, "call_2", "g"),
+            ToolCallDelta(1, "{}"),
+            Finish("tool_calls"),
+        ]
+    )
+    message = accumulate(out + encoder.finish())
+    assert message["content"] == [
+        {"type": "tool_use", "id": "call_1", "name": "f", "input": {"a": 1}},
+        {"type": "tool_use", "id": "call_2", "name": "g", "input": {}},
+    ]
+    assert message["stop_reason"] == "tool_use"
+
+
+def test_passthrough_keeps_multi_line_data_framed() -> None:
+    raw = b'event: content_block_delta\ndata: {"type":"content_block_delta",\ndata: "index":0}\n\n'
+    out = MESSAGES.passthrough_stream("a", {}).feed(raw)
+    assert out == raw
+    assert sse_events(out) == [("content_block_delta", {"type": "content_block_delta", "index": 0})]
+
+
+@pytest.mark.parametrize(
+    ("kind", "cls", "status", "retryable"),
+    [
+        ("overloaded_error", UpstreamServerError, 502, True),
+        ("api_error", UpstreamServerError, 502, True),
+        ("rate_limit_error", UpstreamRateLimited, 429, False),
+        ("invalid_request_error", UpstreamError, 502, False),
+        (None, UpstreamError, 502, False),
+    ],
+)
+def test_error_events_are_classified_by_type(
+    kind: str | None, cls: type[UpstreamError], status: int, retryable: bool
+) -> None:
+    error: dict[str, object] = {"message": "boom"}
+    if kind is not None:
+        error["type"] = kind
+    frame = b"event: error\ndata: " + orjson.dumps({"type": "error", "error": error}) + b"\n\n"
+    for feed in (CODEC.stream_decoder().feed, MESSAGES.passthrough_stream("a", {}).feed):
+        with pytest.raises(UpstreamError) as failed:
+            feed(frame)
+        assert type(failed.value) is cls
+        assert (failed.value.status, failed.value.retryable) == (status, retryable)
+        assert failed.value.message == "boom"

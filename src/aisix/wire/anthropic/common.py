@@ -12,7 +12,12 @@ from typing import Any
 
 import orjson
 
-from aisix.errors import UpstreamDecodeError, UpstreamError
+from aisix.errors import (
+    UpstreamDecodeError,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamServerError,
+)
 from aisix.wire.types import FinishReason, UpstreamFault, Usage
 
 FAMILY = "anthropic"
@@ -132,6 +137,15 @@ def fault_of(parsed: Any) -> UpstreamFault:
 
 
 def stream_error(parsed: dict[str, Any]) -> UpstreamError:
-    """The failure an `event: error` frame reports (overloaded, api error, …)."""
+    """The failure an `event: error` frame reports, classified like the HTTP status Anthropic
+    gives the same error type: `overloaded_error` (529) and `api_error` (500) are server
+    errors (retryable: before the stream's head, the attempt loop may fail over),
+    `rate_limit_error` a 429, anything else a 502 upstream error. The message is the
+    upstream's."""
     fault = fault_of(parsed)
-    return UpstreamError(fault.message or "upstream stream error", code=fault.type)
+    message = fault.message or "upstream stream error"
+    if fault.type in ("overloaded_error", "api_error"):
+        return UpstreamServerError(message)
+    if fault.type == "rate_limit_error":
+        return UpstreamRateLimited(message, code=fault.type)
+    return UpstreamError(message, code=fault.type, status=502)

@@ -90,8 +90,10 @@ class MessagesEncoder:
             elif isinstance(ev, ThinkingDelta):
                 self._thinking(ev, out)
             elif isinstance(ev, ToolCallStart):
-                self._tools[ev.index] = (ev.id, ev.name)
-                self._open_tool(ev.index, out)
+                # some OpenAI-compatible servers repeat id and name on every fragment
+                if self._block != f"tool:{ev.index}":
+                    self._tools[ev.index] = (ev.id, ev.name)
+                    self._open_tool(ev.index, out)
             elif isinstance(ev, ToolCallDelta):
                 if self._block != f"tool:{ev.index}":
                     self._open_tool(ev.index, out)
@@ -195,13 +197,24 @@ class PassthroughStream:
     `message_start.message.model` := alias; usage read from `message_start` and
     `message_delta`; `message_stop` ends (sent by `terminal`); `event: error` raises."""
 
-    __slots__ = ("_alias", "_failed", "_sse", "_tally", "done", "generated_chars", "usage")
+    __slots__ = (
+        "_alias",
+        "_failed",
+        "_failure_frame",
+        "_sse",
+        "_tally",
+        "done",
+        "generated_chars",
+        "usage",
+    )
 
     def __init__(self, alias: str) -> None:
         self._alias = alias
         self._sse = SSEDecoder()
         self._tally = UsageTally()
         self._failed: UpstreamError | None = None
+        #: the upstream's own `event: error` frame, relayed as the stream's last event
+        self._failure_frame: bytes | None = None
         self.usage: Usage | None = None
         self.generated_chars = 0
         self.done = False
@@ -237,11 +250,15 @@ class PassthroughStream:
             elif name == "error":
                 # the frames before it in this read still reach the client; the failure is
                 # raised now, or on the next read when there are some
-                self._failed = stream_error(load_event(data))
+                payload = load_event(data)
+                self._failed = stream_error(payload)
+                self._failure_frame = event("error", payload)
                 if not out:
                     raise self._failed
                 break
             head = b"event: " + name.encode() + b"\n" if name else b""
+            if b"\n" in data:  # a multi-line payload keeps one `data:` field per line
+                data = data.replace(b"\n", b"\ndata: ")
             out.append(head + b"data: " + data + b"\n\n")
         return b"".join(out)
 
@@ -262,4 +279,8 @@ class PassthroughStream:
         return _STOP
 
     def error(self, err: GatewayError) -> bytes:
+        """The upstream's own error event when that is what ended the stream (its type, such
+        as `overloaded_error`, tells Anthropic clients how to retry), else the gateway's."""
+        if err is self._failed and self._failure_frame is not None:
+            return self._failure_frame
         return error_event(err)

@@ -43,6 +43,7 @@ from aisix.providers.registry import Registry
 from aisix.providers.transport import Transport
 from aisix.proxy.client_ip import ClientIPResolver
 from aisix.proxy.context import ProxyRuntime
+from aisix.proxy.egress import Egress
 from aisix.proxy.server import ProxyApp
 from aisix.responses_store import ResponseStore
 from aisix.routing.health import HealthRegistry
@@ -300,6 +301,9 @@ class Gateway:
             bus=self.bus,
             client_ip=ClientIPResolver(settings.proxy.real_ip),
             responses=responses,
+            egress=Egress(settings.upstream.proxy)
+            if Egress.configured(settings.upstream.proxy)
+            else None,
         )
         runtime = self.runtime
         self.metrics.bind_in_flight(lambda: float(runtime.in_flight))

@@ -182,6 +182,9 @@ class ProviderKey(_Strict):
     tls: UpstreamTLS | None = None
     telemetry_tags: dict[str, Any] | None = None
     capabilities: Capabilities | None = None
+    #: the bootstrap egress proxy (`upstream.proxy`) for this key: false never, true always,
+    #: unset follows `upstream.proxy.only_opted_in`
+    egress_proxy: bool | None = None
 
     @field_validator("strip_headers")
     @classmethod

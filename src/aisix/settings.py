@@ -189,6 +189,8 @@ class UpstreamProxy(_Section):
     from_env: bool = False
     url: str | None = None
     no_proxy: list[str] = Field(default_factory=list)
+    #: only provider keys with `egress_proxy: true` use the proxy (else all but `false` ones)
+    only_opted_in: bool = False
 
     @field_validator("url")
     @classmethod

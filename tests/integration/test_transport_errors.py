@@ -3,7 +3,7 @@
 Each test makes the wire misbehave in one way (nobody listening, a listener that never
 accepts, a pool at its limit, a stalled answer, garbage, an oversized head or body, a peer
 that resets while we write) and checks both the typed `TransportError` the h1 client raises
-and what `gateway_error` (through the legacy `Transport.call_json` as well) makes of it: the
+and what `gateway_error` (through `Transport.send_json` as well) makes of it: the
 contract status and code, `reached_upstream`, and whether it may cool the target (`reason`).
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from aisix.errors import GatewayError
-from aisix.providers.base import PreparedRequest, TLSConfig, UpstreamRequest
+from aisix.providers.base import TLSConfig, UpstreamRequest
 from aisix.providers.transport import Transport
 from aisix.transport.errors import (
     ConnectError,
@@ -240,20 +240,14 @@ async def test_a_peer_resetting_while_we_write_is_a_write_error() -> None:
         await client.close()
 
 
-async def test_the_legacy_call_json_maps_through_gateway_error() -> None:
+async def test_send_json_maps_through_gateway_error() -> None:
     async with Server(json_after(0.6)) as server:
         transport = Transport(2000, pool_size_per_host=1)
-        prepared = PreparedRequest(server.url, {}, b"{}")
-
-        class Target:
-            adapter = "openai"
-            model_name = "m"
-            ssl = True
-
-        first = asyncio.ensure_future(transport.call_json(Target(), prepared, 2000))  # type: ignore[arg-type]
+        prepared = UpstreamRequest("POST", server.url, {}, b"{}")
+        first = asyncio.ensure_future(transport.send_json(prepared, 2000))
         await asyncio.sleep(0.1)
         with pytest.raises(GatewayError) as caught:
-            await transport.call_json(Target(), prepared, 200)  # type: ignore[arg-type]
+            await transport.send_json(prepared, 200)
         assert (caught.value.status, caught.value.reason) == (504, None)
         assert (await first)[0] == {"ok": True}
         await transport.close()

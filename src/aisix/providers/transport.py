@@ -1,12 +1,12 @@
 """Upstream I/O for the pipeline, and the mapping of transport faults to errors.
 
 `Transport` owns the upstream HTTP client (`aisix.transport.h1`: keep-alive pools) for the
-app's lifetime; `Transport.upstream` is that client as an `AsyncTransport` (the boundary the
-pipeline moves to). `send_json` and `stream` take an `UpstreamRequest` (method, TLS value,
-egress proxy); `call_json` and `open_stream` are the older call shapes over the same code:
-`call_json`/`send_json` perform a non-streaming call under the model's total deadline;
-`open_stream` returns once the upstream has answered 2xx headers, with per-read deadlines so
-the head, the first chunk and every gap between chunks are bounded by `stream_timeout`. Every
+app's lifetime; `Transport.upstream` is that client as an `AsyncTransport`. `send_json` and
+`stream` take an `UpstreamRequest` (method, TLS value, egress proxy): `send_json` performs a
+non-streaming call under the model's total deadline; `stream` yields once the upstream has
+answered 2xx headers, with per-read deadlines so the head, the first chunk and every gap
+between chunks are bounded by `stream_timeout`. A non-2xx answer's body is read by the target
+family's `parse_error`. Every
 failure becomes the `GatewayError` the contract names (`aisix.transport.errors.gateway_error`),
 never a raw client exception.
 """
@@ -27,7 +27,7 @@ from aisix.errors import (
     UpstreamTimeout,
     upstream_status_error,
 )
-from aisix.providers.base import PreparedRequest, UpstreamRequest, UpstreamTarget
+from aisix.providers.base import UpstreamRequest
 from aisix.settings import UpstreamSettings
 from aisix.transport.base import AsyncTransport
 from aisix.transport.errors import TransportError, gateway_error
@@ -100,26 +100,6 @@ class Transport:
     async def close(self) -> None:
         await self._client.close()
 
-    def call_json(
-        self,
-        target: UpstreamTarget,
-        request: PreparedRequest,
-        timeout_ms: int,
-        parse_error: FaultParser | None = None,
-    ) -> Coroutine[Any, Any, tuple[dict[str, Any], int]]:
-        """POST and parse a JSON object answer; return (body, status). A non-2xx answer's
-        body is read by `parse_error` (the target family's codec)."""
-        return self._json(
-            "POST",
-            request.url,
-            target.ssl,
-            None,
-            request.headers,
-            request.body,
-            timeout_ms,
-            parse_error,
-        )
-
     def send_json(
         self, request: UpstreamRequest, timeout_ms: int, parse_error: FaultParser | None = None
     ) -> Coroutine[Any, Any, tuple[dict[str, Any], int]]:
@@ -132,26 +112,6 @@ class Transport:
             request.headers,
             request.body,
             timeout_ms,
-            parse_error,
-        )
-
-    def open_stream(
-        self,
-        target: UpstreamTarget,
-        request: PreparedRequest,
-        stream_timeout_ms: int,
-        parse_error: FaultParser | None = None,
-    ) -> AbstractAsyncContextManager[Response]:
-        """Open a streaming POST; yields the response once 2xx headers have arrived. Every
-        read (the head, the first chunk, each gap) is bounded by `stream_timeout_ms`."""
-        return self._stream(
-            "POST",
-            request.url,
-            target.ssl,
-            None,
-            request.headers,
-            request.body,
-            stream_timeout_ms,
             parse_error,
         )
 

@@ -18,6 +18,7 @@ from aisix.pricing import cost_usd
 from aisix.providers.base import Endpoint
 from aisix.providers.transport import Transport
 from aisix.proxy.client_ip import ClientIPResolver
+from aisix.proxy.egress import Egress
 from aisix.resources import DirectModel
 from aisix.responses_store import ResponseStore
 from aisix.routing.health import HealthRegistry
@@ -42,6 +43,8 @@ class ProxyRuntime:
     client_ip: ClientIPResolver
     #: stored Responses API answers (None: not kept)
     responses: ResponseStore | None = None
+    #: egress proxy choice (None: no proxy configured, every call direct)
+    egress: Egress | None = None
     draining: bool = False
     in_flight: int = 0
 

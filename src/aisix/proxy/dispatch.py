@@ -12,9 +12,7 @@ returns an `Outcome`; every hold it took is in the request's `Reservations`.
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
-import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +22,7 @@ from aisix.errors import BudgetExceeded, GatewayError, NotImplementedByAdapter, 
 from aisix.events import AttemptFinished
 from aisix.limits.governor import Hold, ratelimit_headers
 from aisix.pricing import Estimate
-from aisix.providers.base import PreparedRequest, Provider, TLSConfig, UpstreamCall
+from aisix.providers.base import Provider, UpstreamCall
 from aisix.proxy.context import ProxyRuntime, RequestContext
 from aisix.proxy.relay import Keepalive as Keepalive
 from aisix.proxy.relay import StreamState, read_first, relay_rest, send_chunk
@@ -226,26 +224,6 @@ def _log_attempt(
     )
 
 
-@functools.lru_cache(maxsize=256)
-def _ssl_for(tls: TLSConfig) -> ssl.SSLContext | bool:
-    """The h1 client's TLS argument for a TLSConfig (one SSLContext per distinct value)."""
-    if not tls.verify:
-        return False
-    if tls.ca_cert or tls.ca_file or tls.client_cert_file:
-        context = ssl.create_default_context(cadata=tls.ca_cert, cafile=tls.ca_file)
-        if tls.client_cert_file:
-            context.load_cert_chain(tls.client_cert_file, tls.client_key_file)
-        return context
-    return True
-
-
-class _TLS:
-    __slots__ = ("ssl",)
-
-    def __init__(self, tls: TLSConfig) -> None:
-        self.ssl = _ssl_for(tls)
-
-
 async def _attempt(
     rt: ProxyRuntime,
     ctx: RequestContext,
@@ -281,11 +259,11 @@ async def _attempt(
     if spec.canonical is not None and spec.canonical.dropped:
         ctx.dropped = [f"{upstream.family}:{name}" for name in spec.canonical.dropped]
     ctx.served = target
-    legacy = PreparedRequest(request.url, request.headers, request.body)
-    tls = _TLS(request.tls)
+    if rt.egress is not None:
+        request.proxy = rt.egress.proxy(target, request.url)
+    parse = upstream.codec.parse_error
     if sink is None:
-        parse = upstream.codec.parse_error
-        parsed, _ = await rt.transport.call_json(tls, legacy, timeout_ms, parse)  # type: ignore[arg-type]
+        parsed, _ = await rt.transport.send_json(request, timeout_ms, parse)
         return _answer(ctx, target, upstream, inbound, hold, parsed, native, alias, call.body)
     relay: StreamRelay
     if native:
@@ -295,13 +273,7 @@ async def _attempt(
         relay = TranslatingRelay(upstream.codec.stream_decoder(), encoder)
     state = StreamState(relay)
     ctx.stream_state = state
-    opened = rt.transport.open_stream(
-        tls,  # type: ignore[arg-type]
-        legacy,
-        stream_timeout_ms,
-        upstream.codec.parse_error,
-    )
-    async with opened as response:
+    async with rt.transport.stream(request, stream_timeout_ms, parse) as response:
         first = await read_first(response, state, stream_timeout_ms)
         state.first_chunk_at = time.perf_counter()
         ctx.ttft = state.first_chunk_at - ctx.started

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 from aisix.asgi import Headers, Send
 from aisix.errors import GatewayError, UpstreamConnectionError, UpstreamDecodeError
-from aisix.providers.h1 import HTTPClientError, Response
 from aisix.providers.transport import timeout_error
+from aisix.transport.errors import TransportError
+from aisix.transport.h1 import Response
 from aisix.wire.base import StreamRelay
 
 PING = b": ping\n\n"
@@ -84,7 +85,7 @@ async def _read(response: Response, timeout_ms: int) -> bytes:
         return await response.read_chunk(timeout_ms / 1000 if timeout_ms else None)
     except TimeoutError:
         raise timeout_error(timeout_ms) from None
-    except HTTPClientError:
+    except TransportError:
         raise UpstreamConnectionError("the upstream closed the connection mid-stream") from None
 
 

@@ -7,18 +7,20 @@ only waits when no valid token exists. Concurrent callers share one refresh (sin
 a failed refresh keeps a still-valid token and is retried after an exponential backoff; with
 no valid token the failure is raised as `TokenUnavailable` (an `UpstreamAuthError`: 502
 `upstream_auth_error`), whose message never carries the credential or the endpoint's body.
+`shared_source` keeps one source per credential across snapshot rebuilds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 
 from aisix.errors import GatewayError, UpstreamAuthError
 
-__all__ = ["Token", "TokenSource", "TokenUnavailable"]
+__all__ = ["Token", "TokenSource", "TokenUnavailable", "shared_source"]
 
 #: refresh this long before a token expires (contract §7.2)
 REFRESH_EARLY_S = 60.0
@@ -144,6 +146,25 @@ class TokenSource:
         self._retry_at = self._clock() + self._backoff
         self._backoff = min(self._backoff * 2, self._backoff_max)
         return failure
+
+
+#: token sources by credential identity, shared across snapshots: an admin write rebuilds every
+#: provider, and must neither discard a valid token nor mint one per model using the same key
+_SHARED: OrderedDict[Hashable, TokenSource] = OrderedDict()
+_SHARED_MAX = 1024
+
+
+def shared_source(key: Hashable, make: Callable[[], TokenSource]) -> TokenSource:
+    """The process's source for `key` (hash secrets into it, never put them in plain), made
+    on first use; least recently used sources beyond 1,024 are forgotten."""
+    found = _SHARED.get(key)
+    if found is not None:
+        _SHARED.move_to_end(key)
+        return found
+    made = _SHARED[key] = make()
+    if len(_SHARED) > _SHARED_MAX:
+        _SHARED.popitem(last=False)
+    return made
 
 
 def _as_unavailable(err: GatewayError) -> TokenUnavailable:

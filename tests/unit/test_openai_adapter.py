@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from email.utils import formatdate
 from typing import Any
@@ -10,15 +11,15 @@ import orjson
 import pytest
 from multidict import CIMultiDict
 
-from aisix.providers.base import PreparedRequest
-from aisix.providers.openai import DEFAULT_BASE, OpenAITarget, normalise_base
+from aisix.providers.base import UpstreamCall, UpstreamRequest
+from aisix.providers.openai import DEFAULT_BASE, OpenAIProvider, normalise_base, tls_config
 from aisix.providers.transport import parse_retry_after
 from aisix.resources import DirectModel, ProviderKey, validate_value
 
 SECRET = "sk-upstream-secret"
 
 
-def target(api_base: str | None = None, **request: Any) -> OpenAITarget:
+def target(api_base: str | None = None, **request: Any) -> OpenAIProvider:
     raw: dict[str, Any] = {"display_name": "pk", "secret": SECRET}
     if api_base is not None:
         raw["api_base"] = api_base
@@ -35,13 +36,20 @@ def target(api_base: str | None = None, **request: Any) -> OpenAITarget:
         },
     )
     assert isinstance(key, ProviderKey) and isinstance(model, DirectModel)
-    return OpenAITarget(key, model)
+    return OpenAIProvider(key, model, tls_config(key))
+
+
+def build(
+    t: OpenAIProvider, endpoint: Any, body: dict[str, Any], stream: bool, request_id: str
+) -> UpstreamRequest:
+    request = t.build(UpstreamCall(endpoint, stream, request_id, body=body))
+    return asyncio.run(t.authorize(request))
 
 
 def prepare(
-    t: OpenAITarget, body: dict[str, Any], stream: bool = False
-) -> tuple[PreparedRequest, dict[str, Any]]:
-    prepared = t.prepare("chat", body, stream, "req-123")
+    t: OpenAIProvider, body: dict[str, Any], stream: bool = False
+) -> tuple[UpstreamRequest, dict[str, Any]]:
+    prepared = build(t, "chat", body, stream, "req-123")
     return prepared, orjson.loads(prepared.body)
 
 
@@ -80,9 +88,9 @@ def test_normalise_base(given: str | None, expected: str) -> None:
 def test_target_urls_use_normalised_base() -> None:
     t = target("https://llm.local/v1/chat/completions/")
     assert prepare(t, CHAT)[0].url == "https://llm.local/v1/chat/completions"
-    embed = t.prepare("embeddings", {"model": "alias", "input": "x"}, False, "r")
+    embed = build(t, "embeddings", {"model": "alias", "input": "x"}, False, "r")
     assert embed.url == "https://llm.local/v1/embeddings"
-    assert t.prepare("completions", {"model": "a", "prompt": "x"}, False, "r").url.endswith(
+    assert build(t, "completions", {"model": "a", "prompt": "x"}, False, "r").url.endswith(
         "/v1/completions"
     )
     assert target().base == DEFAULT_BASE

@@ -11,9 +11,9 @@ import pytest
 from aisix.errors import InvalidRequest, Unauthorized
 from aisix.loader import build_snapshot
 from aisix.proxy.auth import authenticate, bearer_token
-from aisix.proxy.body import client_wants_usage, parse_body
 from aisix.resources import parse_rfc3339
 from aisix.snapshot import Record, Snapshot
+from aisix.wire.request import client_wants_usage, parse_body
 
 MISSING = "missing or malformed Authorization header"
 NOW = parse_rfc3339("2026-01-05T10:00:00Z").timestamp()

@@ -10,20 +10,22 @@ import pytest
 
 from aisix.errors import UpstreamDecodeError, UpstreamError
 from aisix.providers.h1 import ConnectionClosed
-from aisix.proxy.relay import DONE, SSEDecoder, StreamState, _rewrite, relay_rest
+from aisix.proxy.relay import StreamState, relay_rest
+from aisix.wire.openai_in import DONE, PassthroughStream
+from aisix.wire.sse import SSEDecoder
 
 
 def feed_split(raw: bytes, cut: int) -> list[bytes]:
     decoder = SSEDecoder()
-    return decoder.feed(raw[:cut]) + decoder.feed(raw[cut:]) + decoder.flush()
+    return decoder.payloads(raw[:cut]) + decoder.payloads(raw[cut:]) + decoder.flush_payloads()
 
 
 def feed_bytewise(raw: bytes) -> list[bytes]:
     decoder = SSEDecoder()
     out: list[bytes] = []
     for i in range(len(raw)):
-        out += decoder.feed(raw[i : i + 1])
-    return out + decoder.flush()
+        out += decoder.payloads(raw[i : i + 1])
+    return out + decoder.flush_payloads()
 
 
 # --- SSEDecoder ----------------------------------------------------------------------------
@@ -32,7 +34,7 @@ TWO_EVENTS = b'data: {"a":1}\n\ndata: {"b":2}\n\n'
 
 
 def test_decoder_yields_one_payload_per_event() -> None:
-    assert SSEDecoder().feed(TWO_EVENTS) == [b'{"a":1}', b'{"b":2}']
+    assert SSEDecoder().payloads(TWO_EVENTS) == [b'{"a":1}', b'{"b":2}']
 
 
 @pytest.mark.parametrize("cut", range(1, len(TWO_EVENTS)))
@@ -46,8 +48,8 @@ def test_decoder_one_byte_at_a_time() -> None:
 
 def test_decoder_holds_an_incomplete_event() -> None:
     decoder = SSEDecoder()
-    assert decoder.feed(b'data: {"a":1}\n') == []
-    assert decoder.feed(b"\n") == [b'{"a":1}']
+    assert decoder.payloads(b'data: {"a":1}\n') == []
+    assert decoder.payloads(b"\n") == [b'{"a":1}']
 
 
 CRLF_EVENTS = b'data: {"a":1}\r\n\r\ndata: {"b":2}\r\n\r\n'
@@ -59,14 +61,14 @@ def test_decoder_crlf_split_at_any_byte(cut: int) -> None:
 
 
 def test_decoder_bare_cr_line_endings() -> None:
-    assert SSEDecoder().feed(b"data: x\r\rdata: y\r\r") == [b"x", b"y"]
+    assert SSEDecoder().payloads(b"data: x\r\rdata: y\r\r") == [b"x", b"y"]
 
 
 MULTILINE = b"data: first\ndata: second\n\n"
 
 
 def test_decoder_joins_multi_line_data_with_newline() -> None:
-    assert SSEDecoder().feed(MULTILINE) == [b"first\nsecond"]
+    assert SSEDecoder().payloads(MULTILINE) == [b"first\nsecond"]
 
 
 @pytest.mark.parametrize("cut", range(1, len(MULTILINE)))
@@ -86,27 +88,27 @@ def test_decoder_multi_line_crlf_split_at_any_byte(cut: int) -> None:
 
 def test_decoder_ignores_comments_event_and_id_lines() -> None:
     raw = b": ping\n\nevent: message\nid: 7\nretry: 10\ndata: {}\n\n: another comment\n\n"
-    assert SSEDecoder().feed(raw) == [b"{}"]
+    assert SSEDecoder().payloads(raw) == [b"{}"]
 
 
 def test_decoder_data_without_space_after_colon() -> None:
-    assert SSEDecoder().feed(b"data:{}\n\n") == [b"{}"]
+    assert SSEDecoder().payloads(b"data:{}\n\n") == [b"{}"]
 
 
 def test_flush_returns_an_unterminated_last_event() -> None:
     decoder = SSEDecoder()
-    assert decoder.feed(b'data: {"a":1}\n\ndata: {"last":true}') == [b'{"a":1}']
-    assert decoder.flush() == [b'{"last":true}']
-    assert decoder.flush() == []
+    assert decoder.payloads(b'data: {"a":1}\n\ndata: {"last":true}') == [b'{"a":1}']
+    assert decoder.flush_payloads() == [b'{"last":true}']
+    assert decoder.flush_payloads() == []
 
 
 def test_flush_of_blank_remainder_is_empty() -> None:
     decoder = SSEDecoder()
-    decoder.feed(b"data: x\n\n\n")
-    assert decoder.flush() == []
+    decoder.payloads(b"data: x\n\n\n")
+    assert decoder.flush_payloads() == []
 
 
-# --- _rewrite ------------------------------------------------------------------------------
+# --- PassthroughStream._rewrite ----------------------------------------------------------
 
 
 def chunk(**fields: Any) -> bytes:
@@ -126,22 +128,22 @@ DELTA = [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]
 
 
 def test_rewrite_replaces_model_with_alias() -> None:
-    state = StreamState(alias="chat-prod", client_wants_usage=False)
-    out = sent(_rewrite(chunk(choices=DELTA), state))
+    state = PassthroughStream("chat-prod", False)
+    out = sent(state._rewrite(chunk(choices=DELTA)))
     assert out["model"] == "chat-prod"
     assert out["choices"] == DELTA
 
 
 def test_usage_chunk_dropped_when_client_did_not_ask() -> None:
-    state = StreamState(alias="a", client_wants_usage=False)
-    assert _rewrite(chunk(choices=[], usage=USAGE), state) is None
+    state = PassthroughStream("a", False)
+    assert state._rewrite(chunk(choices=[], usage=USAGE)) is None
     assert state.usage is not None
     assert (state.usage.prompt_tokens, state.usage.total_tokens) == (7, 10)
 
 
 def test_usage_chunk_relayed_when_client_asked() -> None:
-    state = StreamState(alias="a", client_wants_usage=True)
-    out = sent(_rewrite(chunk(choices=[], usage=USAGE), state))
+    state = PassthroughStream("a", True)
+    out = sent(state._rewrite(chunk(choices=[], usage=USAGE)))
     assert out["usage"] == USAGE
     assert out["choices"] == []
     assert out["model"] == "a"
@@ -149,43 +151,43 @@ def test_usage_chunk_relayed_when_client_asked() -> None:
 
 
 def test_null_usage_removed_only_when_not_asked() -> None:
-    quiet = StreamState(alias="a", client_wants_usage=False)
-    assert "usage" not in sent(_rewrite(chunk(choices=DELTA, usage=None), quiet))
-    asked = StreamState(alias="a", client_wants_usage=True)
-    out = sent(_rewrite(chunk(choices=DELTA, usage=None), asked))
+    quiet = PassthroughStream("a", False)
+    assert "usage" not in sent(quiet._rewrite(chunk(choices=DELTA, usage=None)))
+    asked = PassthroughStream("a", True)
+    out = sent(asked._rewrite(chunk(choices=DELTA, usage=None)))
     assert "usage" in out and out["usage"] is None
 
 
 def test_usage_on_a_content_chunk_is_kept() -> None:
-    state = StreamState(alias="a", client_wants_usage=False)
-    out = sent(_rewrite(chunk(choices=DELTA, usage=USAGE), state))
+    state = PassthroughStream("a", False)
+    out = sent(state._rewrite(chunk(choices=DELTA, usage=USAGE)))
     assert out["choices"] == DELTA
     assert state.usage is not None and state.usage.total_tokens == 10
 
 
 def test_error_payload_raises_upstream_error_with_its_message() -> None:
-    state = StreamState(alias="a", client_wants_usage=False)
+    state = PassthroughStream("a", False)
     payload = orjson.dumps({"error": {"message": "overloaded", "type": "server_error"}})
     with pytest.raises(UpstreamError) as caught:
-        _rewrite(payload, state)
+        state._rewrite(payload)
     assert caught.value.message == "overloaded"
     assert caught.value.type == "upstream_error"
 
 
 def test_invalid_json_raises_decode_error() -> None:
-    state = StreamState(alias="a", client_wants_usage=False)
+    state = PassthroughStream("a", False)
     with pytest.raises(UpstreamDecodeError):
-        _rewrite(b"{not json", state)
+        state._rewrite(b"{not json")
     with pytest.raises(UpstreamDecodeError):
-        _rewrite(b"[1, 2]", state)
+        state._rewrite(b"[1, 2]")
 
 
 def test_generated_bytes_counted_for_chat_and_completions() -> None:
-    state = StreamState(alias="a", client_wants_usage=False)
-    _rewrite(chunk(choices=[{"index": 0, "delta": {"content": "héllo"}}]), state)
-    _rewrite(chunk(choices=[{"index": 0, "delta": {"role": "assistant"}}]), state)
+    state = PassthroughStream("a", False)
+    state._rewrite(chunk(choices=[{"index": 0, "delta": {"content": "héllo"}}]))
+    state._rewrite(chunk(choices=[{"index": 0, "delta": {"role": "assistant"}}]))
     assert state.generated_chars == len("héllo".encode())  # 6 bytes, not 5 characters
-    _rewrite(chunk(object="text_completion", choices=[{"index": 0, "text": "abc"}]), state)
+    state._rewrite(chunk(object="text_completion", choices=[{"index": 0, "text": "abc"}]))
     assert state.generated_chars == 9
 
 
@@ -206,14 +208,14 @@ class _Response:
 
 
 def run_relay(reads: list[bytes | BaseException], wants_usage: bool = False) -> tuple[bytes, Any]:
-    state = StreamState(alias="alias", client_wants_usage=wants_usage, head_sent=True)
+    state = StreamState(PassthroughStream("alias", wants_usage), head_sent=True)
     messages: list[dict[str, Any]] = []
 
     async def send(message: Any) -> None:
         messages.append(dict(message))
 
     response: Any = _Response(reads)
-    asyncio.run(relay_rest(response, SSEDecoder(), state, send, 1000))
+    asyncio.run(relay_rest(response, state, send, 1000))
     assert messages[-1].get("more_body", False) is False
     return b"".join(m["body"] for m in messages), state
 
@@ -229,7 +231,7 @@ def test_relay_stops_at_done_and_drops_usage_chunk() -> None:
     usage = b"data: " + chunk(choices=[], usage=USAGE) + b"\n\n"
     body, state = run_relay([usage + b"data: [DONE]\n\n"])
     assert body == DONE
-    assert state.saw_done and state.usage is not None
+    assert state.relay.done and state.relay.usage is not None
 
 
 def test_relay_mid_stream_failure_sends_error_event_without_done() -> None:

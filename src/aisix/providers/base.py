@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aisix.wire.base import Endpoint, UpstreamCodec
-from aisix.wire.types import ChatRequest
+from aisix.wire.types import ChatRequest, EmbeddingRequest
 
 __all__ = ["Endpoint", "Provider", "TLSConfig", "UpstreamCall", "UpstreamRequest"]
 
@@ -58,6 +58,8 @@ class UpstreamCall:
     body: dict[str, Any] | None = None
     #: translated attempt: the canonical request to encode with the provider's codec
     canonical: ChatRequest | None = None
+    #: translated embeddings call (families with an `EmbeddingCodec`)
+    embedding: EmbeddingRequest | None = None
     #: client headers the family forwards (`anthropic-beta`, `anthropic-version`), lowercased
     client_headers: dict[str, str] = field(default_factory=dict)
 

@@ -1,21 +1,21 @@
 """The `openai` adapter: OpenAI and every OpenAI-compatible server (contract §7.1, §7.2).
 
-Builds the target once per snapshot: `api_base` normalised (one pasted endpoint suffix
-stripped, bare `api.openai.com` gains `/v1`), credential and literal default headers merged.
-Per request it only rewrites the body: `model` := `model_name`, parameter renames, default
-body fields where absent, and `stream_options.include_usage` forced on streams.
+Built once per snapshot: `api_base` normalised (one pasted endpoint suffix stripped, bare
+`api.openai.com` gains `/v1`), static and literal default headers joined. Per attempt it only
+shapes the body: the client's own body (same family) or the canonical request encoded by the
+OpenAI codec, then `model` := `model_name`, parameter renames, default body fields where
+absent, and `stream_options.include_usage` forced on streams. `authorize` adds the bearer key.
 """
 
 from __future__ import annotations
 
-import ssl
-from typing import Any
-
 import orjson
 
 from aisix import __version__
-from aisix.providers.base import Endpoint, PreparedRequest
+from aisix.providers.base import Endpoint, TLSConfig, UpstreamCall, UpstreamRequest
 from aisix.resources import DirectModel, ProviderKey
+from aisix.wire.base import UpstreamCodec
+from aisix.wire.openai import CODEC
 
 DEFAULT_BASE = "https://api.openai.com/v1"
 _SUFFIXES = ("/chat/completions", "/completions", "/embeddings")
@@ -40,68 +40,95 @@ def normalise_base(api_base: str | None) -> str:
     return base
 
 
-def ssl_context(key: ProviderKey) -> ssl.SSLContext | bool:
-    """The TLS setting for this provider key: True = system trust, False = no checks."""
+def tls_config(key: ProviderKey) -> TLSConfig:
+    """The provider key's trust settings as the transport's hashable TLS value."""
     if key.tls is None:
-        return True
-    if not key.tls.verify:
-        return False
-    if key.tls.ca_cert:
-        return ssl.create_default_context(cadata=key.tls.ca_cert)
-    return True
+        return TLSConfig()
+    return TLSConfig(verify=key.tls.verify, ca_cert=key.tls.ca_cert)
 
 
-class OpenAITarget:
-    adapter = "openai"
-    __slots__ = (
-        "_defaults",
-        "_extra_headers",
-        "_renames",
-        "base",
-        "headers",
-        "model_name",
-        "ssl",
-        "urls",
-    )
+class OpenAIBody:
+    """The OpenAI-family body rules a provider key configures (also used by azure-openai)."""
 
-    def __init__(self, key: ProviderKey, model: DirectModel) -> None:
-        self.base = normalise_base(key.api_base)
-        self.model_name = model.model_name
-        self.ssl = ssl_context(key)
-        self.urls = {name: self.base + path for name, path in _PATHS.items()}
-        self.headers = {
-            "Authorization": f"Bearer {key.secret}",
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            # no compressed answers: streams must flow chunk by chunk, and JSON is small
-            "Accept-Encoding": "identity",
-        }
+    __slots__ = ("_defaults", "_renames", "model_name")
+
+    def __init__(self, key: ProviderKey, model_name: str) -> None:
         request = key.request
-        self._extra_headers = dict(request.default_headers or {}) if request else {}
+        self.model_name = model_name
         self._renames = dict(request.param_renames or {}) if request else {}
         self._defaults = dict(request.default_body_fields or {}) if request else {}
 
-    def supports(self, endpoint: Endpoint) -> bool:
-        return True
-
-    def prepare(
-        self, endpoint: Endpoint, body: dict[str, Any], stream: bool, request_id: str
-    ) -> PreparedRequest:
-        out = dict(body)
+    def shape(self, call: UpstreamCall, codec: UpstreamCodec) -> bytes:
+        if call.body is not None:
+            out = dict(call.body)
+        else:
+            assert call.canonical is not None
+            out = codec.encode_request(call.canonical, self.model_name)
         out["model"] = self.model_name
         for old, new in self._renames.items():
             if old in out:
                 out[new] = out.pop(old)
         for name, value in self._defaults.items():
             out.setdefault(name, value)
-        headers = dict(self.headers)
-        headers["x-aisix-request-id"] = request_id
-        if stream:
+        if call.stream:
             options = out.get("stream_options")
             options = dict(options) if isinstance(options, dict) else {}
             options["include_usage"] = True
             out["stream_options"] = options
+        return orjson.dumps(out)
+
+
+def static_headers(key: ProviderKey) -> tuple[dict[str, str], dict[str, str]]:
+    """(headers every request carries, the key's literal default headers)."""
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        # no compressed answers: streams must flow chunk by chunk, and JSON is small
+        "Accept-Encoding": "identity",
+    }
+    request = key.request
+    return headers, dict(request.default_headers or {}) if request else {}
+
+
+class OpenAIProvider:
+    adapter = "openai"
+    family = "openai"
+    codec: UpstreamCodec = CODEC
+    __slots__ = ("_auth", "_body", "_extra_headers", "base", "headers", "model_name", "tls", "urls")
+
+    def __init__(self, key: ProviderKey, model: DirectModel, tls: TLSConfig) -> None:
+        self.base = normalise_base(key.api_base)
+        self.model_name = model.model_name
+        self.tls = tls
+        self.urls = {name: self.base + path for name, path in _PATHS.items()}
+        self.headers, self._extra_headers = static_headers(key)
+        self._auth = f"Bearer {key.secret}"
+        self._body = OpenAIBody(key, model.model_name)
+
+    def supports(self, endpoint: Endpoint) -> bool:
+        return endpoint in _PATHS or endpoint == "messages"
+
+    def native(self, endpoint: Endpoint) -> bool:
+        return endpoint in _PATHS
+
+    def build(self, call: UpstreamCall) -> UpstreamRequest:
+        endpoint = "chat" if call.endpoint == "messages" else call.endpoint
+        headers = dict(self.headers)
+        headers["x-aisix-request-id"] = call.request_id
+        if call.stream:
             headers["Accept"] = "text/event-stream"
         if self._extra_headers:
             headers.update(self._extra_headers)
-        return PreparedRequest(self.urls[endpoint], headers, orjson.dumps(out))
+        body = self._body.shape(call, self.codec)
+        return UpstreamRequest("POST", self.urls[endpoint], headers, body, self.tls)
+
+    async def authorize(self, request: UpstreamRequest) -> UpstreamRequest:
+        request.headers["Authorization"] = self._auth
+        return request
+
+
+def build_provider(key: ProviderKey, model: DirectModel, tls: TLSConfig) -> OpenAIProvider:
+    return OpenAIProvider(key, model, tls)
+
+
+__all__ = ["DEFAULT_BASE", "OpenAIProvider", "build_provider", "normalise_base", "tls_config"]

@@ -1,16 +1,25 @@
-"""Maps a provider key's `adapter` to the class that builds its upstream targets."""
+"""Maps a provider key's `adapter` to the factory that builds its providers (one per model)."""
 
 from __future__ import annotations
 
-from aisix.providers.base import UpstreamTarget
-from aisix.providers.openai import OpenAITarget
+from collections.abc import Callable
+
+from aisix.providers import openai
+from aisix.providers.base import Provider, TLSConfig
 from aisix.resources import DirectModel, ProviderKey
 from aisix.snapshot import ProviderKeyEntry
 
+Factory = Callable[[ProviderKey, DirectModel, TLSConfig], Provider]
 
-def build_target(key: ProviderKeyEntry, model: DirectModel) -> UpstreamTarget | None:
-    """The upstream target for one single-target model; None for adapters not built yet."""
+FACTORIES: dict[str, Factory] = {
+    "openai": openai.build_provider,
+}
+
+
+def build_target(key: ProviderKeyEntry, model: DirectModel) -> Provider | None:
+    """The provider for one single-target model; None for adapters not built yet."""
     value: ProviderKey = key.value
-    if value.adapter == "openai":
-        return OpenAITarget(value, model)
-    return None
+    factory = FACTORIES.get(value.adapter)
+    if factory is None:
+        return None
+    return factory(value, model, openai.tls_config(value))

@@ -16,8 +16,21 @@ from typing import Any
 
 import orjson
 
-from aisix.errors import GatewayError
-from aisix.proxy.body import invalid, parse_model_request
+from aisix.errors import GatewayError, NotImplementedByAdapter
+from aisix.wire.base import Endpoint, StreamEncoder, StreamRelay
+from aisix.wire.openai_in import chat_to_canonical, render_chat
+from aisix.wire.request import invalid, parse_model_request
+from aisix.wire.types import (
+    ChatRequest,
+    ChatResponse,
+    Finish,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallStart,
+    UsageReport,
+)
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -326,3 +339,89 @@ class MessagesStream:
         """The final event of a stream that failed after its head."""
         failure = {"type": err.anthropic_type(), "message": err.message}
         return event("error", {"type": "error", "error": failure})
+
+
+# --- the Messages API as an inbound codec, translated through chat ------------------------
+# (interim: the native Anthropic family codec replaces this module)
+
+
+class _ViaChatEncoder:
+    """Canonical events → OpenAI chunk dicts → `MessagesStream` Anthropic events."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, alias: str, request_id: str) -> None:
+        self._stream = MessagesStream(alias, message_id(request_id))
+
+    def encode(self, events: list[StreamEvent]) -> bytes:
+        out: list[bytes] = []
+        for ev in events:
+            chunk = _as_chunk(ev)
+            if chunk is not None:
+                encoded = self._stream.chunk(chunk)
+                if encoded:
+                    out.append(encoded)
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        return self._stream.finish()
+
+    def error(self, err: GatewayError) -> bytes:
+        return self._stream.error(err)
+
+
+def _as_chunk(ev: StreamEvent) -> dict[str, Any] | None:
+    if isinstance(ev, StreamStart):
+        return {}
+    if isinstance(ev, TextDelta):
+        return {"choices": [{"delta": {"content": ev.text}}]}
+    if isinstance(ev, ToolCallStart):
+        call = {"index": ev.index, "id": ev.id, "function": {"name": ev.name}}
+        return {"choices": [{"delta": {"tool_calls": [call]}}]}
+    if isinstance(ev, ToolCallDelta):
+        call = {"index": ev.index, "function": {"arguments": ev.arguments}}
+        return {"choices": [{"delta": {"tool_calls": [call]}}]}
+    if isinstance(ev, Finish):
+        return {"choices": [{"delta": {}, "finish_reason": ev.reason}]}
+    if isinstance(ev, UsageReport):
+        usage = ev.usage
+        tokens = {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+        }
+        return {"usage": tokens}
+    return None
+
+
+class MessagesViaChat:
+    name = "anthropic-messages"
+    family = "anthropic"
+    endpoint: Endpoint = "messages"
+    forward_headers: frozenset[bytes] = frozenset({b"anthropic-beta", b"anthropic-version"})
+
+    def parse(self, raw: bytes) -> dict[str, Any]:
+        return parse_messages(raw)
+
+    def to_canonical(self, body: dict[str, Any]) -> ChatRequest:
+        request = chat_to_canonical(to_chat(body))
+        request.source_family = self.family
+        request.extra = {}
+        return request
+
+    def render(self, response: ChatResponse, alias: str, request_id: str) -> dict[str, Any]:
+        return to_message(render_chat(response, alias, request_id), alias, message_id(request_id))
+
+    def stream_encoder(self, alias: str, request_id: str, include_usage: bool) -> StreamEncoder:
+        return _ViaChatEncoder(alias, request_id)
+
+    def passthrough_stream(self, alias: str, include_usage: bool) -> StreamRelay:
+        raise NotImplementedByAdapter("native Anthropic streams are not available yet")
+
+    def passthrough_answer(self, body: dict[str, Any], alias: str) -> dict[str, Any]:
+        raise NotImplementedByAdapter("native Anthropic answers are not available yet")
+
+    def error_body(self, err: GatewayError) -> bytes:
+        return err.anthropic_body()
+
+
+MESSAGES = MessagesViaChat()

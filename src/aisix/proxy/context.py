@@ -14,9 +14,11 @@ from typing import Any
 from aisix.events import AttemptFinished, EventBus, RequestFinished, Usage
 from aisix.ids import uuid4_str
 from aisix.limits.governor import Governor
+from aisix.pricing import cost_usd
 from aisix.providers.base import Endpoint
 from aisix.providers.transport import Transport
 from aisix.proxy.client_ip import ClientIPResolver
+from aisix.resources import DirectModel
 from aisix.routing.health import HealthRegistry
 from aisix.routing.strategies import Router
 from aisix.settings import Settings
@@ -69,10 +71,37 @@ class RequestContext:
     ttft: float | None = None
     client_cancelled: bool = False
     budget_warnings: list[str] = field(default_factory=list)
-    #: holds still to be finished when the request is cancelled mid-attempt
-    open_holds: list[Any] = field(default_factory=list)
     stream_state: Any = None
     attempt_log: list[AttemptFinished] = field(default_factory=list)
+    #: client headers the inbound protocol relays to same-family targets
+    forward_headers: dict[str, str] = field(default_factory=dict)
+    #: "<family>:<field>" a translated attempt could not express (counted in metrics)
+    dropped: list[str] = field(default_factory=list)
+    #: embeddings: the vector encoding the client asked for
+    embedding_format: str | None = None
+
+    def estimated_usage(self, generated_bytes: int) -> Usage:
+        """Usage when the upstream reported none: the prompt estimate, ~4 bytes a token."""
+        prompt = self.prompt_estimate
+        completion = -(-generated_bytes // 4)
+        return Usage(prompt, completion, 0, prompt + completion, estimated=True)
+
+    @staticmethod
+    def cost_of(target: ModelEntry | None, usage: Usage) -> float:
+        if target is None or not isinstance(target.value, DirectModel):
+            return 0.0
+        return cost_usd(target.value.pricing, usage)
+
+    def partial_usage(self) -> tuple[Usage, float] | None:
+        """What a stream cancelled after its head delivered: (usage, cost), recorded on the
+        request; None when nothing was sent."""
+        state = self.stream_state
+        if state is None or not state.head_sent:
+            return None
+        relay = state.relay
+        self.usage = relay.usage or self.estimated_usage(relay.generated_chars)
+        self.cost_usd = self.cost_of(self.served, self.usage)
+        return self.usage, self.cost_usd
 
     def outcome(self) -> str:
         """Metric outcome; a stream that failed or was abandoned after its 200 head counts

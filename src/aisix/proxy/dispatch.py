@@ -2,15 +2,19 @@
 
 For each candidate the router ordered: reserve the target's own limits and budgets (a
 refusal skips it), call the upstream, and on failure let the health registry decide
-cooldown, then retry the same target or move on as the error's flags say. A streaming
-attempt that has already sent its head to the client is final: no retry, no failover.
-Success or failure, every hold taken is finished exactly once.
+cooldown, then retry the same target or move on as the error's flags say. Per attempt the
+inbound family and the target's family decide the path: the same family relays the client's
+body and the upstream's bytes with only `model` rewritten; different families translate
+through the canonical structs. A streaming attempt that has sent its head is final. The loop
+returns an `Outcome`; every hold it took is in the request's `Reservations`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,19 +24,11 @@ from aisix.errors import BudgetExceeded, GatewayError, NotImplementedByAdapter, 
 from aisix.events import AttemptFinished
 from aisix.limits.governor import Hold, ratelimit_headers
 from aisix.pricing import Estimate
-from aisix.providers.base import Endpoint, UpstreamTarget
-from aisix.proxy.anthropic_in import MessagesStream, message_id
-from aisix.proxy.body import client_wants_usage
+from aisix.providers.base import PreparedRequest, Provider, TLSConfig, UpstreamCall
 from aisix.proxy.context import ProxyRuntime, RequestContext
-from aisix.proxy.relay import (
-    SSE_HEADERS,
-    Keepalive,
-    SSEDecoder,
-    StreamState,
-    read_first,
-    relay_rest,
-    send_chunk,
-)
+from aisix.proxy.relay import Keepalive as Keepalive
+from aisix.proxy.relay import StreamState, read_first, relay_rest, send_chunk
+from aisix.proxy.reservations import Reservations
 from aisix.resources import DirectModel, RoutingModel
 from aisix.routing.retry import (
     backoff_base_ms,
@@ -42,32 +38,57 @@ from aisix.routing.retry import (
     uses_default_retries,
 )
 from aisix.snapshot import ModelEntry
+from aisix.wire.base import InboundCodec, StreamRelay
+from aisix.wire.openai_in import EmbeddingsInbound
+from aisix.wire.translate import TranslatingRelay
+from aisix.wire.types import ChatRequest, Usage
 
 _RNG = random.Random()
 
 
 @dataclass(slots=True)
-class Served:
-    """A successful attempt: the JSON body (non-stream) or the finished stream state."""
+class Outcome:
+    """A successful attempt: the answer body (non-stream) or the finished stream state."""
 
     target: ModelEntry
     hold: Hold
     body: dict[str, Any] | None = None
+    usage: Usage | None = None
+    #: bytes of generated text in a non-stream answer (for an estimate without usage)
+    answer_chars: int = 0
     stream: StreamState | None = None
 
 
 class StreamSink:
-    """How a streaming attempt reaches the client once its first chunk is ready."""
+    """How a streaming attempt reaches the client once its first bytes are ready."""
 
-    def __init__(
-        self, send: Send, head: Headers, keepalive_s: float, gate: Hold, anthropic: bool = False
-    ) -> None:
+    __slots__ = ("gate", "head", "keepalive_s", "send")
+
+    def __init__(self, send: Send, head: Headers, keepalive_s: float, gate: Hold) -> None:
         self.send = send
         self.head = head
         self.keepalive_s = keepalive_s
         self.gate = gate
-        #: an Anthropic `/v1/messages` stream: chunks are re-encoded as Anthropic events
-        self.anthropic = anthropic
+
+
+class CallBody:
+    """The client's checked body, and its canonical form built at most once (on the first
+    attempt that translates)."""
+
+    __slots__ = ("_canonical", "body", "inbound", "include_usage")
+
+    def __init__(self, inbound: InboundCodec, body: dict[str, Any], include_usage: bool) -> None:
+        self.inbound = inbound
+        self.body = body
+        self.include_usage = include_usage
+        self._canonical: ChatRequest | None = None
+
+    def canonical(self) -> ChatRequest:
+        if self._canonical is None:
+            self._canonical = self.inbound.to_canonical(self.body)
+        else:
+            self._canonical.dropped = []
+        return self._canonical
 
 
 def upstream_timeouts(rt: ProxyRuntime, model: DirectModel) -> tuple[int, int]:
@@ -87,30 +108,32 @@ async def dispatch(
     rt: ProxyRuntime,
     ctx: RequestContext,
     candidates: list[ModelEntry],
-    endpoint: Endpoint,
-    body: dict[str, Any],
+    call: CallBody,
     est: Estimate,
     sink: StreamSink | None,
-) -> Served:
+    holds: Reservations,
+) -> Outcome:
     """Try candidates in order; return the first success or raise the error to answer."""
     alias = ctx.alias
     snapshot = ctx.snapshot
     assert alias is not None and snapshot is not None and ctx.key is not None
+    endpoint = call.inbound.endpoint
     routing = alias.value.routing if isinstance(alias.value, RoutingModel) else None
     default_retries = uses_default_retries(alias)
     backoff_ms = backoff_base_ms(alias)
     last_error: GatewayError | None = None
     limit_error: GatewayError | None = None
     for index, target in enumerate(candidates):
-        upstream: UpstreamTarget | None = target.target
+        upstream: Provider | None = target.target
         if upstream is None or not upstream.supports(endpoint):
-            last_error = NotImplementedByAdapter(f"{endpoint} is not supported by this model")
+            last_error = _unsupported(target, endpoint)
             continue
         try:
-            hold = await rt.governor.admit_attempt(snapshot, ctx.key, target, est, alias)
+            admitted = await rt.governor.admit_attempt(snapshot, ctx.key, target, est, alias)
         except (RateLimited, BudgetExceeded) as refused:
             limit_error = refused
             continue
+        hold = holds.take(admitted)
         retries = retries_for(alias, target, rt.settings.upstream.retries)
         retry = 0
         while True:
@@ -119,9 +142,7 @@ async def dispatch(
             started = time.perf_counter()
             rt.health.begin(target.id)
             try:
-                answer, stream = await _attempt(
-                    rt, ctx, target, upstream, endpoint, body, sink, hold
-                )
+                outcome = await _attempt(rt, ctx, target, upstream, call, sink, hold, holds)
             except GatewayError as err:
                 rt.health.end(target.id)
                 _log_attempt(ctx, target, err.upstream_status or err.status, started, err.type)
@@ -129,26 +150,18 @@ async def dispatch(
                 retryable = is_retryable(err, routing, default_retries=default_retries)
                 if retryable and retry < retries:
                     retry += 1
-                    try:
-                        await asyncio.sleep(
-                            backoff_seconds(retry, backoff_ms, err.retry_after, _RNG)
-                        )
-                    except BaseException:
-                        ctx.open_holds.append(hold)  # cancelled while backing off
-                        raise
+                    await asyncio.sleep(backoff_seconds(retry, backoff_ms, err.retry_after, _RNG))
                     continue
-                await hold.fail()
+                await holds.fail(hold)
                 if not retryable:
                     raise
                 last_error = err
                 break
             except BaseException:
-                # client disconnect (cancellation): the pipeline settles from what was seen
-                rt.health.end(target.id)
-                ctx.open_holds.append(hold)
+                rt.health.end(target.id)  # cancelled: the reservations finish the holds
                 raise
             rt.health.end(target.id)
-            return _finish_attempt(rt, ctx, Served(target, hold, answer, stream), started)
+            return _finish_attempt(rt, ctx, outcome, started)
     if last_error is not None:
         raise last_error
     if limit_error is not None:
@@ -156,23 +169,28 @@ async def dispatch(
     raise NotImplementedByAdapter(f"{endpoint} is not supported by this model")
 
 
+def _unsupported(target: ModelEntry, endpoint: str) -> NotImplementedByAdapter:
+    adapter = target.provider_key.value.adapter if target.provider_key else "?"
+    return NotImplementedByAdapter(f"{endpoint} is not supported by the {adapter} adapter")
+
+
 def _finish_attempt(
-    rt: ProxyRuntime, ctx: RequestContext, served: Served, started: float
-) -> Served:
+    rt: ProxyRuntime, ctx: RequestContext, outcome: Outcome, started: float
+) -> Outcome:
     """Health and attempt log for an attempt that produced an answer."""
-    target = served.target
-    stream = served.stream
+    target = outcome.target
+    stream = outcome.stream
     elapsed = time.perf_counter() - started
     if stream is not None and stream.error is not None:
         rt.health.record_failure(target, stream.error)
         _log_attempt(ctx, target, stream.error.status, started, stream.error.type)
-        return served
+        return outcome
     if stream is not None and stream.first_chunk_at is not None:
         rt.health.record_success(target, stream.first_chunk_at - started)
     else:
         rt.health.record_success(target, elapsed)
     _log_attempt(ctx, target, 200, started, None)
-    return served
+    return outcome
 
 
 def _log_attempt(
@@ -193,30 +211,68 @@ def _log_attempt(
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _ssl_for(tls: TLSConfig) -> ssl.SSLContext | bool:
+    """The h1 client's TLS argument for a TLSConfig (one SSLContext per distinct value)."""
+    if not tls.verify:
+        return False
+    if tls.ca_cert or tls.ca_file or tls.client_cert_file:
+        context = ssl.create_default_context(cadata=tls.ca_cert, cafile=tls.ca_file)
+        if tls.client_cert_file:
+            context.load_cert_chain(tls.client_cert_file, tls.client_key_file)
+        return context
+    return True
+
+
+class _TLS:
+    __slots__ = ("ssl",)
+
+    def __init__(self, tls: TLSConfig) -> None:
+        self.ssl = _ssl_for(tls)
+
+
 async def _attempt(
     rt: ProxyRuntime,
     ctx: RequestContext,
     target: ModelEntry,
-    upstream: UpstreamTarget,
-    endpoint: Endpoint,
-    body: dict[str, Any],
+    upstream: Provider,
+    call: CallBody,
     sink: StreamSink | None,
     hold: Hold,
-) -> tuple[dict[str, Any] | None, StreamState | None]:
+    holds: Reservations,
+) -> Outcome:
     assert isinstance(target.value, DirectModel) and ctx.alias is not None
+    inbound = call.inbound
+    alias = ctx.alias.alias
     timeout_ms, stream_timeout_ms = upstream_timeouts(rt, target.value)
-    prepared = upstream.prepare(endpoint, body, sink is not None, ctx.request_id)
+    native = upstream.family == inbound.family and upstream.native(inbound.endpoint)
+    spec = UpstreamCall(inbound.endpoint, sink is not None, ctx.request_id)
+    spec.client_headers = ctx.forward_headers
+    if native:
+        spec.body = call.body
+    elif isinstance(inbound, EmbeddingsInbound):
+        spec.embedding = inbound.to_embeddings(call.body)
+    else:
+        spec.canonical = call.canonical()
+    request = await upstream.authorize(upstream.build(spec))
+    if spec.canonical is not None and spec.canonical.dropped:
+        ctx.dropped = [f"{upstream.family}:{name}" for name in spec.canonical.dropped]
     ctx.served = target
+    legacy = PreparedRequest(request.url, request.headers, request.body)
+    tls = _TLS(request.tls)
     if sink is None:
-        parsed, _ = await rt.transport.call_json(upstream, prepared, timeout_ms)
-        return parsed, None
-    state = StreamState(alias=ctx.alias.alias, client_wants_usage=client_wants_usage(body))
-    if sink.anthropic:
-        state.encoder = MessagesStream(ctx.alias.alias, message_id(ctx.request_id))
+        parsed, _ = await rt.transport.call_json(tls, legacy, timeout_ms)  # type: ignore[arg-type]
+        return _answer(ctx, target, upstream, inbound, hold, parsed, native, alias)
+    relay: StreamRelay
+    if native:
+        relay = inbound.passthrough_stream(alias, call.include_usage)
+    else:
+        encoder = inbound.stream_encoder(alias, ctx.request_id, call.include_usage)
+        relay = TranslatingRelay(upstream.codec.stream_decoder(), encoder)
+    state = StreamState(relay)
     ctx.stream_state = state
-    decoder = SSEDecoder()
-    async with rt.transport.open_stream(upstream, prepared, stream_timeout_ms) as response:
-        first = await read_first(response, decoder, state, stream_timeout_ms)
+    async with rt.transport.open_stream(tls, legacy, stream_timeout_ms) as response:  # type: ignore[arg-type]
+        first = await read_first(response, state, stream_timeout_ms)
         state.first_chunk_at = time.perf_counter()
         ctx.ttft = state.first_chunk_at - ctx.started
         ctx.status = 200
@@ -225,20 +281,62 @@ async def _attempt(
             head.append((b"x-aisix-served-by", target.alias.encode()))
         await sink.send({"type": "http.response.start", "status": 200, "headers": head})
         state.head_sent = True
+        holds.partial = ctx.partial_usage
         if first:
-            await send_chunk(sink.send, state, b"".join(first))
+            await send_chunk(sink.send, state, first)
         keepalive = Keepalive(sink.keepalive_s, sink.send, state)
         try:
-            if state.saw_done:
+            if relay.done:
                 state.finished = True
-                await sink.send({"type": "http.response.body", "body": state.terminal()})
+                await sink.send({"type": "http.response.body", "body": relay.terminal()})
             else:
-                await relay_rest(response, decoder, state, sink.send, stream_timeout_ms)
+                await relay_rest(response, state, sink.send, stream_timeout_ms)
         finally:
             keepalive.stop()
-        if state.saw_done:
+        if relay.done:
             response.release()  # the connection may go back to the pool once the message ends
-    return None, state
+    return Outcome(target, hold, stream=state)
 
 
-__all__ = ["SSE_HEADERS", "Served", "StreamSink", "dispatch", "upstream_timeouts"]
+def _answer(
+    ctx: RequestContext,
+    target: ModelEntry,
+    upstream: Provider,
+    inbound: InboundCodec,
+    hold: Hold,
+    parsed: dict[str, Any],
+    native: bool,
+    alias: str,
+) -> Outcome:
+    """A non-stream answer in the client's shape; a malformed one is a 502 here, inside the
+    attempt, so it may fail over and its holds are released."""
+    if native:
+        usage = upstream.codec.usage_of(parsed)
+        body = inbound.passthrough_answer(parsed, alias)
+        return Outcome(target, hold, body, usage, answer_chars(body) if usage is None else 0)
+    if isinstance(inbound, EmbeddingsInbound):
+        embedder: Any = upstream.codec
+        vectors = embedder.decode_embeddings(parsed)
+        fmt = ctx.embedding_format
+        return Outcome(target, hold, inbound.render_embeddings(vectors, alias, fmt), vectors.usage)
+    response = upstream.codec.decode_response(parsed)
+    body = inbound.render(response, alias, ctx.request_id)
+    chars = len(response.message.text().encode())
+    return Outcome(target, hold, body, response.usage, chars)
+
+
+def answer_chars(answer: dict[str, Any]) -> int:
+    """Bytes of text in an OpenAI-shaped answer (for an estimate when usage is missing)."""
+    total = 0
+    choices = answer.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message")
+        text = message.get("content") if isinstance(message, dict) else choice.get("text")
+        if isinstance(text, str):
+            total += len(text.encode())
+    return total
+
+
+__all__ = ["CallBody", "Outcome", "StreamSink", "dispatch", "upstream_timeouts"]

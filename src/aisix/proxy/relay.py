@@ -1,11 +1,11 @@
-"""Server-sent-events relay for OpenAI-family streams (contract §6.8).
+"""The stream relay (contract §6.8): upstream bytes to the client through a `StreamRelay`.
 
-`SSEDecoder` splits upstream bytes into `data:` payloads. `relay` reads the upstream until
-the first chunk, and only then sends the 200 head, so any earlier failure is still an
-ordinary error that may fail over. After the head it relays chunk by chunk (several events of
-one read go out in one write), rewriting `model` to the caller's alias, dropping the forced
-usage chunk unless the client asked for it, and ending with `[DONE]`. A failure after the head
-becomes one final `data: {"error": ...}` event; the stream closes without `[DONE]`.
+`read_first` reads the upstream until the relay has client bytes to send, and only then does
+the attempt send the 200 head, so any earlier failure is still an ordinary error that may
+fail over. `relay_rest` then relays read by read (several events of one read go out in one
+write) until the family's terminal marker or EOF, and ends with the relay's terminal bytes.
+A failure after the head becomes the relay's final error event; the stream closes without a
+terminal marker. What was seen (usage, generated text) stays on the relay for settlement.
 """
 
 from __future__ import annotations
@@ -13,24 +13,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
-
-import orjson
 
 from aisix.asgi import Headers, Send
-from aisix.errors import (
-    GatewayError,
-    UpstreamConnectionError,
-    UpstreamDecodeError,
-    UpstreamError,
-)
-from aisix.events import Usage
-from aisix.providers.base import usage_from_openai
+from aisix.errors import GatewayError, UpstreamConnectionError, UpstreamDecodeError
 from aisix.providers.h1 import HTTPClientError, Response
 from aisix.providers.transport import timeout_error
-from aisix.proxy.anthropic_in import MessagesStream
+from aisix.wire.base import StreamRelay
 
-DONE = b"data: [DONE]\n\n"
 PING = b": ping\n\n"
 SSE_HEADERS: Headers = [
     (b"content-type", b"text/event-stream"),
@@ -39,169 +28,50 @@ SSE_HEADERS: Headers = [
 ]
 
 
-class SSEDecoder:
-    """Incremental SSE parser yielding the joined `data:` payload of each event."""
-
-    __slots__ = ("_buf", "_cr")
-
-    def __init__(self) -> None:
-        self._buf = b""
-        self._cr = False  # the previous read ended with CR: a leading LF completes that CRLF
-
-    def feed(self, data: bytes) -> list[bytes]:
-        if self._cr and data.startswith(b"\n"):
-            data = data[1:]
-        self._cr = data.endswith(b"\r")
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        buf = self._buf + data if self._buf else data
-        payloads: list[bytes] = []
-        start = 0
-        while True:
-            end = buf.find(b"\n\n", start)
-            if end < 0:
-                break
-            event = buf[start:end]
-            start = end + 2
-            if event.startswith(b"data:") and b"\n" not in event:
-                payloads.append(event[5:].lstrip(b" "))
-                continue
-            lines = [ln[5:].lstrip(b" ") for ln in event.split(b"\n") if ln.startswith(b"data:")]
-            if lines:
-                payloads.append(b"\n".join(lines))
-        self._buf = buf[start:]
-        return payloads
-
-    def flush(self) -> list[bytes]:
-        """Payload of a final event the upstream did not terminate with a blank line."""
-        rest, self._buf = self._buf, b""
-        self._cr = False
-        return self.feed(rest + b"\n\n") if rest.strip() else []
-
-
 @dataclass(slots=True)
 class StreamState:
-    """What a relay observed; the pipeline settles limits and usage from it."""
+    """What a streamed attempt observed; the pipeline settles limits and usage from it."""
 
-    alias: str
-    client_wants_usage: bool
-    usage: Usage | None = None
-    generated_chars: int = 0
+    relay: StreamRelay
     head_sent: bool = False
-    saw_done: bool = False
     #: the terminal message is being sent; a disconnect from here on is the normal end
     finished: bool = False
     error: GatewayError | None = None
     first_chunk_at: float | None = None
     last_send: float = field(default_factory=time.monotonic)
-    #: Anthropic `/v1/messages` streams: chunks become Anthropic events (None: chat chunks)
-    encoder: MessagesStream | None = None
-
-    def terminal(self) -> bytes:
-        """The end of a stream that ended well: `[DONE]`, or `message_delta` + `message_stop`."""
-        return DONE if self.encoder is None else self.encoder.finish()
-
-    def error_event(self, err: GatewayError) -> bytes:
-        """The final event of a stream that failed after its head."""
-        if self.encoder is not None:
-            return self.encoder.error(err)
-        return (
-            b"data: "
-            + orjson.dumps({"error": {"message": err.message, "type": err.type}})
-            + b"\n\n"
-        )
 
 
-def _rewrite(payload: bytes, state: StreamState) -> bytes | None:
-    """One upstream data payload → the bytes to send (None: send nothing)."""
-    try:
-        chunk: Any = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        raise UpstreamDecodeError("upstream sent a stream event that is not valid JSON") from None
-    if not isinstance(chunk, dict):
-        raise UpstreamDecodeError("upstream sent a stream event that is not an object")
-    if "error" in chunk and "choices" not in chunk:
-        err = chunk["error"]
-        message = err.get("message") if isinstance(err, dict) else None
-        raise UpstreamError(message if isinstance(message, str) else "upstream stream error")
-    chunk["model"] = state.alias
-    choices = chunk.get("choices")
-    usage = chunk.get("usage")
-    if usage is not None:
-        parsed = usage_from_openai(usage)
-        if parsed is not None:
-            state.usage = parsed
-    if isinstance(choices, list):
-        for choice in choices:
-            if isinstance(choice, dict):
-                delta = choice.get("delta")
-                text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
-                if isinstance(text, str):
-                    state.generated_chars += len(text.encode())
-    if state.encoder is not None:
-        return state.encoder.chunk(chunk)
-    if not state.client_wants_usage:
-        if not choices and usage is not None:
-            return None
-        if "usage" in chunk and usage is None:
-            del chunk["usage"]
-    return b"data: " + orjson.dumps(chunk) + b"\n\n"
-
-
-async def read_first(
-    response: Response, decoder: SSEDecoder, state: StreamState, timeout_ms: int
-) -> list[bytes]:
-    """Read until at least one chunk is ready to send; raise GatewayError before that."""
-    out: list[bytes] = []
-    while not out:
+async def read_first(response: Response, state: StreamState, timeout_ms: int) -> bytes:
+    """Read until the relay has bytes for the client (or the stream ended cleanly)."""
+    relay = state.relay
+    while True:
         data = await _read(response, timeout_ms)
-        payloads = decoder.feed(data) if data else decoder.flush()
-        for payload in payloads:
-            if payload == b"[DONE]":
-                state.saw_done = True
-                return out
-            rewritten = _rewrite(payload, state)
-            if rewritten is not None:
-                out.append(rewritten)
+        out = relay.feed(data) if data else relay.end()
+        if out or relay.done:
+            return out
         if not data:
-            if not out:
-                raise UpstreamDecodeError("upstream ended the stream without any event")
-            break
-    return out
+            raise UpstreamDecodeError("upstream ended the stream without any event")
 
 
-async def relay_rest(
-    response: Response,
-    decoder: SSEDecoder,
-    state: StreamState,
-    send: Send,
-    timeout_ms: int,
-) -> None:
-    """After the head: relay until `[DONE]` or EOF; on failure send the error event."""
+async def relay_rest(response: Response, state: StreamState, send: Send, timeout_ms: int) -> None:
+    """After the head: relay until the terminal marker or EOF; on failure send the error."""
+    relay = state.relay
     try:
-        while not state.saw_done:
+        while not relay.done:
             data = await _read(response, timeout_ms)
-            payloads = decoder.feed(data) if data else decoder.flush()
-            out: list[bytes] = []
-            for payload in payloads:
-                if payload == b"[DONE]":
-                    state.saw_done = True
-                    break
-                rewritten = _rewrite(payload, state)
-                if rewritten is not None:
-                    out.append(rewritten)
+            out = relay.feed(data) if data else relay.end()
             if out:
-                await send_chunk(send, state, b"".join(out))
+                await send_chunk(send, state, out)
             if not data:
                 break
     except GatewayError as err:
         state.error = err
         state.finished = True
-        # the error event is the final body message: it ends the response (no `[DONE]`)
-        await send({"type": "http.response.body", "body": state.error_event(err)})
+        # the error event is the final body message: it ends the response (no terminal)
+        await send({"type": "http.response.body", "body": relay.error(err)})
         return
     state.finished = True
-    await send({"type": "http.response.body", "body": state.terminal()})
+    await send({"type": "http.response.body", "body": relay.terminal()})
 
 
 async def send_chunk(send: Send, state: StreamState, body: bytes) -> None:

@@ -1,8 +1,9 @@
 """The proxy listener's ASGI app: route table, health endpoints, error rendering, events.
 
-A thin callable: one dict lookup routes a request; model endpoints go to the pipeline, and
-every outcome is rendered here exactly once (OpenAI envelope on `/v1/*`, Anthropic envelope
-on `/v1/messages*`). Every response carries `Server` and `x-aisix-request-id`; every request
+A thin callable: one dict lookup maps a path to its inbound codec (OpenAI chat, completions,
+embeddings, Anthropic Messages), and the pipeline serves it; every outcome is rendered here
+exactly once, in that codec's error envelope. Every response carries `Server`,
+`x-aisix-request-id` and its SDK-facing copies (`x-request-id`, `request-id`); every request
 publishes one `RequestFinished` event, which metrics and the access log consume.
 """
 
@@ -29,28 +30,40 @@ from aisix.asgi import (
     send_response,
     serve_lifespan,
 )
-from aisix.errors import GatewayError, NotImplementedByAdapter, ServiceUnavailable, UnknownRoute
+from aisix.errors import (
+    GatewayError,
+    ModelNotFound,
+    NotImplementedByAdapter,
+    ServiceUnavailable,
+    UnknownRoute,
+)
 from aisix.ids import uuid4_str
-from aisix.providers.base import Endpoint
+from aisix.proxy.anthropic_in import MESSAGES
 from aisix.proxy.auth import authenticate
 from aisix.proxy.context import ProxyRuntime, RequestContext
-from aisix.proxy.pipeline import finish_cancelled, handle_model_call
+from aisix.proxy.pipeline import handle_model_call
+from aisix.snapshot import ModelEntry
+from aisix.wire.base import InboundCodec
+from aisix.wire.openai_in import CHAT, COMPLETIONS, EMBEDDINGS
 
 log = logging.getLogger("aisix.proxy")
 
 SERVER_HEADER = (b"server", f"aisix/{__version__}".encode())
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
-MODEL_ROUTES: dict[str, Endpoint] = {
-    "/v1/chat/completions": "chat",
-    "/v1/completions": "completions",
-    "/v1/embeddings": "embeddings",
+#: model routes: path → the inbound codec that parses, renders and answers errors for it
+MODEL_ROUTES: dict[str, InboundCodec] = {
+    "/v1/chat/completions": CHAT,
+    "/v1/completions": COMPLETIONS,
+    "/v1/embeddings": EMBEDDINGS,
+    "/v1/messages": MESSAGES,
 }
-ANTHROPIC_ROUTES = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
+#: routes that answer in an inbound codec's envelope without being model calls
+ENVELOPES: dict[str, InboundCodec] = {**MODEL_ROUTES, "/v1/messages/count_tokens": MESSAGES}
+MODELS_PREFIX = "/v1/models/"
 #: endpoint label for metrics: route templates only, never raw paths
 _ENDPOINT_LABEL = {
-    **{path: path for path in MODEL_ROUTES},
+    **{path: path for path in ENVELOPES},
     "/v1/models": "/v1/models",
-    **{path: path for path in ANTHROPIC_ROUTES},
 }
 
 
@@ -76,19 +89,29 @@ class ProxyApp:
             return
         request_id = request_id_of(scope)
         rt = self.rt
+        label = _ENDPOINT_LABEL.get(path)
+        if label is None:
+            label = "/v1/models/{id}" if path.startswith(MODELS_PREFIX) else "other"
         ctx = RequestContext(
             request_id=request_id,
-            endpoint=_ENDPOINT_LABEL.get(path, "other"),
+            endpoint=label,
             method=scope["method"],
             path=path,
             client_ip=rt.client_ip.resolve(scope),
         )
-        common: Headers = [SERVER_HEADER, (b"x-aisix-request-id", request_id.encode())]
+        rid = request_id.encode()
+        common: Headers = [
+            SERVER_HEADER,
+            (b"x-aisix-request-id", rid),
+            (b"x-request-id", rid),
+            (b"request-id", rid),
+        ]
+        envelope = ENVELOPES.get(path, CHAT)
         rt.in_flight += 1
         try:
             await self._route(ctx, scope, receive, send, common)
         except GatewayError as err:
-            await self._render_error(ctx, err, send, common, path in ANTHROPIC_ROUTES)
+            await self._render_error(ctx, err, send, common, envelope)
         except ClientGone:
             ctx.client_cancelled = True
             ctx.status = 499
@@ -99,18 +122,16 @@ class ProxyApp:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            await finish_cancelled(ctx)
+            # the request's reservations settled (streamed head) or released its holds;
             # 499 when nothing was sent; after a streamed head the status stays 200
             ctx.status = ctx.status or 499
             ctx.error_type = "client_gone"
         except Exception:
+            # a bug: the reservations released every hold on the way out
             log.exception("unhandled error serving %s", path)
-            for hold in ctx.open_holds:  # a bug must not leak counters or slots
-                await hold.fail()
-            ctx.open_holds.clear()
             if not ctx.status:
                 internal = GatewayError("internal gateway error")
-                await self._render_error(ctx, internal, send, common, path in ANTHROPIC_ROUTES)
+                await self._render_error(ctx, internal, send, common, envelope)
         finally:
             rt.in_flight -= 1
             ctx.ended = time.perf_counter()
@@ -122,20 +143,17 @@ class ProxyApp:
         """The handler coroutine for this request (returned, not awaited: one frame less on
         every resume of the request task)."""
         path = ctx.path
-        endpoint = MODEL_ROUTES.get(path)
-        if endpoint is not None:
-            if ctx.method != "POST":
-                raise UnknownRoute(f"method {ctx.method} not allowed on {path}", status=405)
-            return handle_model_call(self.rt, ctx, endpoint, scope, receive, send, common)
+        inbound = MODEL_ROUTES.get(path)
+        if inbound is not None:
+            _allow(ctx, "POST")
+            return handle_model_call(self.rt, ctx, inbound, scope, receive, send, common)
         if path == "/v1/models":
-            if ctx.method != "GET":
-                raise UnknownRoute(f"method {ctx.method} not allowed on {path}", status=405)
+            _allow(ctx, "GET")
             return self._list_models(ctx, scope, send, common)
-        if path == "/v1/messages":
-            if ctx.method != "POST":
-                raise UnknownRoute(f"method {ctx.method} not allowed on {path}", status=405)
-            return handle_model_call(self.rt, ctx, "chat", scope, receive, send, common, True)
-        if path in ANTHROPIC_ROUTES:
+        if path.startswith(MODELS_PREFIX) and len(path) > len(MODELS_PREFIX):
+            _allow(ctx, "GET")
+            return self._get_model(ctx, scope, send, common, path[len(MODELS_PREFIX) :])
+        if path == "/v1/messages/count_tokens":
             raise NotImplementedByAdapter("count_tokens is served for Anthropic targets only")
         raise UnknownRoute(f"unknown route {ctx.method} {path}")
 
@@ -149,17 +167,28 @@ class ProxyApp:
         ctx.key = key
         created = int(time.time())
         data = [
-            {
-                "id": model.alias,
-                "object": "model",
-                "created": created,
-                "owned_by": getattr(model.value, "provider", ""),
-            }
+            _model_object(model, created)
             for model in snapshot.listable_models
             if key.allowlist.allows(model.alias)
         ]
         ctx.status = 200
         body = orjson.dumps({"object": "list", "data": data})
+        await send_response(send, 200, body, JSON_HEADERS, common)
+
+    async def _get_model(
+        self, ctx: RequestContext, scope: Scope, send: Send, common: Headers, alias: str
+    ) -> None:
+        """`GET /v1/models/{alias}`: the model object for an alias the key may list."""
+        snapshot = self.rt.holder.current
+        if snapshot is None:
+            raise ServiceUnavailable("gateway is not ready")
+        key = authenticate(scope, snapshot, time.time())
+        ctx.key = key
+        model = snapshot.models_by_alias.get(alias)
+        if model is None or model.is_routing or not key.allowlist.allows(alias):
+            raise ModelNotFound(f'model "{alias}" not found')
+        ctx.status = 200
+        body = orjson.dumps(_model_object(model, int(time.time())))
         await send_response(send, 200, body, JSON_HEADERS, common)
 
     async def _render_error(
@@ -168,12 +197,12 @@ class ProxyApp:
         err: GatewayError,
         send: Send,
         common: Headers,
-        anthropic: bool,
+        envelope: InboundCodec,
     ) -> None:
         ctx.status = err.status
         ctx.error_type = err.type
         ctx.error_code = err.code
-        body = err.anthropic_body() if anthropic else err.openai_body()
+        body = envelope.error_body(err)
         headers = JSON_HEADERS + common
         if err.headers:
             headers = headers + [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
@@ -190,3 +219,19 @@ class ProxyApp:
         headers = [*TEXT_HEADERS, SERVER_HEADER]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _allow(ctx: RequestContext, method: str) -> None:
+    if ctx.method != method:
+        raise UnknownRoute(
+            f"method {ctx.method} not allowed on {ctx.path}", status=405, headers={"Allow": method}
+        )
+
+
+def _model_object(model: ModelEntry, created: int) -> dict[str, object]:
+    return {
+        "id": model.alias,
+        "object": "model",
+        "created": created,
+        "owned_by": getattr(model.value, "provider", ""),
+    }

@@ -73,8 +73,11 @@ class StreamRelay(Protocol):
     usage: Usage | None
     #: bytes of generated text seen (for an estimate when no usage arrives)
     generated_chars: int
-    #: the upstream ended the stream cleanly
-    done: bool
+
+    @property
+    def done(self) -> bool:
+        """The upstream ended the stream cleanly."""
+        ...
 
     def feed(self, data: bytes) -> bytes:
         """Client bytes for these upstream bytes (may be empty); raises `GatewayError`."""
@@ -112,6 +115,8 @@ class InboundCodec(Protocol):
     family: str
     #: what it needs from a target
     endpoint: Endpoint
+    #: client headers (lowercase) relayed to same-family targets (`anthropic-beta`, …)
+    forward_headers: frozenset[bytes]
 
     def parse(self, raw: bytes) -> dict[str, Any]:
         """The checked request body; raises `InvalidRequest` naming the field."""

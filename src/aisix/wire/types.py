@@ -192,6 +192,10 @@ class ChatRequest:
     extra: dict[str, Any] = field(default_factory=dict)
     #: which inbound family `extra` belongs to ("openai", "anthropic", …)
     source_family: str = "openai"
+    #: what the target family's encoder could not express ("top_k", "thinking", "document",
+    #: "cache_control", …): encoders append a name per dropped field or block kind; the
+    #: pipeline counts them in `aisix_translation_dropped_total{family,field}`
+    dropped: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

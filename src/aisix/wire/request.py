@@ -1,4 +1,5 @@
-"""Parsing and checking inbound request bodies per endpoint (contract §6.7, §6.10).
+"""Checking inbound OpenAI-shaped request bodies (contract §6.7, §6.10), and the basics
+every model API shares (a JSON object with a `model` string and a boolean `stream`).
 
 Only what the gateway relies on is checked (a 400 names the field); every other field is
 forwarded unchanged to OpenAI-family upstreams.
@@ -11,7 +12,7 @@ from typing import Any
 import orjson
 
 from aisix.errors import InvalidRequest
-from aisix.providers.base import Endpoint
+from aisix.wire.base import Endpoint
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 

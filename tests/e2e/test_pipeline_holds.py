@@ -1,0 +1,96 @@
+"""Every hold is finished exactly once (issue 12 items 2 and 4), and the response headers and
+model lookup the SDKs rely on (issue 11 item 3), through a real gateway process."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import orjson
+from e2e_helpers import ALIAS, CALLER_KEY, Gateway, wait_for
+
+from fakes.openai_upstream import FakeOpenAIUpstream, Reply
+
+CHAT = {"model": ALIAS, "messages": [{"role": "user", "content": "hi"}]}
+MESSAGES = {"model": ALIAS, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+ONE_SLOT = "sk-one-slot"
+
+
+def one_slot_gateway(gateway: Any, fake: FakeOpenAIUpstream) -> Gateway:
+    gw: Gateway = gateway()
+    gw.seed(fake.url)
+    gw.create_api_key(ONE_SLOT, [ALIAS], rate_limit={"concurrency": 1})
+    gw.wait_for_key(ONE_SLOT)
+    return gw
+
+
+def test_malformed_upstream_answer_is_502_and_releases_the_slot(
+    gateway: Any, fake_openai: FakeOpenAIUpstream
+) -> None:
+    gw = one_slot_gateway(gateway, fake_openai)
+    bad = {"id": "x", "choices": [{"message": {"content": "x", "tool_calls": 5}}]}
+    for body in (bad, {"choices": [{"message": {"content": "x"}, "finish_reason": [1]}]}):
+        fake_openai.script(*[Reply(json=body)] * 3)  # a decode error is retried twice
+        answer = gw.proxy("POST", "/v1/messages", MESSAGES, api_key=ONE_SLOT)
+        assert answer.status == 502, answer.text
+        assert answer.json["type"] == "error"
+        assert answer.json["error"]["type"] == "api_error"
+    # the concurrency slot came back: a good call is admitted at once
+    ok = gw.proxy("POST", "/v1/messages", MESSAGES, api_key=ONE_SLOT)
+    assert ok.status == 200, ok.text
+    assert ok.json["content"][0]["text"] == "echo: hi"
+
+
+def test_non_stream_hang_up_releases_the_slot_and_the_upstream_call(
+    gateway: Any, fake_openai: FakeOpenAIUpstream
+) -> None:
+    gw = one_slot_gateway(gateway, fake_openai)
+    fake_openai.script(Reply(delay_s=20))
+    payload = orjson.dumps(CHAT)
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ONE_SLOT}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    ).encode()
+    sock = socket.create_connection((gw.proxy_host, gw.proxy_port))
+    sock.sendall(head + payload)
+    fake_openai.wait_for_requests(1)
+    busy = gw.proxy("POST", "/v1/chat/completions", CHAT, api_key=ONE_SLOT)
+    assert busy.status == 429  # the hung call holds the only slot
+    sock.close()
+    started = time.monotonic()
+
+    def admitted() -> bool:
+        return gw.proxy("POST", "/v1/chat/completions", CHAT, api_key=ONE_SLOT).status == 200
+
+    wait_for(admitted, timeout=5.0, message="the slot to be released after the hang-up")
+    assert time.monotonic() - started < 5.0
+    wait_for(
+        lambda: any(r.get("status") == 499 for r in gw.access_log_lines()),
+        timeout=5.0,
+        message="a 499 access-log line for the abandoned call",
+    )
+
+
+def test_request_id_headers_and_model_lookup(gateway: Any, fake_openai: FakeOpenAIUpstream) -> None:
+    gw: Gateway = gateway()
+    gw.seed(fake_openai.url)
+    answer = gw.proxy("POST", "/v1/chat/completions", CHAT, api_key=CALLER_KEY)
+    rid = answer.headers["x-aisix-request-id"]
+    assert answer.headers["x-request-id"] == rid == answer.headers["request-id"]
+    client = gw.openai_client()
+    raw = client.chat.completions.with_raw_response.create(
+        model=ALIAS, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.request_id == raw.headers["x-aisix-request-id"]
+    model = client.models.retrieve(ALIAS)
+    assert (model.id, model.object, model.owned_by) == (ALIAS, "model", "openai")
+    missing = gw.proxy("GET", "/v1/models/not-there", api_key=CALLER_KEY)
+    assert missing.status == 404 and missing.json["error"]["type"] == "model_not_found"
+    gw.create_api_key("sk-nothing", [])
+    gw.wait_for_key(CALLER_KEY)
+    time.sleep(0.2)
+    hidden = gw.proxy("GET", f"/v1/models/{ALIAS}", api_key="sk-nothing")
+    assert hidden.status == 404
+    wrong = gw.proxy("DELETE", f"/v1/models/{ALIAS}", api_key=CALLER_KEY)
+    assert wrong.status == 405 and wrong.headers["allow"] == "GET"

@@ -13,27 +13,29 @@ are encoded by the OpenAI codec. Azure's error bodies (`innererror`, API Managem
 from __future__ import annotations
 
 import hashlib
-import importlib
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
+import aiohttp
 import orjson
 
-from aisix import __version__
 from aisix.credentials import azure as azure_secret
-from aisix.errors import GatewayError
+from aisix.errors import GatewayError, UpstreamConnectionError, UpstreamTimeout
 from aisix.providers.base import Endpoint, TLSConfig, UpstreamCall, UpstreamRequest
+from aisix.providers.openai import USER_AGENT, OpenAIBody, static_headers
 from aisix.providers.tokens import Token, TokenSource, TokenUnavailable, shared_source
 from aisix.resources import AzureSettings, DirectModel, ProviderKey
-from aisix.wire.base import StreamDecoder, UpstreamCodec
-from aisix.wire.types import ChatRequest, ChatResponse, UpstreamFault, Usage
+from aisix.wire.base import UpstreamCodec
+from aisix.wire.openai import Codec, StreamDecoder, load_chunk
+from aisix.wire.types import StreamEvent, UpstreamFault
 
-__all__ = ["AzureCodec", "AzureProvider", "normalise_base", "retry_after_of"]
+__all__ = ["AzureCodec", "AzureProvider", "build_provider", "normalise_base", "retry_after_of"]
 
-USER_AGENT = f"aisix/{__version__}"
 #: the deployment API of each endpoint the adapter serves natively
 _PATHS: dict[str, str] = {
     "chat": "/chat/completions",
@@ -159,32 +161,28 @@ def retry_after_of(headers: Mapping[str, str]) -> float | None:
 # --- codec -----------------------------------------------------------------------------------
 
 
-def _openai_codec() -> UpstreamCodec:
-    """The OpenAI family codec (`aisix.wire.openai.CODEC`), resolved on first translated use."""
-    module = importlib.import_module("aisix.wire.openai")
-    codec: UpstreamCodec = module.CODEC
-    return codec
+class AzureStreamDecoder(StreamDecoder):
+    """OpenAI chunks, less the id-less `prompt_filter_results` chunk Azure opens with (it
+    would otherwise give the stream an empty id and model)."""
+
+    __slots__ = ()
+
+    def _payload(self, payload: bytes, out: list[StreamEvent]) -> None:
+        if not self._started and not self.done and payload != b"[DONE]":
+            chunk = load_chunk(payload)
+            if not chunk.get("id") and not chunk.get("choices") and not chunk.get("usage"):
+                return
+        super()._payload(payload, out)
 
 
-class AzureCodec:
-    """The OpenAI family codec with Azure's error shapes."""
+class AzureCodec(Codec):
+    """The OpenAI family codec with Azure's error bodies and stream opening."""
 
-    family = "openai"
-
-    def encode_request(self, request: ChatRequest, model_name: str) -> dict[str, Any]:
-        return _openai_codec().encode_request(request, model_name)
-
-    def decode_response(self, body: dict[str, Any]) -> ChatResponse:
-        return _openai_codec().decode_response(body)
-
-    def stream_decoder(self) -> StreamDecoder:
-        return _openai_codec().stream_decoder()
+    def stream_decoder(self) -> AzureStreamDecoder:
+        return AzureStreamDecoder()
 
     def parse_error(self, body: bytes) -> UpstreamFault:
         return parse_error(body)
-
-    def usage_of(self, body: dict[str, Any]) -> Usage | None:
-        return _openai_codec().usage_of(body)
 
 
 CODEC = AzureCodec()
@@ -323,15 +321,14 @@ class AzureProvider:
 
     adapter = "azure-openai"
     family = "openai"
+    codec: UpstreamCodec = CODEC
     __slots__ = (
         "_api_key",
-        "_defaults",
+        "_body",
         "_extra_headers",
-        "_headers",
-        "_renames",
         "_tokens",
         "base",
-        "codec",
+        "headers",
         "model_name",
         "tls",
         "urls",
@@ -346,7 +343,6 @@ class AzureProvider:
         *,
         token_timeout_s: float = DEFAULT_TOKEN_TIMEOUT_S,
     ) -> None:
-        self.codec: UpstreamCodec = CODEC
         self.model_name = model.model_name
         self.tls = tls
         self.base = normalise_base(key.api_base or "")
@@ -354,16 +350,9 @@ class AzureProvider:
         prefix = f"{self.base}/openai/deployments/{quote(model.model_name, safe='')}"
         query = "?api-version=" + quote(version, safe="")
         self.urls = {name: prefix + path + query for name, path in _PATHS.items()}
-        self._headers = {
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            # no compressed answers: streams must flow chunk by chunk, and JSON is small
-            "Accept-Encoding": "identity",
-        }
-        request = key.request
-        self._extra_headers = dict(request.default_headers or {}) if request else {}
-        self._renames = dict(request.param_renames or {}) if request else {}
-        self._defaults = dict(request.default_body_fields or {}) if request else {}
+        self.headers, self._extra_headers = static_headers(key)
+        # Azure routes by deployment and ignores `model`; it is still set to the deployment
+        self._body = OpenAIBody(key, model.model_name)
         credential = azure_secret.parse(key.secret)
         self._api_key: str | None = None
         self._tokens: TokenSource | None = None
@@ -380,39 +369,18 @@ class AzureProvider:
 
     def build(self, call: UpstreamCall) -> UpstreamRequest:
         endpoint = call.endpoint
-        if endpoint in _NATIVE:
-            if call.body is None:
-                raise ValueError(f"{endpoint}: a relayed call needs the client's body")
-            body = dict(call.body)
-            url = self.urls[endpoint]
-        else:
-            if call.canonical is None:
-                raise ValueError(f"{endpoint}: a translated call needs a canonical request")
-            body = self.codec.encode_request(call.canonical, self.model_name)
-            url = self.urls["chat"]
-        self._rewrite(body, call.stream and endpoint != "embeddings")
-        headers = dict(self._headers)
+        if endpoint in _NATIVE and call.body is None:
+            raise ValueError(f"{endpoint}: a relayed call needs the client's body")
+        if endpoint not in _NATIVE and call.canonical is None:
+            raise ValueError(f"{endpoint}: a translated call needs a canonical request")
+        url = self.urls[endpoint if endpoint in _NATIVE else "chat"]
+        headers = dict(self.headers)
         headers["x-aisix-request-id"] = call.request_id
         if call.stream:
             headers["Accept"] = "text/event-stream"
         if self._extra_headers:
             headers.update(self._extra_headers)
-        return UpstreamRequest("POST", url, headers, orjson.dumps(body), self.tls)
-
-    def _rewrite(self, body: dict[str, Any], stream: bool) -> None:
-        """The OpenAI-family body rules (§7.1); Azure routes by deployment and ignores
-        `model`, which is still set to the deployment name."""
-        body["model"] = self.model_name
-        for old, new in self._renames.items():
-            if old in body:
-                body[new] = body.pop(old)
-        for name, value in self._defaults.items():
-            body.setdefault(name, value)
-        if stream:
-            options = body.get("stream_options")
-            options = dict(options) if isinstance(options, dict) else {}
-            options["include_usage"] = True
-            body["stream_options"] = options
+        return UpstreamRequest("POST", url, headers, self._body.shape(call, self.codec), self.tls)
 
     async def authorize(self, request: UpstreamRequest) -> UpstreamRequest:
         if self._tokens is None:
@@ -426,3 +394,58 @@ class AzureProvider:
     def retry_after(headers: Mapping[str, str]) -> float | None:
         """Seconds Azure asked to wait before the next call (429 and 503 answers)."""
         return retry_after_of(headers)
+
+
+# --- token requests until the transport's `send` reaches providers ---------------------------
+
+
+@dataclass(slots=True)
+class _Answer:
+    status: int
+    data: bytes
+
+    def body(self) -> bytes:
+        return self.data
+
+
+def _ssl_for(tls: TLSConfig) -> ssl.SSLContext | bool:
+    if not tls.verify:
+        return False
+    if tls.ca_cert or tls.ca_file or tls.client_cert_file:
+        context = ssl.create_default_context(cadata=tls.ca_cert, cafile=tls.ca_file)
+        if tls.client_cert_file:
+            context.load_cert_chain(tls.client_cert_file, tls.client_key_file)
+        return context
+    return True
+
+
+async def direct_send(request: UpstreamRequest, *, stream: bool, timeout: float | None) -> _Answer:
+    """One non-streamed request on a short-lived aiohttp session (no proxy from the
+    environment): the token request's path while the registry hands providers no `send`.
+    About one call per credential per hour, off the request path."""
+    limit = aiohttp.ClientTimeout(total=timeout)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=limit, trust_env=False) as session,
+            session.request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.body,
+                ssl=_ssl_for(request.tls),
+                allow_redirects=False,
+            ) as response,
+        ):
+            return _Answer(response.status, await response.read())
+    except TimeoutError:
+        raise UpstreamTimeout(f"token request timed out after {timeout}s") from None
+    except (aiohttp.ClientError, OSError, ssl.SSLError) as err:
+        raise UpstreamConnectionError(
+            f"could not reach the token endpoint ({type(err).__name__})"
+        ) from None
+
+
+def build_provider(
+    key: ProviderKey, model: DirectModel, tls: TLSConfig, send: Send | None = None
+) -> AzureProvider:
+    return AzureProvider(key, model, tls, send or direct_send)

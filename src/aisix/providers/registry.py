@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from aisix.providers import openai
+from aisix.providers import azure, openai
 from aisix.providers.base import Provider, TLSConfig
 from aisix.resources import DirectModel, ProviderKey
 from aisix.snapshot import ProviderKeyEntry
@@ -13,6 +13,7 @@ Factory = Callable[[ProviderKey, DirectModel, TLSConfig], Provider]
 
 FACTORIES: dict[str, Factory] = {
     "openai": openai.build_provider,
+    "azure-openai": azure.build_provider,
 }
 
 

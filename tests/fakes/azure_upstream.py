@@ -280,13 +280,15 @@ class EntraSetup:
     client_id: str = "aisix-test-client"
     client_secret: str = field(default_factory=lambda: "cs~" + secrets.token_urlsafe(18))
 
-    def secret(self, entra: FakeEntraID) -> str:
-        """The provider-key secret (contract §5.1) with `token_url` at the fake."""
+    def secret(self, entra: FakeEntraID | None = None, *, token_url: str | None = None) -> str:
+        """The provider-key secret (contract §5.1) with `token_url` at the fake (or given)."""
+        url = token_url or (entra.token_url(self.tenant) if entra is not None else None)
+        assert url is not None, "give the fake Entra ID or a token_url"
         return orjson.dumps(
             {
                 "tenant_id": self.tenant,
                 "client_id": self.client_id,
                 "client_secret": self.client_secret,
-                "token_url": entra.token_url(self.tenant),
+                "token_url": url,
             }
         ).decode()

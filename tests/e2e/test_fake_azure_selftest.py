@@ -3,21 +3,27 @@
 `openai.AzureOpenAI` (the SDK's own deployment URLs, `api-version`, `api-key` and
 `azure_ad_token` / `azure_ad_token_provider` auth) runs chat, streams, completions and
 embeddings against `FakeAzureOpenAI` and gets Azure's answers and errors as typed SDK objects;
-the token provider mints its tokens from `FakeEntraID` with a client-credentials form, so the
-fakes are known to speak the protocol the gateway will be tested against.
+the token provider mints its tokens from `FakeEntraID` with a client-credentials form, and
+Microsoft's own MSAL confidential client obtains (and is refused) tokens from it over TLS, so
+the fakes are known to speak the protocols the gateway will be tested against.
 """
 
 from __future__ import annotations
 
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import msal
 import openai
 import orjson
 import pytest
+import requests
+import trustme
 
 from fakes.azure_upstream import (
     AzureReply,
@@ -235,3 +241,52 @@ def test_the_openai_knobs_still_apply(azure: FakeAzureOpenAI) -> None:
     with pytest.raises(openai.APIError):
         list(sdk.chat.completions.create(model="gpt4o", messages=MESSAGES, stream=True))
     assert len(azure.model_requests()) == 2
+
+
+@pytest.fixture
+def https_entra(entra_setup: EntraSetup, tmp_path: Path) -> Iterator[tuple[FakeEntraID, str]]:
+    """The fake Entra ID over TLS (MSAL accepts https authorities only) and its CA file."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "entra-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    fake = FakeEntraID({entra_setup.client_id: entra_setup.client_secret}, tls=context).start()
+    fake.tenants = {entra_setup.tenant}
+    try:
+        yield fake, str(ca_file)
+    finally:
+        fake.stop()
+
+
+def test_msal_confidential_client_against_the_fake_identity_provider(
+    https_entra: tuple[FakeEntraID, str], entra_setup: EntraSetup
+) -> None:
+    entra, ca_file = https_entra
+
+    def app(secret: str) -> msal.ConfidentialClientApplication:
+        session = requests.Session()
+        session.trust_env = False  # REQUESTS_CA_BUNDLE would replace the test CA
+        session.verify = ca_file
+        return msal.ConfidentialClientApplication(
+            entra_setup.client_id,
+            client_credential=secret,
+            authority=f"{entra.url}/{entra_setup.tenant}",
+            validate_authority=False,
+            instance_discovery=False,
+            http_client=session,
+        )
+
+    client_app = app(entra_setup.client_secret)
+    scopes = ["https://cognitiveservices.azure.com/.default"]
+    granted = client_app.acquire_token_for_client(scopes=scopes)
+    assert granted is not None and granted["token_type"] == "Bearer", granted
+    assert entra.valid(granted["access_token"])
+    assert granted["expires_in"] == 3599
+    again = client_app.acquire_token_for_client(scopes=scopes)  # MSAL's own cache answers
+    assert again is not None and again["access_token"] == granted["access_token"]
+    assert entra.token_requests == 1
+    refused = app("wrong-secret").acquire_token_for_client(scopes=scopes)
+    assert refused is not None and refused["error"] == "invalid_client"
+    assert "AADSTS7000215" in refused["error_description"]
+    assert entra.token_requests == 2 and len(entra.issued_tokens()) == 1

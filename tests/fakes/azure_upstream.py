@@ -8,7 +8,8 @@ first stream chunk, the deployment's underlying model name) and Azure's error bo
 `DeploymentNotFound`, the prompt filter's 400 `content_filter`, 429 with `retry-after`). It
 keeps every knob of `FakeOpenAIUpstream` (`script(Reply(...))`: status, delay, scripted frames,
 mid-stream cut, headers seen). `FakeEntraID` implements the v2.0 client-credentials grant,
-checks the form, counts token requests and issues tokens with a settable lifetime.
+checks the form, counts token requests and issues tokens with a settable lifetime; it also
+serves the tenant's OIDC discovery document, so MSAL itself can run against it (over TLS).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import copy
 import re
 import secrets
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ DEFAULT_MODEL = "gpt-4o-2024-08-06"
 API_VERSIONS = frozenset({"2024-06-01", "2024-10-21", "2025-01-01-preview", "2025-04-01-preview"})
 _OPERATION = re.compile(r"^/openai/deployments/([^/]+)/(chat/completions|completions|embeddings)$")
 _TOKEN_PATH = re.compile(r"^/([^/]+)/oauth2/v2\.0/token$")
+_DISCOVERY_PATH = re.compile(r"^/([^/]+)/v2\.0/\.well-known/openid-configuration$")
 
 
 def fixture(name: str) -> Any:
@@ -91,8 +94,10 @@ class FakeEntraID(FakeOpenAIUpstream):
     its expiry (wall clock). `script(Reply(...))` still overrides single answers.
     """
 
-    def __init__(self, clients: dict[str, str], *, lifetime_s: int = 3599) -> None:
-        super().__init__()
+    def __init__(
+        self, clients: dict[str, str], *, lifetime_s: int = 3599, tls: ssl.SSLContext | None = None
+    ) -> None:
+        super().__init__(tls=tls)
         self.clients = dict(clients)
         self.tenants: set[str] = set()
         self.lifetime_s = lifetime_s
@@ -102,6 +107,18 @@ class FakeEntraID(FakeOpenAIUpstream):
 
     def token_url(self, tenant: str) -> str:
         return f"{self.url}/{tenant}/oauth2/v2.0/token"
+
+    def openid_configuration(self, tenant: str) -> dict[str, Any]:
+        """The tenant's OIDC discovery document (what MSAL reads before a grant)."""
+        root = f"{self.url}/{tenant}"
+        return {
+            "issuer": f"{root}/v2.0",
+            "authorization_endpoint": f"{root}/oauth2/v2.0/authorize",
+            "token_endpoint": f"{root}/oauth2/v2.0/token",
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
+            "response_types_supported": ["code", "id_token", "code id_token", "token id_token"],
+            "grant_types_supported": ["authorization_code", "client_credentials"],
+        }
 
     def valid(self, token: str) -> bool:
         with self._issue_lock:
@@ -122,6 +139,12 @@ class FakeEntraID(FakeOpenAIUpstream):
     async def _good_answer(
         self, request: web.Request, reply: Reply, extra: dict[str, str], body: Any
     ) -> web.StreamResponse:
+        discovery = _DISCOVERY_PATH.match(request.path)
+        if request.method == "GET" and discovery is not None:
+            return web.Response(
+                body=orjson.dumps(self.openid_configuration(discovery.group(1))),
+                content_type="application/json",
+            )
         self.token_requests += 1
         match = _TOKEN_PATH.match(request.path)
         if request.method != "POST" or match is None:

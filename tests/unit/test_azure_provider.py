@@ -119,6 +119,8 @@ def call(endpoint: Any = "chat", stream: bool = False, **body: Any) -> UpstreamC
         ("contoso", "https://contoso.openai.azure.com"),
         ("  contoso/ ", "https://contoso.openai.azure.com"),
         ("contoso.openai.azure.com", "https://contoso.openai.azure.com"),
+        ("contoso/openai/deployments/x", "https://contoso.openai.azure.com"),
+        ("localhost:8080", "https://localhost:8080"),
         ("https://contoso.openai.azure.com/", "https://contoso.openai.azure.com"),
         ("https://contoso.openai.azure.com/openai", "https://contoso.openai.azure.com"),
         (

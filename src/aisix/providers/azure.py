@@ -3,11 +3,11 @@
 Built once per snapshot: `api_base` normalised (a bare resource name becomes
 `https://<name>.openai.azure.com`, anything from `/openai/` on is cut), the deployment URLs of
 chat, completions and embeddings with `api-version`, and the credential: the resource key
-(`api-key` header) or Entra ID client credentials minted into bearer tokens through the
-gateway's own transport and cached by a shared `TokenSource`. The wire is the OpenAI family's:
-OpenAI-inbound calls are relayed with the OpenAI adapter's body rules, Anthropic-inbound calls
-are encoded by the OpenAI codec. Azure's error bodies (`innererror`, API Management's
-`{"statusCode", "message"}`) and rate-limit headers are read here.
+(`api-key` header) or Entra ID client credentials minted into bearer tokens (through the `send`
+the registry hands it; until it does, `direct_send`), cached by a shared `TokenSource`. The
+wire is the OpenAI family's: OpenAI-inbound calls are relayed with the OpenAI adapter's body
+rules, Anthropic-inbound calls are encoded by the OpenAI codec. Azure's error bodies
+(`innererror`, API Management's `{"statusCode", "message"}`) and retry headers are read here.
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ def normalise_base(api_base: str) -> str:
     a scheme gains `https://`; whitespace, trailing `/` and anything from `/openai/` are cut."""
     base = api_base.strip().rstrip("/")
     if "://" not in base:
-        host = base.split("/", 1)[0]
-        base = f"https://{base}.openai.azure.com" if "." not in host else f"https://{base}"
+        host, sep, rest = base.partition("/")
+        bare = "." not in host and ":" not in host
+        base = f"https://{host}.openai.azure.com{sep}{rest}" if bare else f"https://{base}"
     cut = base.find("/openai/")
     if cut >= 0:
         base = base[:cut]

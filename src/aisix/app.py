@@ -36,6 +36,7 @@ from aisix.providers.transport import Transport
 from aisix.proxy.client_ip import ClientIPResolver
 from aisix.proxy.context import ProxyRuntime
 from aisix.proxy.server import ProxyApp
+from aisix.responses_store import ResponseStore
 from aisix.routing.health import HealthRegistry
 from aisix.routing.strategies import Router
 from aisix.settings import Settings, TLSFiles
@@ -210,6 +211,14 @@ class Gateway:
             raise StartupError(str(exc)) from None
         self._cleanup.append(governor.close)
         self.usage_api = UsageApi(self.ledger, governor)
+        sqlite_store = settings.etcd is None and settings.resources_file is None
+        responses = ResponseStore(
+            settings.sqlite_path if sqlite_store else None,
+            ttl_s=settings.responses.ttl_secs,
+            max_rows=settings.responses.max_stored,
+        )
+        await responses.start()
+        self._cleanup.append(responses.close)
         self.runtime = ProxyRuntime(
             settings=settings,
             holder=self.holder,
@@ -219,6 +228,7 @@ class Gateway:
             governor=governor,
             bus=self.bus,
             client_ip=ClientIPResolver(settings.proxy.real_ip),
+            responses=responses,
         )
         runtime = self.runtime
         self.metrics.bind_in_flight(lambda: float(runtime.in_flight))

@@ -180,6 +180,13 @@ class DownstreamSettings(_Section):
     sse_keepalive_interval_secs: Annotated[int, Field(ge=0)] = 15
 
 
+class ResponsesSettings(_Section):
+    """Stored Responses API answers (`store: true`, `previous_response_id`, GET/DELETE)."""
+
+    ttl_secs: Annotated[int, Field(gt=0, le=366 * 86400)] = 30 * 86400
+    max_stored: Annotated[int, Field(gt=0, le=10_000_000)] = 10_000
+
+
 class PrometheusSettings(_Section):
     enabled: bool = True
     addr: str = "127.0.0.1:9090"
@@ -210,6 +217,7 @@ class Settings(_Section):
     ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
     downstream: DownstreamSettings = Field(default_factory=DownstreamSettings)
+    responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     #: directory of the config file; relative paths resolve against it (not a config key)
     base_dir: str = Field(default=".", exclude=True)

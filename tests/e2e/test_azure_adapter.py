@@ -349,3 +349,17 @@ def test_an_unreachable_token_endpoint_is_a_clean_502(
     assert response.json["error"]["message"].startswith("Entra ID token request failed")
     assert entra_setup.client_secret not in response.text + gw.stdout_text() + gw.stderr_text()
     gw.assert_alive()
+
+
+def test_responses_api_calls_are_translated_to_the_chat_deployment(
+    keyed: Gateway, azure: FakeAzureOpenAI
+) -> None:
+    answer = keyed.openai_client().responses.create(model=ALIAS, input="hello azure")
+    assert answer.model == ALIAS
+    assert answer.output_text == "echo: hello azure"
+    [seen] = azure.deployment_requests()
+    assert seen.path == f"/openai/deployments/{DEPLOYMENT}/chat/completions"
+    assert seen.json["messages"][-1]["content"] in (
+        "hello azure",
+        [{"type": "text", "text": "hello azure"}],
+    )

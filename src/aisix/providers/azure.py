@@ -43,8 +43,8 @@ _PATHS: dict[str, str] = {
     "embeddings": "/embeddings",
 }
 _NATIVE = frozenset(_PATHS)
-#: Anthropic Messages calls are translated to chat
-_SUPPORTED = _NATIVE | {"messages"}
+#: Anthropic Messages and Responses API calls are translated to chat
+_SUPPORTED = _NATIVE | {"messages", "responses"}
 DEFAULT_TOKEN_TIMEOUT_S = 10.0
 
 
@@ -374,14 +374,15 @@ class AzureProvider:
             raise ValueError(f"{endpoint}: a relayed call needs the client's body")
         if endpoint not in _NATIVE and call.canonical is None:
             raise ValueError(f"{endpoint}: a translated call needs a canonical request")
-        url = self.urls[endpoint if endpoint in _NATIVE else "chat"]
+        upstream = endpoint if endpoint in _NATIVE else "chat"
         headers = dict(self.headers)
         headers["x-aisix-request-id"] = call.request_id
         if call.stream:
             headers["Accept"] = "text/event-stream"
         if self._extra_headers:
             headers.update(self._extra_headers)
-        return UpstreamRequest("POST", url, headers, self._body.shape(call, self.codec), self.tls)
+        body = self._body.shape(call, self.codec, upstream)
+        return UpstreamRequest("POST", self.urls[upstream], headers, body, self.tls)
 
     async def authorize(self, request: UpstreamRequest) -> UpstreamRequest:
         if self._tokens is None:

@@ -212,6 +212,7 @@ async def test_without_a_valid_token_the_last_failure_is_raised() -> None:
     assert isinstance(err, UpstreamAuthError)
     assert err.status == 502 and err.type == "upstream_auth_error"
     assert err.retryable is True  # a transport fault: another target may serve
+    assert err.reached_upstream is False  # the upstream itself was never called
     assert err.message == "could not obtain an access token: connect to 127.0.0.1:1 failed"
 
 

@@ -35,7 +35,10 @@ class Token:
 
 
 class TokenUnavailable(UpstreamAuthError):
-    """No valid token could be obtained for an upstream."""
+    """No valid token could be obtained for an upstream (which was therefore not called: its
+    holds are rolled back, not spent)."""
+
+    reached_upstream = False
 
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)

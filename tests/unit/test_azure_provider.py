@@ -137,6 +137,17 @@ def test_api_base_normalisation(raw: str, base: str) -> None:
     assert normalise_base(raw) == base
 
 
+def test_a_key_without_api_base_is_refused() -> None:
+    key = validate_value("provider_keys", {"display_name": "k", "secret": KEY})  # adapter openai
+    model = validate_value(
+        "models",
+        {"display_name": "a", "provider": "azure", "model_name": "d", "provider_key_id": "p"},
+    )
+    assert isinstance(key, ProviderKey) and isinstance(model, DirectModel)
+    with pytest.raises(ValueError, match="api_base: required with adapter azure-openai"):
+        AzureProvider(key, model, TLS, RecordingSend())
+
+
 def test_deployment_urls_carry_the_api_version() -> None:
     target = provider(model_name="my deployment/v2")
     prefix = "https://contoso.openai.azure.com/openai/deployments/my%20deployment%2Fv2"

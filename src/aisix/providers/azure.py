@@ -346,6 +346,8 @@ class AzureProvider:
     ) -> None:
         self.model_name = model.model_name
         self.tls = tls
+        if not (key.api_base or "").strip():  # e.g. an azure adapter implied by the model label
+            raise ValueError("api_base: required with adapter azure-openai")
         self.base = normalise_base(key.api_base or "")
         version = (key.azure or AzureSettings()).api_version
         prefix = f"{self.base}/openai/deployments/{quote(model.model_name, safe='')}"

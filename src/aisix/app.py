@@ -183,7 +183,9 @@ class Gateway:
         self.router = Router(self.health)
         self.transport = Transport.from_settings(settings.upstream)
         self.store = make_store(settings)
-        self.registry = Registry(settings.upstream.tls, settings.resolve)
+        self.registry = Registry(
+            settings.upstream.tls, settings.resolve, send=self.transport.upstream.send
+        )
         self.supervisor = Supervisor(
             self.store, self.holder, self.registry.build_target, self._on_reload
         )

@@ -5,9 +5,10 @@ with the process-wide upstream TLS (`upstream.tls`) joined to the key's own trus
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-from aisix.providers import anthropic, openai
+from aisix.providers import anthropic, azure, openai
 from aisix.providers.base import Provider, TLSConfig
 from aisix.providers.family import effective_adapter
 from aisix.resources import DirectModel, ProviderKey
@@ -19,6 +20,7 @@ Factory = Callable[[ProviderKey, DirectModel, TLSConfig], Provider]
 FACTORIES: dict[str, Factory] = {
     "openai": openai.build_provider,
     "anthropic": anthropic.build_provider,
+    "azure-openai": azure.build_provider,
 }
 try:  # the optional extra aisix[bedrock] (botocore)
     import botocore  # noqa: F401
@@ -34,9 +36,15 @@ class Registry:
     """The target factory the supervisor calls once per model per snapshot."""
 
     def __init__(
-        self, upstream_tls: OutboundTLS | None = None, resolve: Callable[[str], Path] = Path
+        self,
+        upstream_tls: OutboundTLS | None = None,
+        resolve: Callable[[str], Path] = Path,
+        send: azure.Send | None = None,
     ) -> None:
         tls = upstream_tls or OutboundTLS()
+        self._factories = dict(FACTORIES)
+        if send is not None:  # token requests (Entra ID) through the gateway's own transport
+            self._factories["azure-openai"] = partial(azure.build_provider, send=send)
         self.base_tls = TLSConfig(
             verify=tls.verify,
             ca_file=str(resolve(tls.ca_file)) if tls.ca_file else None,
@@ -60,7 +68,7 @@ class Registry:
         """The provider for one single-target model; None for adapters not built yet."""
         value: ProviderKey = key.value
         adapter = effective_adapter(value, model.provider, key.adapter_explicit)
-        factory = FACTORIES.get(adapter)
+        factory = self._factories.get(adapter)
         if factory is None:
             return None
         return factory(value, model, self.tls_for(value))

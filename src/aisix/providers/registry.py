@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from aisix.providers import openai
+from aisix.providers import gemini, openai, vertex
 from aisix.providers.base import Provider, TLSConfig
 from aisix.resources import DirectModel, ProviderKey
 from aisix.snapshot import ProviderKeyEntry
@@ -13,6 +13,8 @@ Factory = Callable[[ProviderKey, DirectModel, TLSConfig], Provider]
 
 FACTORIES: dict[str, Factory] = {
     "openai": openai.build_provider,
+    "gemini": gemini.build_provider,
+    "vertex": vertex.build_provider,
 }
 
 

@@ -352,7 +352,8 @@ class FakeGeminiUpstream:
             failure = self._token_script.popleft() if self._token_script else None
         if failure is not None:
             self.grants.append(TokenGrant(claims, None, f"scripted {failure}"))
-            return _json({"error": "internal_failure"}, failure)
+            error = "internal_failure" if failure >= 500 else "access_denied"
+            return _json({"error": error, "error_description": f"scripted {failure}"}, failure)
         token = f"ya29.fake-{len(self.grants)}-{hashlib.sha256(body).hexdigest()[:12]}"
         self._minted.add(token)
         self.grants.append(TokenGrant(claims, token, None))

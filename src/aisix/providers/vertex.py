@@ -38,8 +38,19 @@ from aisix.wire.gemini import VERTEX_CODEC
 
 #: a token without an expiry from google-auth is treated as valid this long
 _DEFAULT_LIFETIME_S = 3600.0
-#: token sources by secret digest, alive while a provider of the current snapshot uses them
-_SOURCES: weakref.WeakValueDictionary[str, TokenSource] = weakref.WeakValueDictionary()
+
+
+class SharedTokens:
+    """One secret's token source, shared by its providers (weakly indexed by secret digest:
+    it lives while a provider of a live snapshot holds it)."""
+
+    __slots__ = ("__weakref__", "source")
+
+    def __init__(self, source: TokenSource) -> None:
+        self.source = source
+
+
+_SOURCES: weakref.WeakValueDictionary[str, SharedTokens] = weakref.WeakValueDictionary()
 
 
 def default_base(region: str) -> str:
@@ -106,14 +117,14 @@ class GoogleAuthMinter:
         return await asyncio.to_thread(self._refresh)
 
 
-def token_source(secret: str, credential: VertexCredential) -> TokenSource:
+def token_source(secret: str, credential: VertexCredential) -> SharedTokens:
     """The shared token source of a minted-token secret."""
     digest = hashlib.sha256(secret.encode()).hexdigest()
-    source = _SOURCES.get(digest)
-    if source is None:
-        source = TokenSource(GoogleAuthMinter(credential).fetch)
-        _SOURCES[digest] = source
-    return source
+    shared = _SOURCES.get(digest)
+    if shared is None:
+        shared = SharedTokens(TokenSource(GoogleAuthMinter(credential).fetch))
+        _SOURCES[digest] = shared
+    return shared
 
 
 class VertexProvider:
@@ -137,7 +148,7 @@ class VertexProvider:
         self.tls = tls
         self.headers, self._extra_headers = static_headers(key)
         self._bearer: str | None = None
-        self._tokens: TokenSource | None = None
+        self._tokens: SharedTokens | None = None
         self._fault: str | None = None
         try:
             credential = credentials.parse(key.secret)
@@ -170,7 +181,7 @@ class VertexProvider:
         if self._bearer is not None:
             request.headers["Authorization"] = self._bearer
         elif self._tokens is not None:
-            request.headers["Authorization"] = "Bearer " + await self._tokens.get()
+            request.headers["Authorization"] = "Bearer " + await self._tokens.source.get()
         else:
             raise UpstreamAuthError(f"the provider key's secret is unusable: {self._fault}")
         return request

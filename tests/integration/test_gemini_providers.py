@@ -150,8 +150,8 @@ def service_account_key(fake: FakeGeminiUpstream, account: ServiceAccount) -> Pr
 
 
 async def authorize_many(providers: list[vertex.VertexProvider], n: int) -> list[str]:
-    requests = [providers[i % len(providers)].build(chat_call()) for i in range(n)]
-    done = await asyncio.gather(*(p.authorize(r) for p, r in zip(providers * n, requests)))
+    chosen = [providers[i % len(providers)] for i in range(n)]
+    done = await asyncio.gather(*(p.authorize(p.build(chat_call())) for p in chosen))
     return [r.headers["Authorization"] for r in done]
 
 

@@ -69,6 +69,9 @@ class GeminiReply:
     delay_s: float = 0.0
     chunk_delay_s: float = 0.0
     cut_after_chunks: int | None = None  # stream: drop the connection after N events
+    #: stream: before event `hold_before`, wait (≤ 10 s) until the test sets `hold`
+    hold: threading.Event | None = None
+    hold_before: int = 1
     drop_connection: bool = False
     sse_frames: list[str] | None = None  # stream body written verbatim, frame by frame
     content: str | None = None  # reply text instead of "echo: <last user text>"
@@ -480,6 +483,8 @@ class FakeGeminiUpstream:
                     break
                 if i and reply.chunk_delay_s > 0:
                     await _pause(request, reply.chunk_delay_s)
+                if reply.hold is not None and i == reply.hold_before:
+                    await asyncio.get_running_loop().run_in_executor(None, reply.hold.wait, 10)
                 await response.write(frame)
         except ConnectionResetError:
             raise asyncio.CancelledError from None

@@ -38,6 +38,9 @@ from aisix.wire.gemini import VERTEX_CODEC
 
 #: a token without an expiry from google-auth is treated as valid this long
 _DEFAULT_LIFETIME_S = 3600.0
+#: bound on one token request (google-auth's own default is 120 s): a hung identity endpoint
+#: must not hold the refresh, and the requests waiting for it, for minutes
+TOKEN_TIMEOUT_S = 10.0
 
 
 class SharedTokens:
@@ -90,11 +93,16 @@ class GoogleAuthMinter:
         import google.auth.exceptions
         from google.auth.transport.requests import Request
 
+        class BoundedRequest(Request):
+            def __call__(self, *args: Any, **kwargs: Any) -> Any:
+                kwargs["timeout"] = min(kwargs.get("timeout") or TOKEN_TIMEOUT_S, TOKEN_TIMEOUT_S)
+                return super().__call__(*args, **kwargs)  # type: ignore[no-untyped-call]
+
         try:
             if self._credentials is None:
                 self._credentials = self._load()
             creds = self._credentials
-            creds.refresh(Request())
+            creds.refresh(BoundedRequest())
         except google.auth.exceptions.TransportError:
             raise TokenUnavailable(
                 "could not reach the Google token endpoint", retryable=True

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs (redis-server and etcd-server from Debian packages,
-# Python deps in ./.venv) and runs the whole suite: ruff, mypy (strict on src/), then pytest.
+# Python deps in ./.venv, the pinned CLI clients from npm in tests/clients) and runs the whole
+# suite: ruff, mypy (strict on src/), then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -8,6 +9,7 @@ PYTHON=${PYTHON:-python3}
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
@@ -22,6 +24,12 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+
+# the real CLI clients the e2e suite drives (pinned in tests/clients/package-lock.json)
+if ! cmp -s tests/clients/package-lock.json tests/clients/node_modules/.aisix-lock; then
+  (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error \
+    && cp package-lock.json node_modules/.aisix-lock)
+fi
 
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench

@@ -36,6 +36,7 @@ from aisix.providers.transport import Transport
 from aisix.proxy.client_ip import ClientIPResolver
 from aisix.proxy.context import ProxyRuntime
 from aisix.proxy.server import ProxyApp
+from aisix.responses_store import ResponseStore
 from aisix.routing.health import HealthRegistry
 from aisix.routing.strategies import Router
 from aisix.settings import Settings, TLSFiles
@@ -158,11 +159,7 @@ class Gateway:
         self.metrics = Metrics()
         self.health = HealthRegistry()
         self.router = Router(self.health)
-        self.transport = Transport(
-            settings.upstream.connect_timeout_ms,
-            settings.upstream.pool_size_per_host,
-            settings.upstream.idle_timeout_ms,
-        )
+        self.transport = Transport.from_settings(settings.upstream)
         self.store = make_store(settings)
         self.supervisor = Supervisor(self.store, self.holder, build_target, self._on_reload)
         self.listeners: list[Listener] = []
@@ -210,6 +207,14 @@ class Gateway:
             raise StartupError(str(exc)) from None
         self._cleanup.append(governor.close)
         self.usage_api = UsageApi(self.ledger, governor)
+        sqlite_store = settings.etcd is None and settings.resources_file is None
+        responses = ResponseStore(
+            settings.sqlite_path if sqlite_store else None,
+            ttl_s=settings.responses.ttl_secs,
+            max_rows=settings.responses.max_stored,
+        )
+        await responses.start()
+        self._cleanup.append(responses.close)
         self.runtime = ProxyRuntime(
             settings=settings,
             holder=self.holder,
@@ -219,6 +224,7 @@ class Gateway:
             governor=governor,
             bus=self.bus,
             client_ip=ClientIPResolver(settings.proxy.real_ip),
+            responses=responses,
         )
         runtime = self.runtime
         self.metrics.bind_in_flight(lambda: float(runtime.in_flight))

@@ -9,9 +9,22 @@ to bytes once per inbound protocol: the OpenAI envelope on `/v1/*`, the Anthropi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamFault:
+    """What a wire family's error body says (message, code, param, type), before the gateway
+    classifies the answer by its status (`upstream_status_error`)."""
+
+    message: str | None = None
+    code: str | None = None
+    param: str | None = None
+    type: str | None = None
 
 
 class GatewayError(Exception):
@@ -197,15 +210,44 @@ class UpstreamTimeout(UpstreamError):
     reason = "request_timeout"
 
 
-def upstream_status_error(status: int, body: bytes, retry_after: float | None) -> UpstreamError:
-    """Classify a non-2xx upstream answer into the error the contract (§6.4) prescribes."""
+class UpstreamPoolTimeout(UpstreamError):
+    """No pooled connection to the upstream became free in time: a local wait that never
+    reached the upstream, so it neither cools the target (`reason` None) nor fails holds;
+    retryable on another target."""
+
+    status = 504
+    type = "timeout"
+    retryable = True
+    reached_upstream = False
+    reason = None
+
+
+class UpstreamResponseTooLarge(UpstreamError):
+    """A non-streamed answer over `upstream.max_response_bytes`: unreadable for us (so the
+    decode error's status and code), but no sign of an unhealthy target and not worth
+    repeating."""
+
+    status = 502
+    code = "upstream_decode_error"
+
+
+def upstream_status_error(
+    status: int,
+    body: bytes,
+    retry_after: float | None,
+    parse: Callable[[bytes], UpstreamFault] | None = None,
+) -> UpstreamError:
+    """Classify a non-2xx upstream answer into the error the contract (§6.4) prescribes;
+    `parse` reads the body in the target family's error shape (default: OpenAI's)."""
     err: UpstreamError
     if status in (401, 403):
         err = UpstreamAuthError(f"upstream rejected the provider credentials ({status})")
     elif status >= 500:
         err = UpstreamServerError(f"upstream returned {status}")
     else:
-        message, code, param = _upstream_error_fields(body, status)
+        fault = (parse or openai_fault)(body)
+        message = fault.message or f"upstream returned {status}"
+        code, param = fault.code, fault.param
         headers = {}
         if status == 429 and retry_after is not None:
             # §6.5: whole seconds ≥ 1, whatever form (date, fraction, 0) the upstream used
@@ -219,21 +261,22 @@ def upstream_status_error(status: int, body: bytes, retry_after: float | None) -
     return err
 
 
-def _upstream_error_fields(body: bytes, status: int) -> tuple[str, str | None, str | None]:
+def openai_fault(body: bytes) -> UpstreamFault:
+    """An OpenAI-shaped error body: `{"error": {"message", "code", "param", "type"}}` or
+    `{"error": "text"}`."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return f"upstream returned {status}", None, None
+        return UpstreamFault()
     error = parsed.get("error") if isinstance(parsed, dict) else None
-    if isinstance(error, dict):
-        message = error.get("message")
-        code = error.get("code")
-        param = error.get("param")
-        return (
-            message if isinstance(message, str) and message else f"upstream returned {status}",
-            str(code) if code is not None else None,
-            param if isinstance(param, str) else None,
-        )
     if isinstance(error, str):
-        return error, None, None
-    return f"upstream returned {status}", None, None
+        return UpstreamFault(message=error or None)
+    if not isinstance(error, dict):
+        return UpstreamFault()
+    message, code, param, kind = (error.get(k) for k in ("message", "code", "param", "type"))
+    return UpstreamFault(
+        message=message if isinstance(message, str) and message else None,
+        code=str(code) if code is not None else None,
+        param=param if isinstance(param, str) else None,
+        type=kind if isinstance(kind, str) else None,
+    )

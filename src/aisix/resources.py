@@ -163,6 +163,13 @@ class UpstreamTLS(_Strict):
     verify: bool = True
 
 
+class Capabilities(_Strict):
+    """Optional upstream APIs this key's server has (None: the adapter's default)."""
+
+    #: OpenAI Responses API at `{base}/responses` (default: only for OpenAI's own API)
+    responses: bool | None = None
+
+
 class ProviderKey(_Strict):
     display_name: Name
     secret: Annotated[str, Field(min_length=1)]
@@ -174,6 +181,7 @@ class ProviderKey(_Strict):
     strip_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_STRIP_HEADERS))
     tls: UpstreamTLS | None = None
     telemetry_tags: dict[str, Any] | None = None
+    capabilities: Capabilities | None = None
 
     @field_validator("strip_headers")
     @classmethod
@@ -208,6 +216,13 @@ AliasName = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_
 Cidrs = Annotated[list[str] | None, AfterValidator(_check_cidrs)]
 
 
+class ModelLimits(_Strict):
+    """What the upstream model accepts (used when translating requests to it)."""
+
+    #: the model's output cap: a translated `max_tokens` above it is lowered to it
+    max_output_tokens: Annotated[int, Field(gt=0, le=10_000_000)] | None = None
+
+
 class DirectModel(_Strict):
     display_name: AliasName
     provider: Annotated[str, Field(min_length=1, max_length=64)]
@@ -220,6 +235,7 @@ class DirectModel(_Strict):
     cooldown: Cooldown | None = None
     pricing: Pricing | None = None
     allowed_cidrs: Cidrs = None
+    limits: ModelLimits | None = None
 
     @field_validator("provider")
     @classmethod

@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 import yaml
@@ -165,6 +166,51 @@ class RateLimitSettings(_Section):
         return self
 
 
+class UpstreamProxy(_Section):
+    """Egress proxy for upstream calls (opt-in): an explicit `url`, or the environment's
+    HTTPS_PROXY / HTTP_PROXY / NO_PROXY when `from_env`; hosts in `no_proxy` go direct."""
+
+    from_env: bool = False
+    url: str | None = None
+    no_proxy: list[str] = Field(default_factory=list)
+
+    @field_validator("url")
+    @classmethod
+    def _http_proxy(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme.lower() != "http" or not parts.hostname:
+                raise ValueError("must be http://[user:pass@]host:port")
+            try:
+                parts.port  # noqa: B018 - raises on a bad port
+            except ValueError:
+                raise ValueError("must be http://[user:pass@]host:port") from None
+        return value
+
+
+class UpstreamTLS(_Section):
+    """Process-wide upstream TLS: a CA bundle and a client certificate for mutual TLS."""
+
+    ca_file: str | None = None
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> UpstreamTLS:
+        if self.client_key_file and not self.client_cert_file:
+            raise ValueError("client_key_file: requires client_cert_file")
+        return self
+
+
+class TCPKeepalive(_Section):
+    """TCP keepalive probes on upstream sockets (SO_KEEPALIVE, TCP_KEEPIDLE/INTVL/CNT)."""
+
+    enabled: bool = True
+    idle_secs: Annotated[int, Field(gt=0)] = 60
+    interval_secs: Annotated[int, Field(gt=0)] = 30
+    count: Annotated[int, Field(gt=0)] = 5
+
+
 class UpstreamSettings(_Section):
     timeout_ms: Annotated[int, Field(ge=0)] = 600_000
     stream_timeout_ms: Annotated[int, Field(ge=0)] = 0
@@ -174,10 +220,25 @@ class UpstreamSettings(_Section):
     pool_size_per_host: Annotated[int, Field(ge=0)] = 0
     #: an idle keep-alive connection is closed after this long (0 = never)
     idle_timeout_ms: Annotated[int, Field(ge=0)] = 30_000
+    #: a non-streamed upstream body larger than this fails with 502 (0 = no limit)
+    max_response_bytes: Annotated[int, Field(ge=0)] = 64 * 1024 * 1024
+    #: caps on an upstream response head
+    max_header_bytes: Annotated[int, Field(gt=0)] = 64 * 1024
+    max_headers: Annotated[int, Field(gt=0)] = 100
+    tcp_keepalive: TCPKeepalive = Field(default_factory=TCPKeepalive)
+    proxy: UpstreamProxy = Field(default_factory=UpstreamProxy)
+    tls: UpstreamTLS = Field(default_factory=UpstreamTLS)
 
 
 class DownstreamSettings(_Section):
     sse_keepalive_interval_secs: Annotated[int, Field(ge=0)] = 15
+
+
+class ResponsesSettings(_Section):
+    """Stored Responses API answers (`store: true`, `previous_response_id`, GET/DELETE)."""
+
+    ttl_secs: Annotated[int, Field(gt=0, le=366 * 86400)] = 30 * 86400
+    max_stored: Annotated[int, Field(gt=0, le=10_000_000)] = 10_000
 
 
 class PrometheusSettings(_Section):
@@ -210,6 +271,7 @@ class Settings(_Section):
     ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
     downstream: DownstreamSettings = Field(default_factory=DownstreamSettings)
+    responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     #: directory of the config file; relative paths resolve against it (not a config key)
     base_dir: str = Field(default=".", exclude=True)
@@ -312,4 +374,6 @@ def _env_value(key: str, value: str) -> Any:
     return value
 
 
-_LIST_KEYS = frozenset({"admin_keys", "endpoints", "trusted_proxies", "nodes", "sentinels"})
+_LIST_KEYS = frozenset(
+    {"admin_keys", "endpoints", "trusted_proxies", "nodes", "sentinels", "no_proxy"}
+)

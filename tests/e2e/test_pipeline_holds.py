@@ -94,3 +94,23 @@ def test_request_id_headers_and_model_lookup(gateway: Any, fake_openai: FakeOpen
     assert hidden.status == 404
     wrong = gw.proxy("DELETE", f"/v1/models/{ALIAS}", api_key=CALLER_KEY)
     assert wrong.status == 405 and wrong.headers["allow"] == "GET"
+
+
+def test_translated_max_tokens_clamped_to_the_model_limit(
+    gateway: Any, fake_openai: FakeOpenAIUpstream
+) -> None:
+    gw: Gateway = gateway()
+    pk = gw.create_provider_key(fake_openai.url)
+    gw.create_model(ALIAS, pk, limits={"max_output_tokens": 100})
+    gw.create_api_key(CALLER_KEY, [ALIAS])
+    gw.wait_for_key(CALLER_KEY)
+    big = {**MESSAGES, "max_tokens": 5000}
+    assert gw.proxy("POST", "/v1/messages", big, api_key=CALLER_KEY).status == 200
+    assert fake_openai.model_requests()[-1].json["max_tokens"] == 100
+    small = {**MESSAGES, "max_tokens": 40}
+    assert gw.proxy("POST", "/v1/messages", small, api_key=CALLER_KEY).status == 200
+    assert fake_openai.model_requests()[-1].json["max_tokens"] == 40
+    # same-family calls are relayed as sent: the limit is the upstream's business there
+    chat = {**CHAT, "max_tokens": 5000}
+    assert gw.proxy("POST", "/v1/chat/completions", chat, api_key=CALLER_KEY).status == 200
+    assert fake_openai.model_requests()[-1].json["max_tokens"] == 5000

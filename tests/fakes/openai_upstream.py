@@ -251,6 +251,11 @@ class FakeOpenAIUpstream:
         events = builder(self, reply, body, model, stream)
         if isinstance(events, dict):
             return _json(events, extra)
+        if request.path == "/v1/responses":  # named events, no `[DONE]` (Responses API)
+            frames = [
+                b"event: %s\ndata: %s\n\n" % (e["type"].encode(), orjson.dumps(e)) for e in events
+            ]
+            return await self._stream(request, reply, extra, frames)
         frames = [demo.sse_event(e) for e in events]
         if not reply.omit_done:
             frames.append(demo.sse_event("[DONE]"))
@@ -354,6 +359,75 @@ def _embeddings(
     return out
 
 
+def _responses(
+    fake: FakeOpenAIUpstream, reply: Reply, body: JsonObject, model: str, stream: bool
+) -> JsonObject | list[JsonObject]:
+    """The OpenAI Responses API: one message item echoing the last user input text."""
+    items = body.get("input")
+    if isinstance(items, str):
+        items = [{"role": "user", "content": items}]
+    last = ""
+    for item in items or ():
+        if isinstance(item, dict) and item.get("role") == "user":
+            content = item.get("content")
+            if isinstance(content, str):
+                last = content
+            elif isinstance(content, list):
+                last = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    text = reply.content if reply.content is not None else "echo: " + last
+    rid = demo.new_id("resp_")
+    message = {
+        "type": "message",
+        "id": demo.new_id("msg_"),
+        "status": "completed",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+    prompt = demo.estimate_tokens(last)
+    usage = {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": demo.estimate_tokens(text),
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": prompt + demo.estimate_tokens(text),
+    }
+    done: JsonObject = {
+        "id": rid,
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "completed",
+        "model": model,
+        "output": [message],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": None if reply.omit_usage else usage,
+    }
+    if not stream:
+        return done
+    started = {**done, "status": "in_progress", "output": [], "usage": None}
+    opened = {**message, "status": "in_progress", "content": []}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    at = {"item_id": message["id"], "output_index": 0, "content_index": 0}
+    events: list[JsonObject] = [
+        {"type": "response.created", "response": started},
+        {"type": "response.in_progress", "response": started},
+        {"type": "response.output_item.added", "output_index": 0, "item": opened},
+        {"type": "response.content_part.added", "part": part, **at},
+    ]
+    events += [
+        {"type": "response.output_text.delta", "delta": piece, "logprobs": [], **at}
+        for piece in demo.split_text(text, reply.chunks or fake.chunks)
+    ]
+    events += [
+        {"type": "response.output_text.done", "text": text, "logprobs": [], **at},
+        {"type": "response.content_part.done", "part": message["content"][0], **at},
+        {"type": "response.output_item.done", "output_index": 0, "item": message},
+        {"type": "response.completed", "response": done},
+    ]
+    return [{**e, "sequence_number": i} for i, e in enumerate(events)]
+
+
 _Builder = Callable[
     [FakeOpenAIUpstream, Reply, JsonObject, str, bool], "JsonObject | list[JsonObject]"
 ]
@@ -361,4 +435,5 @@ _BUILDERS: dict[str, _Builder] = {
     "/v1/chat/completions": _chat,
     "/v1/completions": _completions,
     "/v1/embeddings": _embeddings,
+    "/v1/responses": _responses,
 }

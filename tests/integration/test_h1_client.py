@@ -1,4 +1,4 @@
-"""The upstream HTTP/1.1 client (`aisix.providers.h1`) against scripted servers on real sockets.
+"""The upstream HTTP/1.1 client (`aisix.transport.h1`) against scripted servers on real sockets.
 
 Each test starts an asyncio TCP (or TLS) server whose handler writes exact bytes, so framing
 (content-length, chunked, close-delimited), keep-alive, deadlines, back-pressure, pool limits
@@ -10,111 +10,28 @@ from __future__ import annotations
 import asyncio
 import gzip
 import ssl
-from collections.abc import Awaitable, Callable
 
 import pytest
 import trustme
 
-from aisix.providers import h1
-from aisix.providers.h1 import (
-    HIGH_WATER,
+from aisix.transport import connection
+from aisix.transport.errors import (
     ConnectError,
     ConnectionClosed,
-    H1Client,
-    ProtocolError,
-    Response,
-    encode_request,
+    LocalProtocolError,
+    PoolTimeout,
+    ReadTimeout,
+    RemoteProtocolError,
 )
+from aisix.transport.h1 import HIGH_WATER, H1Transport, Response, encode_request
+from fakes.scripted_server import JSON, LOOPS, Server, answer, json_after, keep_alive_json
 
 pytestmark = pytest.mark.anyio
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Server"], Awaitable[None]]
-JSON = b'{"ok":true}'
 
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-class Server:
-    """A TCP server running `handler` per connection; counts connections and requests."""
-
-    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
-        self.handler = handler
-        self.tls = tls
-        self.connections = 0
-        self.open_now = 0
-        self.max_open = 0
-        self.requests: list[bytes] = []
-        self.closed = asyncio.Event()
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> Server:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-
-    @property
-    def url(self) -> str:
-        scheme = "https" if self.tls else "http"
-        return f"{scheme}://localhost:{self.port}/v1/chat/completions"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self.open_now += 1
-        self.max_open = max(self.max_open, self.open_now)
-        try:
-            await self.handler(reader, writer, self)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self.open_now -= 1
-            writer.close()
-            self.closed.set()
-
-    async def read_request(self, reader: asyncio.StreamReader) -> bytes | None:
-        """One request (head and Content-Length body); None at EOF."""
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError:
-            return None
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":", 1)[1])
-        body = await reader.readexactly(length)
-        self.requests.append(head + body)
-        return head + body
-
-
-def answer(body: bytes, extra: bytes = b"") -> bytes:
-    return (
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-        + extra
-        + b"Content-Length: %d\r\n\r\n" % len(body)
-        + body
-    )
-
-
-def json_after(delay: float) -> Handler:
-    """A keep-alive server answering every request with JSON after `delay` seconds."""
-
-    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
-        while await s.read_request(r) is not None:
-            await asyncio.sleep(delay)
-            w.write(answer(JSON))
-            await w.drain()
-
-    return handler
-
-
-keep_alive_json = json_after(0.0)
+@pytest.fixture(params=LOOPS)
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    return request.param
 
 
 async def endless_stream(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Server) -> None:
@@ -125,7 +42,7 @@ async def endless_stream(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: Se
 
 
 async def post(
-    client: H1Client, url: str, *, stream: bool = False, timeout: float = 2.0
+    client: H1Transport, url: str, *, stream: bool = False, timeout: float = 2.0
 ) -> Response:
     return await client.post(
         url, {"Authorization": "Bearer sk-x"}, b'{"a":1}', tls=True, timeout=timeout, stream=stream
@@ -134,7 +51,7 @@ async def post(
 
 async def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given() -> None:
     async with Server(keep_alive_json) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         for _ in range(3):
             response = await post(client, server.url)
             assert (response.status, response.body()) == (200, JSON)
@@ -168,7 +85,7 @@ async def test_chunked_and_close_delimited_bodies_and_gzip_are_decoded() -> None
                 return
 
     async with Server(scripted) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         bodies = [(await post(client, server.url)).body() for _ in range(3)]
         await client.close()
     assert bodies == [JSON, JSON, JSON]
@@ -182,7 +99,7 @@ async def test_interim_100_continue_is_skipped() -> None:
         await w.drain()
 
     async with Server(interim) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         response = await post(client, server.url)
         await client.close()
     assert (response.status, response.body()) == (200, JSON)
@@ -201,13 +118,13 @@ async def test_a_stream_arrives_chunk_by_chunk_with_a_deadline_per_read() -> Non
         await r.read()  # never finishes: wait for the client to give up
 
     async with Server(paced) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         response = await post(client, server.url, stream=True, timeout=0.3)
         assert response.status == 200
         assert await response.read_chunk(0.3) == b"data:1"
         release.set()
         assert await response.read_chunk(0.3) == b"data:2"
-        with pytest.raises(TimeoutError):
+        with pytest.raises(ReadTimeout):
             await response.read_chunk(0.2)
         await asyncio.wait_for(server.closed.wait(), 2)  # the timed-out connection is dropped
         await client.close()
@@ -224,8 +141,8 @@ async def test_the_whole_exchange_deadline_drops_the_connection() -> None:
             await w.drain()
 
     async with Server(slow) as server:
-        client = H1Client(2.0)
-        with pytest.raises(TimeoutError):
+        client = H1Transport(2.0)
+        with pytest.raises(ReadTimeout):
             await post(client, server.url, timeout=0.3)
         response = await post(client, server.url)
         await client.close()
@@ -240,7 +157,7 @@ async def test_an_upstream_closing_mid_body_is_connection_closed() -> None:
         await w.drain()
 
     async with Server(cut) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         with pytest.raises(ConnectionClosed):
             await post(client, server.url)
         response = await post(client, server.url, stream=True)
@@ -256,24 +173,24 @@ async def test_refused_garbage_and_bad_headers_are_typed_errors() -> None:
         w.write(b"SMTP ready\r\n\r\n")
         await w.drain()
 
-    client = H1Client(2.0)
+    client = H1Transport(2.0)
     async with Server(garbage) as server:
-        with pytest.raises(ProtocolError, match="malformed upstream response"):
+        with pytest.raises(RemoteProtocolError, match="malformed upstream response"):
             await post(client, server.url)
         url = server.url
     await asyncio.sleep(0.05)
     with pytest.raises(ConnectError, match="could not connect"):
         await post(client, url)
-    with pytest.raises(ProtocolError, match="line break"):
+    with pytest.raises(LocalProtocolError, match="line break"):
         encode_request(b"", {"X-Evil": "a\r\nInjected: 1"}, b"")
-    with pytest.raises(ProtocolError, match="scheme"):
+    with pytest.raises(LocalProtocolError, match="scheme"):
         await client.post("ftp://x/y", {}, b"", tls=True, timeout=1, stream=False)
     await client.close()
 
 
 async def test_closing_an_unfinished_stream_drops_its_connection() -> None:
     async with Server(endless_stream) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         response = await post(client, server.url, stream=True)
         assert await response.read_chunk(1) == b"hi"
         response.close()
@@ -294,7 +211,7 @@ async def test_a_large_stream_is_delivered_whole_under_back_pressure() -> None:
         await w.drain()
 
     async with Server(big) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         response = await post(client, server.url, stream=True)
         await asyncio.sleep(0.2)  # let the socket fill our buffer past the high-water mark
         received = []
@@ -308,7 +225,7 @@ async def test_a_large_stream_is_delivered_whole_under_back_pressure() -> None:
 
 async def test_pool_limit_queues_callers_on_one_connection() -> None:
     async with Server(json_after(0.05)) as server:
-        client = H1Client(2.0, limit_per_host=1)
+        client = H1Transport(2.0, limit_per_host=1)
         results = await asyncio.gather(*(post(client, server.url) for _ in range(4)))
         await client.close()
     assert [r.body() for r in results] == [JSON] * 4
@@ -317,7 +234,7 @@ async def test_pool_limit_queues_callers_on_one_connection() -> None:
 
 async def test_idle_connections_expire() -> None:
     async with Server(keep_alive_json) as server:
-        client = H1Client(2.0, idle_timeout_s=0.2)
+        client = H1Transport(2.0, idle_timeout_s=0.2)
         client.start()
         await post(client, server.url)
         await asyncio.wait_for(server.closed.wait(), 3)  # the sweeper closed the idle socket
@@ -331,7 +248,7 @@ async def test_tls_verification_custom_ca_and_opt_out() -> None:
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("localhost").configure_cert(server_tls)
     async with Server(keep_alive_json, tls=server_tls) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         with pytest.raises(ConnectError, match="TLS handshake"):
             await post(client, server.url)  # system trust does not know our CA
         trusted = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
@@ -342,7 +259,7 @@ async def test_tls_verification_custom_ca_and_opt_out() -> None:
 
 
 def test_host_header_omits_default_ports_and_brackets_ipv6() -> None:
-    client = H1Client(1.0)
+    client = H1Transport(1.0)
     assert client.route("https://api.openai.com/v1/x", True).prefix.endswith(
         b"Host: api.openai.com\r\n"
     )
@@ -362,7 +279,7 @@ async def test_a_released_stream_finishes_in_the_background_and_its_connection_i
             await w.drain()
 
     async with Server(late_end) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         for _ in range(2):
             response = await post(client, server.url, stream=True)
             assert await response.read_chunk(1) == b"data: [DONE]\n\n"
@@ -376,10 +293,10 @@ async def test_a_released_stream_finishes_in_the_background_and_its_connection_i
 async def test_a_released_stream_that_never_ends_is_dropped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(h1, "DRAIN_SECONDS", 0.1)
+    monkeypatch.setattr(connection, "DRAIN_SECONDS", 0.1)
 
     async with Server(endless_stream) as server:
-        client = H1Client(2.0)
+        client = H1Transport(2.0)
         response = await post(client, server.url, stream=True)
         assert await response.read_chunk(1) == b"hi"
         response.release()
@@ -389,10 +306,10 @@ async def test_a_released_stream_that_never_ends_is_dropped(
 
 async def test_waiting_for_a_pooled_connection_counts_against_the_deadline() -> None:
     async with Server(json_after(0.5)) as server:
-        client = H1Client(2.0, limit_per_host=1)
+        client = H1Transport(2.0, limit_per_host=1)
         first = asyncio.ensure_future(post(client, server.url))
         await asyncio.sleep(0.05)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(PoolTimeout):
             await post(client, server.url, timeout=0.2)  # never got the one connection
         assert (await first).body() == JSON
         await client.close()
@@ -407,8 +324,8 @@ async def test_a_close_delimited_body_cut_by_our_deadline_is_not_complete() -> N
         await r.read()
 
     async with Server(trickle) as server:
-        client = H1Client(2.0)
-        with pytest.raises(TimeoutError):
+        client = H1Transport(2.0)
+        with pytest.raises(ReadTimeout):
             await post(client, server.url, timeout=0.2)
         response = await post(client, server.url, stream=True)
         assert await response.read_chunk(1) == b"{"

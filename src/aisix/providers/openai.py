@@ -23,7 +23,12 @@ _PATHS: dict[str, str] = {
     "chat": "/chat/completions",
     "completions": "/completions",
     "embeddings": "/embeddings",
+    "responses": "/responses",
 }
+#: endpoints every OpenAI-compatible server takes in its own wire format
+_NATIVE = frozenset({"chat", "completions", "embeddings"})
+#: endpoints served by translating to chat
+_TRANSLATED = frozenset({"messages", "responses"})
 USER_AGENT = f"aisix/{__version__}"
 
 
@@ -58,7 +63,9 @@ class OpenAIBody:
         self._renames = dict(request.param_renames or {}) if request else {}
         self._defaults = dict(request.default_body_fields or {}) if request else {}
 
-    def shape(self, call: UpstreamCall, codec: UpstreamCodec) -> bytes:
+    def shape(self, call: UpstreamCall, codec: UpstreamCodec, endpoint: str) -> bytes:
+        """The body for `endpoint` (the upstream API called, which may differ from the
+        client's when translating)."""
         if call.body is not None:
             out = dict(call.body)
         else:
@@ -70,7 +77,7 @@ class OpenAIBody:
                 out[new] = out.pop(old)
         for name, value in self._defaults.items():
             out.setdefault(name, value)
-        if call.stream:
+        if call.stream and endpoint != "responses":
             options = out.get("stream_options")
             options = dict(options) if isinstance(options, dict) else {}
             options["include_usage"] = True
@@ -94,7 +101,17 @@ class OpenAIProvider:
     adapter = "openai"
     family = "openai"
     codec: UpstreamCodec = CODEC
-    __slots__ = ("_auth", "_body", "_extra_headers", "base", "headers", "model_name", "tls", "urls")
+    __slots__ = (
+        "_auth",
+        "_body",
+        "_extra_headers",
+        "_native",
+        "base",
+        "headers",
+        "model_name",
+        "tls",
+        "urls",
+    )
 
     def __init__(self, key: ProviderKey, model: DirectModel, tls: TLSConfig) -> None:
         self.base = normalise_base(key.api_base)
@@ -104,22 +121,26 @@ class OpenAIProvider:
         self.headers, self._extra_headers = static_headers(key)
         self._auth = f"Bearer {key.secret}"
         self._body = OpenAIBody(key, model.model_name)
+        responses = key.capabilities.responses if key.capabilities else None
+        if responses is None:  # on by default for OpenAI's own API only
+            responses = self.base == DEFAULT_BASE
+        self._native = _NATIVE | {"responses"} if responses else _NATIVE
 
     def supports(self, endpoint: Endpoint) -> bool:
-        return endpoint in _PATHS or endpoint == "messages"
+        return endpoint in _NATIVE or endpoint in _TRANSLATED
 
     def native(self, endpoint: Endpoint) -> bool:
-        return endpoint in _PATHS
+        return endpoint in self._native
 
     def build(self, call: UpstreamCall) -> UpstreamRequest:
-        endpoint = "chat" if call.endpoint == "messages" else call.endpoint
+        endpoint = call.endpoint if call.body is not None else "chat"
         headers = dict(self.headers)
         headers["x-aisix-request-id"] = call.request_id
         if call.stream:
             headers["Accept"] = "text/event-stream"
         if self._extra_headers:
             headers.update(self._extra_headers)
-        body = self._body.shape(call, self.codec)
+        body = self._body.shape(call, self.codec, endpoint)
         return UpstreamRequest("POST", self.urls[endpoint], headers, body, self.tls)
 
     async def authorize(self, request: UpstreamRequest) -> UpstreamRequest:

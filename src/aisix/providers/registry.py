@@ -16,6 +16,14 @@ FACTORIES: dict[str, Factory] = {
     "gemini": gemini.build_provider,
     "vertex": vertex.build_provider,
 }
+try:  # the optional extra aisix[bedrock] (botocore)
+    import botocore  # noqa: F401
+
+    from aisix.providers import bedrock
+
+    FACTORIES["bedrock"] = bedrock.build_provider
+except ImportError:  # pragma: no cover - a bedrock key is refused at validation then
+    pass
 
 
 def build_target(key: ProviderKeyEntry, model: DirectModel) -> Provider | None:

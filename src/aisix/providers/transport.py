@@ -1,15 +1,18 @@
 """Upstream I/O for the pipeline, and the mapping of transport faults to errors.
 
-`Transport` owns the upstream HTTP client (`aisix.providers.h1`: keep-alive pools) for the
-app's lifetime. `call_json` performs a non-streaming call under the model's total deadline;
+`Transport` owns the upstream HTTP client (`aisix.transport.h1`: keep-alive pools) for the
+app's lifetime; `Transport.upstream` is that client as an `AsyncTransport` (the boundary the
+pipeline moves to). `call_json` and `open_stream` are the older call shapes over the same
+client: `call_json` performs a non-streaming call under the model's total deadline;
 `open_stream` returns once the upstream has answered 2xx headers, with per-read deadlines so
 the head, the first chunk and every gap between chunks are bounded by `stream_timeout`. Every
-failure becomes the `GatewayError` the contract names, never a raw client exception.
+failure becomes the `GatewayError` the contract names (`aisix.transport.errors.gateway_error`),
+never a raw client exception.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -18,14 +21,18 @@ import orjson
 
 from aisix.errors import (
     GatewayError,
-    UpstreamConnectionError,
     UpstreamDecodeError,
+    UpstreamFault,
     UpstreamTimeout,
     upstream_status_error,
 )
 from aisix.providers.base import PreparedRequest, UpstreamTarget
-from aisix.providers.h1 import H1Client, HTTPClientError, Response
+from aisix.settings import UpstreamSettings
+from aisix.transport.base import AsyncTransport
+from aisix.transport.errors import TransportError, gateway_error
+from aisix.transport.h1 import H1Transport, Response
 
+FaultParser = Callable[[bytes], UpstreamFault]
 #: how much of a streamed error answer is read for its message
 _ERROR_BODY_LIMIT = 64 * 1024
 
@@ -53,11 +60,38 @@ def timeout_error(ms: int) -> UpstreamTimeout:
 
 class Transport:
     def __init__(
-        self, connect_timeout_ms: int, pool_size_per_host: int = 0, idle_timeout_ms: int = 30_000
+        self,
+        connect_timeout_ms: int,
+        pool_size_per_host: int = 0,
+        idle_timeout_ms: int = 30_000,
+        client: H1Transport | None = None,
     ) -> None:
-        self._client = H1Client(
+        self._client = client or H1Transport(
             connect_timeout_ms / 1000, pool_size_per_host, idle_timeout_ms / 1000
         )
+
+    @classmethod
+    def from_settings(cls, upstream: UpstreamSettings) -> Transport:
+        """The transport for the bootstrap `upstream` section (limits, keepalive)."""
+        keepalive = upstream.tcp_keepalive
+        client = H1Transport(
+            upstream.connect_timeout_ms / 1000,
+            upstream.pool_size_per_host,
+            upstream.idle_timeout_ms / 1000,
+            max_response_bytes=upstream.max_response_bytes,
+            max_header_bytes=upstream.max_header_bytes,
+            max_headers=upstream.max_headers,
+            keepalive=keepalive.enabled,
+            keepalive_idle_s=keepalive.idle_secs,
+            keepalive_interval_s=keepalive.interval_secs,
+            keepalive_count=keepalive.count,
+        )
+        return cls(upstream.connect_timeout_ms, client=client)
+
+    @property
+    def upstream(self) -> AsyncTransport:
+        """The client as the `AsyncTransport` boundary."""
+        return self._client
 
     async def start(self) -> None:
         self._client.start()
@@ -66,7 +100,11 @@ class Transport:
         await self._client.close()
 
     async def call_json(
-        self, target: UpstreamTarget, request: PreparedRequest, timeout_ms: int
+        self,
+        target: UpstreamTarget,
+        request: PreparedRequest,
+        timeout_ms: int,
+        parse_error: FaultParser | None = None,
     ) -> tuple[dict[str, Any], int]:
         """POST and parse a JSON object answer; return (body, status)."""
         try:
@@ -78,13 +116,11 @@ class Transport:
                 timeout=timeout_ms / 1000 if timeout_ms else None,
                 stream=False,
             )
-        except TimeoutError:
-            raise timeout_error(timeout_ms) from None
-        except HTTPClientError as exc:
-            raise UpstreamConnectionError(str(exc)) from None
+        except TransportError as exc:
+            raise gateway_error(exc) from None
         raw = response.body()
         if response.status >= 300:
-            raise _status_error(response, raw)
+            raise _status_error(response, raw, parse_error)
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -95,7 +131,11 @@ class Transport:
 
     @asynccontextmanager
     async def open_stream(
-        self, target: UpstreamTarget, request: PreparedRequest, stream_timeout_ms: int
+        self,
+        target: UpstreamTarget,
+        request: PreparedRequest,
+        stream_timeout_ms: int,
+        parse_error: FaultParser | None = None,
     ) -> AsyncIterator[Response]:
         """Open a streaming POST; yields the response once 2xx headers have arrived. Every
         read (the head, the first chunk, each gap) is bounded by `stream_timeout_ms`."""
@@ -109,13 +149,12 @@ class Transport:
                 timeout=timeout,
                 stream=True,
             )
-        except TimeoutError:
-            raise timeout_error(stream_timeout_ms) from None
-        except HTTPClientError as exc:
-            raise UpstreamConnectionError(str(exc)) from None
+        except TransportError as exc:
+            raise gateway_error(exc) from None
         try:
             if response.status >= 300:
-                raise _status_error(response, await _error_body(response, timeout))
+                body = await _error_body(response, timeout)
+                raise _status_error(response, body, parse_error)
             yield response
         finally:
             response.close()
@@ -132,11 +171,11 @@ async def _error_body(response: Response, timeout: float | None) -> bytes:
                 break
             parts.append(data)
             size += len(data)
-    except (TimeoutError, HTTPClientError):
+    except TransportError:
         pass
     return b"".join(parts)
 
 
-def _status_error(response: Response, raw: bytes) -> GatewayError:
+def _status_error(response: Response, raw: bytes, parse: FaultParser | None) -> GatewayError:
     retry_after = parse_retry_after(response.headers.get("retry-after"))
-    return upstream_status_error(response.status, raw, retry_after)
+    return upstream_status_error(response.status, raw, retry_after, parse)

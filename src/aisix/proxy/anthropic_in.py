@@ -408,13 +408,15 @@ class MessagesViaChat:
         request.extra = {}
         return request
 
-    def render(self, response: ChatResponse, alias: str, request_id: str) -> dict[str, Any]:
+    def render(
+        self, response: ChatResponse, alias: str, request_id: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
         return to_message(render_chat(response, alias, request_id), alias, message_id(request_id))
 
-    def stream_encoder(self, alias: str, request_id: str, include_usage: bool) -> StreamEncoder:
+    def stream_encoder(self, alias: str, request_id: str, body: dict[str, Any]) -> StreamEncoder:
         return _ViaChatEncoder(alias, request_id)
 
-    def passthrough_stream(self, alias: str, include_usage: bool) -> StreamRelay:
+    def passthrough_stream(self, alias: str, body: dict[str, Any]) -> StreamRelay:
         raise NotImplementedByAdapter("native Anthropic streams are not available yet")
 
     def passthrough_answer(self, body: dict[str, Any], alias: str) -> dict[str, Any]:

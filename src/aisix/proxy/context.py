@@ -19,6 +19,7 @@ from aisix.providers.base import Endpoint
 from aisix.providers.transport import Transport
 from aisix.proxy.client_ip import ClientIPResolver
 from aisix.resources import DirectModel
+from aisix.responses_store import ResponseStore
 from aisix.routing.health import HealthRegistry
 from aisix.routing.strategies import Router
 from aisix.settings import Settings
@@ -39,6 +40,8 @@ class ProxyRuntime:
     governor: Governor
     bus: EventBus
     client_ip: ClientIPResolver
+    #: stored Responses API answers (None: not kept)
+    responses: ResponseStore | None = None
     draining: bool = False
     in_flight: int = 0
 
@@ -79,6 +82,8 @@ class RequestContext:
     dropped: list[str] = field(default_factory=list)
     #: embeddings: the vector encoding the client asked for
     embedding_format: str | None = None
+    #: Responses API: the stored response this call continued
+    previous_response_id: str | None = None
 
     def estimated_usage(self, generated_bytes: int) -> Usage:
         """Usage when the upstream reported none: the prompt estimate, ~4 bytes a token."""

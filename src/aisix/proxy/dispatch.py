@@ -57,6 +57,8 @@ class Outcome:
     #: bytes of generated text in a non-stream answer (for an estimate without usage)
     answer_chars: int = 0
     stream: StreamState | None = None
+    #: the answer came from a same-family relay (not translated)
+    native: bool = False
 
 
 class StreamSink:
@@ -72,22 +74,34 @@ class StreamSink:
 
 
 class CallBody:
-    """The client's checked body, and its canonical form built at most once (on the first
-    attempt that translates)."""
+    """The client's checked body (what answers echo), the body sent upstream (`effective`:
+    the same, unless the gateway expanded something such as a stored conversation), and the
+    canonical form, built at most once (on the first attempt that translates)."""
 
-    __slots__ = ("_canonical", "body", "inbound", "include_usage")
+    __slots__ = ("_canonical", "_max_tokens", "body", "effective", "inbound", "include_usage")
 
-    def __init__(self, inbound: InboundCodec, body: dict[str, Any], include_usage: bool) -> None:
+    def __init__(
+        self,
+        inbound: InboundCodec,
+        body: dict[str, Any],
+        include_usage: bool,
+        effective: dict[str, Any] | None = None,
+    ) -> None:
         self.inbound = inbound
         self.body = body
+        self.effective = body if effective is None else effective
         self.include_usage = include_usage
         self._canonical: ChatRequest | None = None
+        self._max_tokens: int | None = None
 
     def canonical(self) -> ChatRequest:
+        """The canonical request, as parsed (an earlier attempt's per-target changes undone)."""
         if self._canonical is None:
-            self._canonical = self.inbound.to_canonical(self.body)
+            self._canonical = self.inbound.to_canonical(self.effective)
+            self._max_tokens = self._canonical.max_tokens
         else:
             self._canonical.dropped = []
+            self._canonical.max_tokens = self._max_tokens
         return self._canonical
 
 
@@ -245,15 +259,21 @@ async def _attempt(
     inbound = call.inbound
     alias = ctx.alias.alias
     timeout_ms, stream_timeout_ms = upstream_timeouts(rt, target.value)
-    native = upstream.family == inbound.family and upstream.native(inbound.endpoint)
+    # the endpoint names the wire format (chat, messages, responses…): a provider that serves
+    # it natively takes the client's body as is
+    native = upstream.native(inbound.endpoint)
     spec = UpstreamCall(inbound.endpoint, sink is not None, ctx.request_id)
     spec.client_headers = ctx.forward_headers
     if native:
-        spec.body = call.body
+        spec.body = call.effective
     elif isinstance(inbound, EmbeddingsInbound):
         spec.embedding = inbound.to_embeddings(call.body)
     else:
-        spec.canonical = call.canonical()
+        spec.canonical = canonical = call.canonical()
+        limits = target.value.limits
+        cap = limits.max_output_tokens if limits is not None else None
+        if cap is not None and (canonical.max_tokens is None or canonical.max_tokens > cap):
+            canonical.max_tokens = cap
     request = await upstream.authorize(upstream.build(spec))
     if spec.canonical is not None and spec.canonical.dropped:
         ctx.dropped = [f"{upstream.family}:{name}" for name in spec.canonical.dropped]
@@ -261,17 +281,24 @@ async def _attempt(
     legacy = PreparedRequest(request.url, request.headers, request.body)
     tls = _TLS(request.tls)
     if sink is None:
-        parsed, _ = await rt.transport.call_json(tls, legacy, timeout_ms)  # type: ignore[arg-type]
-        return _answer(ctx, target, upstream, inbound, hold, parsed, native, alias)
+        parse = upstream.codec.parse_error
+        parsed, _ = await rt.transport.call_json(tls, legacy, timeout_ms, parse)  # type: ignore[arg-type]
+        return _answer(ctx, target, upstream, inbound, hold, parsed, native, alias, call.body)
     relay: StreamRelay
     if native:
-        relay = inbound.passthrough_stream(alias, call.include_usage)
+        relay = inbound.passthrough_stream(alias, call.body)
     else:
-        encoder = inbound.stream_encoder(alias, ctx.request_id, call.include_usage)
+        encoder = inbound.stream_encoder(alias, ctx.request_id, call.body)
         relay = TranslatingRelay(upstream.codec.stream_decoder(), encoder)
     state = StreamState(relay)
     ctx.stream_state = state
-    async with rt.transport.open_stream(tls, legacy, stream_timeout_ms) as response:  # type: ignore[arg-type]
+    opened = rt.transport.open_stream(
+        tls,  # type: ignore[arg-type]
+        legacy,
+        stream_timeout_ms,
+        upstream.codec.parse_error,
+    )
+    async with opened as response:
         first = await read_first(response, state, stream_timeout_ms)
         state.first_chunk_at = time.perf_counter()
         ctx.ttft = state.first_chunk_at - ctx.started
@@ -295,7 +322,7 @@ async def _attempt(
             keepalive.stop()
         if relay.done:
             response.release()  # the connection may go back to the pool once the message ends
-    return Outcome(target, hold, stream=state)
+    return Outcome(target, hold, stream=state, native=native)
 
 
 def _answer(
@@ -307,20 +334,22 @@ def _answer(
     parsed: dict[str, Any],
     native: bool,
     alias: str,
+    request_body: dict[str, Any],
 ) -> Outcome:
     """A non-stream answer in the client's shape; a malformed one is a 502 here, inside the
     attempt, so it may fail over and its holds are released."""
     if native:
         usage = upstream.codec.usage_of(parsed)
         body = inbound.passthrough_answer(parsed, alias)
-        return Outcome(target, hold, body, usage, answer_chars(body) if usage is None else 0)
+        chars = answer_chars(body) if usage is None else 0
+        return Outcome(target, hold, body, usage, chars, native=True)
     if isinstance(inbound, EmbeddingsInbound):
         embedder: Any = upstream.codec
         vectors = embedder.decode_embeddings(parsed)
         fmt = ctx.embedding_format
         return Outcome(target, hold, inbound.render_embeddings(vectors, alias, fmt), vectors.usage)
     response = upstream.codec.decode_response(parsed)
-    body = inbound.render(response, alias, ctx.request_id)
+    body = inbound.render(response, alias, ctx.request_id, request_body)
     chars = len(response.message.text().encode())
     return Outcome(target, hold, body, response.usage, chars)
 

@@ -41,9 +41,11 @@ from aisix.proxy.context import ProxyRuntime, RequestContext
 from aisix.proxy.dispatch import CallBody, Outcome, StreamSink, dispatch
 from aisix.proxy.relay import SSE_HEADERS
 from aisix.proxy.reservations import Reservations
+from aisix.proxy.responses import expand_previous, remember
 from aisix.snapshot import ModelEntry
 from aisix.wire.base import InboundCodec
 from aisix.wire.request import client_wants_usage
+from aisix.wire.responses import RESPONSES
 
 IP_RESTRICTED = "Access denied: your client IP is not allowed to access this model"
 #: a non-stream call running longer than this gets a disconnect watcher (fast calls never do)
@@ -92,7 +94,9 @@ async def handle_model_call(
     if inbound.endpoint == "embeddings":
         fmt = body.get("encoding_format")
         ctx.embedding_format = fmt if isinstance(fmt, str) else None
-    call = CallBody(inbound, body, client_wants_usage(body))
+    responses = inbound is RESPONSES
+    effective = await expand_previous(rt, ctx, body) if responses else None
+    call = CallBody(inbound, body, client_wants_usage(body), effective)
     head = common
     if inbound.name == "openai-chat":
         head = [*head, (b"x-aisix-call-id", ctx.request_id.encode())]
@@ -112,6 +116,8 @@ async def handle_model_call(
             ctx.status = 200
             await send_response(send, 200, payload, headers)
         await _settle(ctx, outcome, holds)
+        if responses:
+            remember(rt, ctx, outcome, body, call.effective)
         ctx.budget_warnings = [*gate.budget_warnings, *outcome.hold.budget_warnings]
 
 

@@ -42,9 +42,12 @@ from aisix.proxy.anthropic_in import MESSAGES
 from aisix.proxy.auth import authenticate
 from aisix.proxy.context import ProxyRuntime, RequestContext
 from aisix.proxy.pipeline import handle_model_call
+from aisix.proxy.responses import PREFIX as RESPONSES_PREFIX
+from aisix.proxy.responses import serve_stored
 from aisix.snapshot import ModelEntry
 from aisix.wire.base import InboundCodec
 from aisix.wire.openai_in import CHAT, COMPLETIONS, EMBEDDINGS
+from aisix.wire.responses import RESPONSES
 
 log = logging.getLogger("aisix.proxy")
 
@@ -56,6 +59,7 @@ MODEL_ROUTES: dict[str, InboundCodec] = {
     "/v1/completions": COMPLETIONS,
     "/v1/embeddings": EMBEDDINGS,
     "/v1/messages": MESSAGES,
+    "/v1/responses": RESPONSES,
 }
 #: routes that answer in an inbound codec's envelope without being model calls
 ENVELOPES: dict[str, InboundCodec] = {**MODEL_ROUTES, "/v1/messages/count_tokens": MESSAGES}
@@ -91,7 +95,12 @@ class ProxyApp:
         rt = self.rt
         label = _ENDPOINT_LABEL.get(path)
         if label is None:
-            label = "/v1/models/{id}" if path.startswith(MODELS_PREFIX) else "other"
+            if path.startswith(MODELS_PREFIX):
+                label = "/v1/models/{id}"
+            elif path.startswith(RESPONSES_PREFIX):
+                label = "/v1/responses/{id}"
+            else:
+                label = "other"
         ctx = RequestContext(
             request_id=request_id,
             endpoint=label,
@@ -153,6 +162,15 @@ class ProxyApp:
         if path.startswith(MODELS_PREFIX) and len(path) > len(MODELS_PREFIX):
             _allow(ctx, "GET")
             return self._get_model(ctx, scope, send, common, path[len(MODELS_PREFIX) :])
+        if path.startswith(RESPONSES_PREFIX) and len(path) > len(RESPONSES_PREFIX):
+            if ctx.method not in ("GET", "DELETE"):
+                raise UnknownRoute(
+                    f"method {ctx.method} not allowed on {path}",
+                    status=405,
+                    headers={"Allow": "GET, DELETE"},
+                )
+            rid = path[len(RESPONSES_PREFIX) :]
+            return serve_stored(self.rt, ctx, scope, send, common, rid)
         if path == "/v1/messages/count_tokens":
             raise NotImplementedByAdapter("count_tokens is served for Anthropic targets only")
         raise UnknownRoute(f"unknown route {ctx.method} {path}")

@@ -127,13 +127,17 @@ class InboundCodec(Protocol):
         when this API cannot be translated (embeddings)."""
         ...
 
-    def render(self, response: ChatResponse, alias: str, request_id: str) -> dict[str, Any]:
-        """The client's answer body for a translated attempt."""
+    def render(
+        self, response: ChatResponse, alias: str, request_id: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The client's answer body for a translated attempt (`body`: the client's request)."""
         ...
 
-    def stream_encoder(self, alias: str, request_id: str, include_usage: bool) -> StreamEncoder: ...
+    def stream_encoder(self, alias: str, request_id: str, body: dict[str, Any]) -> StreamEncoder:
+        """The encoder of a translated stream (`body`: the client's request)."""
+        ...
 
-    def passthrough_stream(self, alias: str, include_usage: bool) -> StreamRelay:
+    def passthrough_stream(self, alias: str, body: dict[str, Any]) -> StreamRelay:
         """The relay of a same-family stream (model rewritten to `alias`, usage observed)."""
         ...
 

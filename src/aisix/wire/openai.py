@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from aisix.errors import UpstreamDecodeError, UpstreamError
+from aisix.errors import UpstreamDecodeError, UpstreamError, openai_fault
 from aisix.wire.sse import SSEDecoder
 from aisix.wire.types import (
     ChatRequest,
@@ -80,22 +80,7 @@ def usage_json(usage: Usage) -> dict[str, Any]:
 
 
 def parse_error(body: bytes) -> UpstreamFault:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return UpstreamFault()
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    if isinstance(error, str):
-        return UpstreamFault(message=error)
-    if not isinstance(error, dict):
-        return UpstreamFault()
-    message, code, param, kind = (error.get(k) for k in ("message", "code", "param", "type"))
-    return UpstreamFault(
-        message=message if isinstance(message, str) and message else None,
-        code=str(code) if code is not None else None,
-        param=param if isinstance(param, str) else None,
-        type=kind if isinstance(kind, str) else None,
-    )
+    return openai_fault(body)
 
 
 # --- canonical → OpenAI --------------------------------------------------------------------

@@ -432,14 +432,16 @@ class _OpenAIInbound:
     def to_canonical(self, body: dict[str, Any]) -> ChatRequest:
         raise NotImplementedByAdapter(f"{self.endpoint} is served by OpenAI-family targets only")
 
-    def render(self, response: ChatResponse, alias: str, request_id: str) -> dict[str, Any]:
+    def render(
+        self, response: ChatResponse, alias: str, request_id: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
         return render_chat(response, alias, request_id)
 
-    def stream_encoder(self, alias: str, request_id: str, include_usage: bool) -> StreamEncoder:
-        return ChunkEncoder(alias, request_id, include_usage)
+    def stream_encoder(self, alias: str, request_id: str, body: dict[str, Any]) -> StreamEncoder:
+        return ChunkEncoder(alias, request_id, client_wants_usage(body))
 
-    def passthrough_stream(self, alias: str, include_usage: bool) -> StreamRelay:
-        return PassthroughStream(alias, include_usage)
+    def passthrough_stream(self, alias: str, body: dict[str, Any]) -> StreamRelay:
+        return PassthroughStream(alias, client_wants_usage(body))
 
     def passthrough_answer(self, body: dict[str, Any], alias: str) -> dict[str, Any]:
         body["model"] = alias

@@ -14,11 +14,11 @@ from aisix.wire.types import StreamEvent, StreamStart, TextDelta, ToolCallDelta,
 
 
 class TranslatingRelay:
-    __slots__ = ("_decoder", "_encoder", "generated_chars", "usage")
+    __slots__ = ("_decoder", "encoder", "generated_chars", "usage")
 
     def __init__(self, decoder: StreamDecoder, encoder: StreamEncoder) -> None:
         self._decoder = decoder
-        self._encoder = encoder
+        self.encoder = encoder
         self.usage: Usage | None = None
         self.generated_chars = 0
 
@@ -34,7 +34,7 @@ class TranslatingRelay:
                 self.generated_chars += len(ev.arguments.encode())
             elif isinstance(ev, UsageReport | StreamStart) and ev.usage is not None:
                 self.usage = merge_usage(self.usage, ev.usage)
-        return self._encoder.encode(events) if events else b""
+        return self.encoder.encode(events) if events else b""
 
     def feed(self, data: bytes) -> bytes:
         return self._encode(self._decoder.feed(data))
@@ -43,7 +43,7 @@ class TranslatingRelay:
         return self._encode(self._decoder.end())
 
     def terminal(self) -> bytes:
-        return self._encoder.finish()
+        return self.encoder.finish()
 
     def error(self, err: GatewayError) -> bytes:
-        return self._encoder.error(err)
+        return self.encoder.error(err)

@@ -13,6 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from aisix.errors import UpstreamFault
+
+__all__ = ["UpstreamFault"]  # defined with the errors it feeds; re-exported for codecs
+
 Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
@@ -267,17 +271,6 @@ class UsageReport:
 StreamEvent = (
     StreamStart | TextDelta | ThinkingDelta | ToolCallStart | ToolCallDelta | Finish | UsageReport
 )
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamFault:
-    """What a family's error body says (message, code, param, type), before the gateway
-    classifies it by status (`aisix.errors.upstream_status_error`)."""
-
-    message: str | None = None
-    code: str | None = None
-    param: str | None = None
-    type: str | None = None
 
 
 # --- embeddings -----------------------------------------------------------------------------

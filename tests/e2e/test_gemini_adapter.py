@@ -526,7 +526,7 @@ def test_upstream_400_keeps_status_and_google_message(
         oai(gw).chat.completions.create(model=alias, messages=[{"role": "user", "content": "x"}])
     body: Any = caught.value.body
     assert caught.value.status_code == 400 and body["type"] == "upstream_error"
-    assert "bad part" in body["message"]
+    assert "bad part" in body["message"] and body["code"] == "INVALID_ARGUMENT"
     assert API_KEY not in json.dumps(body)
 
 

@@ -41,7 +41,7 @@ def test_text_answer_with_thoughts_and_cached_usage() -> None:
 
 def test_text_answer_renders_as_an_openai_completion_under_the_alias() -> None:
     response = CODEC.decode_response(fixture("generate_text.json"))
-    body = CHAT.render(response, "gemini-prod", "req-1")
+    body = CHAT.render(response, "gemini-prod", "req-1", {})
     assert body["model"] == "gemini-prod"
     assert body["choices"][0]["message"]["content"] == "Hello! How can I help?"
     assert body["choices"][0]["message"]["reasoning_content"] == (
@@ -70,7 +70,7 @@ def test_function_calls_get_synthesised_ids_and_tool_calls_finish() -> None:
     )
     assert second.id.startswith("call_") and THOUGHT_MARK not in second.id
     assert first.id != second.id
-    body = CHAT.render(response, "alias", "r")
+    body = CHAT.render(response, "alias", "r", {})
     assert body["choices"][0]["message"]["content"] is None
     assert body["choices"][0]["finish_reason"] == "tool_calls"
 

@@ -105,7 +105,9 @@ def test_blocked_prompt_stream_finishes_with_content_filter() -> None:
 
 
 def test_relayed_to_an_openai_client_as_chat_chunks_under_the_alias() -> None:
-    encoder = CHAT.stream_encoder("gemini-prod", "req-9", include_usage=True)
+    encoder = CHAT.stream_encoder(
+        "gemini-prod", "req-9", {"stream_options": {"include_usage": True}}
+    )
     relay = TranslatingRelay(CODEC.stream_decoder(), encoder)
     out = relay.feed((FIXTURES / "stream_tool_call.sse").read_bytes()) + relay.end()
     assert relay.done

@@ -471,6 +471,18 @@ def test_anthropic_tool_use_through_gemini(gw: Gateway, fake: FakeGeminiUpstream
     }
 
 
+def test_responses_api_through_gemini(gw: Gateway, fake: FakeGeminiUpstream) -> None:
+    alias = gemini_model(gw, fake)
+    response = oai(gw).responses.create(
+        model=alias, instructions="Be brief.", input="Hello Responses.", store=False
+    )
+    assert response.output_text == "echo: Hello Responses."
+    assert response.model == alias
+    sent = fake.model_requests()[0].json
+    assert sent["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert sent["contents"] == [{"role": "user", "parts": [{"text": "Hello Responses."}]}]
+
+
 # --- usage and cost ---------------------------------------------------------------------------
 
 

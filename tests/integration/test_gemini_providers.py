@@ -76,7 +76,8 @@ def test_gemini_urls_and_headers(api_base: str | None, root: str) -> None:
     )
     assert provider.family == "gemini" and not provider.native("chat")
     assert provider.supports("chat") and provider.supports("messages")
-    assert provider.supports("embeddings") and not provider.supports("completions")
+    assert provider.supports("embeddings") and provider.supports("responses")
+    assert not provider.supports("completions")
     unary = provider.build(chat_call())
     assert unary.url == f"{root}/v1beta/models/gemini-2.5-flash:generateContent"
     assert orjson.loads(unary.body) == {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}

@@ -24,8 +24,9 @@ from aisix.wire.base import UpstreamCodec
 from aisix.wire.gemini import CODEC, Codec
 
 DEFAULT_BASE = "https://generativelanguage.googleapis.com"
-#: what a Gemini-family target serves: chat and Messages translated, embeddings by its API
-ENDPOINTS: frozenset[str] = frozenset({"chat", "messages", "embeddings"})
+#: what a Gemini-family target serves: chat, Messages and Responses translated, embeddings by
+#: its own API (no Gemini inbound exists, so nothing is native)
+ENDPOINTS: frozenset[str] = frozenset({"chat", "messages", "responses", "embeddings"})
 
 
 def normalise_base(api_base: str | None) -> str:

@@ -74,6 +74,48 @@ def sse_body(chunks: int = 8) -> bytes:
     return b"".join(parts)
 
 
+# --- Gemini (the aisix-gemini target: OpenAI in, translated to Gemini's wire) ---------------
+
+GEMINI_ANSWER: dict[str, object] = {
+    "candidates": [
+        {
+            "content": {"role": "model", "parts": [{"text": "Hello there, how are you?"}]},
+            "finishReason": "STOP",
+            "index": 0,
+        }
+    ],
+    "usageMetadata": {"promptTokenCount": 14, "candidatesTokenCount": 7, "totalTokenCount": 21},
+    "modelVersion": "gemini-2.5-flash",
+    "responseId": "bench0001",
+}
+
+
+def gemini_json() -> str:
+    """The non-streaming `generateContent` answer, compact JSON."""
+    return json.dumps(GEMINI_ANSWER, separators=(",", ":"))
+
+
+def gemini_sse_body(chunks: int = 8) -> bytes:
+    """The fixed `streamGenerateContent?alt=sse` body: `chunks` text chunks, the last one with
+    finishReason and usage (Gemini streams have no end marker)."""
+    events = []
+    for i in range(chunks):
+        candidate: dict[str, object] = {
+            "content": {"role": "model", "parts": [{"text": f"tok{i} "}]},
+            "index": 0,
+        }
+        chunk: dict[str, object] = {"candidates": [candidate], "responseId": "bench0001"}
+        if i == chunks - 1:
+            candidate["finishReason"] = "STOP"
+            chunk["usageMetadata"] = {
+                "promptTokenCount": 14,
+                "candidatesTokenCount": chunks,
+                "totalTokenCount": 14 + chunks,
+            }
+        events.append(b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n")
+    return b"".join(events)
+
+
 def request_body(model: str, *, stream: bool) -> str:
     """The chat request every client sends."""
     body: dict[str, object] = {

@@ -25,6 +25,7 @@ LABELS = {
     "aisix-gov": "aisix, governance on",
     "aisix-gov-routed": "aisix, governance on, failover alias",
     "aisix-gov-redis": "aisix, governance on, Redis counters",
+    "aisix-gemini": "aisix, governance on, OpenAI in → Gemini translated",
     "litellm": "LiteLLM proxy",
 }
 MB_PER_MIB = 1.048576

@@ -15,6 +15,7 @@ ORDER = (
     "aisix-gov",
     "aisix-gov-routed",
     "aisix-gov-redis",
+    "aisix-gemini",
     "litellm",
 )
 

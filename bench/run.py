@@ -51,7 +51,15 @@ ALL_CPUS = "0,1"  # the workers-scaling step pins nothing
 # the harness and everything it starts run at this nice level, so that other work on a
 # shared machine disturbs the figures less (root only; otherwise the level is unchanged)
 PRIORITY = -10
-ALL_TARGETS = ("direct", "bare", "aisix-off", "aisix-gov", "aisix-gov-redis", "litellm")
+ALL_TARGETS = (
+    "direct",
+    "bare",
+    "aisix-off",
+    "aisix-gov",
+    "aisix-gov-redis",
+    "aisix-gemini",
+    "litellm",
+)
 
 
 def log(message: str) -> None:
@@ -108,6 +116,9 @@ class Run:
             ),
             "aisix-gov-redis": lambda: start_aisix(
                 group, bases, AisixVariant("gov-redis", True, redis_url=self.redis()), workdir, cpus
+            ),
+            "aisix-gemini": lambda: start_aisix(
+                group, bases, AisixVariant("gemini", True, adapter="gemini"), workdir, cpus
             ),
             "litellm": lambda: start_litellm(group, bases, LITELLM_VENV, workdir, cpus),
         }

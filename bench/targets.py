@@ -139,6 +139,9 @@ class AisixVariant:
     governance: bool
     redis_url: str | None = None
     workers: int = 1
+    #: the adapter of the static and sse models ("gemini": OpenAI in, translated to Gemini's
+    #: wire against nginx's fixed Gemini bodies; paced and slow stay OpenAI passthrough)
+    adapter: str = "openai"
 
 
 def aisix_config(variant: AisixVariant, workdir: Path) -> tuple[dict[str, Any], int, int]:
@@ -199,12 +202,33 @@ def create_with_fallback(
     raise StartError(f"admin POST /{kind} failed: {last}")
 
 
-def provision_aisix(admin: str, bases: UpstreamBases, governance: bool) -> dict[str, Any]:
+GEMINI_MODEL = "gemini-2.5-flash"
+
+
+def provision_aisix(
+    admin: str, bases: UpstreamBases, governance: bool, adapter: str = "openai"
+) -> dict[str, Any]:
     """Create provider keys, models, the caller key and the routing alias; returns notes."""
     notes: list[str] = []
     limits = {"rate_limit": HUGE_LIMIT, "pricing": PRICING} if governance else {}
     key_ids: dict[str, str] = {}
+    translated = ("static", "sse") if adapter == "gemini" else ()
     for kind, base in bases.by_kind().items():
+        if kind in translated and "gemini" not in key_ids:
+            # nginx serves Gemini's fixed bodies under {root}/gemini (bases end in /v1)
+            key_ids["gemini"] = create_with_fallback(
+                admin,
+                "provider_keys",
+                {
+                    "display_name": "bench-gemini",
+                    "secret": "AIza-bench",
+                    "provider": "google",
+                    "adapter": "gemini",
+                    "api_base": bases.static.removesuffix("/v1") + "/gemini",
+                },
+                {},
+                notes,
+            )
         if base not in key_ids:
             key_ids[base] = create_with_fallback(
                 admin,
@@ -219,14 +243,15 @@ def provision_aisix(admin: str, bases: UpstreamBases, governance: bool) -> dict[
                 {},
                 notes,
             )
-    models = [(alias, bases.by_kind()[kind]) for kind, alias in ALIASES.items()]
-    models.append(("bench-model-2", bases.static))
-    for alias, base in models:
+    models = [(alias, kind) for kind, alias in ALIASES.items()]
+    models.append(("bench-model-2", "static"))
+    for alias, kind in models:
+        gemini = kind in translated
         model = {
             "display_name": alias,
-            "provider": "openai",
-            "model_name": UPSTREAM_MODEL,
-            "provider_key_id": key_ids[base],
+            "provider": "google" if gemini else "openai",
+            "model_name": GEMINI_MODEL if gemini else UPSTREAM_MODEL,
+            "provider_key_id": key_ids["gemini" if gemini else bases.by_kind()[kind]],
         }
         create_with_fallback(admin, "models", model, limits, notes)
     key_extras: dict[str, Any] = {}
@@ -268,7 +293,8 @@ def start_aisix(
     )
     if not wait_http(f"http://127.0.0.1:{port}/readyz", 30, alive=managed):
         raise StartError(f"aisix did not become ready ({exit_note(managed)}): {managed.log_tail()}")
-    info = provision_aisix(f"http://127.0.0.1:{admin_port}", bases, variant.governance)
+    admin = f"http://127.0.0.1:{admin_port}"
+    info = provision_aisix(admin, bases, variant.governance, variant.adapter)
     target = _proxy_target(f"aisix-{variant.name}", port, [managed], CALLER_KEY)
     target.info.update(info, workers=variant.workers, config=config)
     error = check_chat(target.urls["static"], ALIASES["static"], CALLER_KEY)

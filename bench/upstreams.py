@@ -1,7 +1,8 @@
 """Upstreams and side services that every target is measured against.
 
 - nginx (not Python) with a generated config on a free loopback port: `POST /v1/chat/completions`
-  returns the fixed chat.completion JSON, `POST /stream/v1/chat/completions` the fixed SSE body;
+  returns the fixed chat.completion JSON, `POST /stream/v1/chat/completions` the fixed SSE body,
+  `/gemini/v1beta/models/{m}:generateContent` and `:streamGenerateContent` Gemini's;
 - the paced SSE upstream (bench/paced_upstream.py) for TTFT, chunk gaps and held streams;
 - redis-server for the Redis counter variant.
 Each start function returns the Managed process and its base URL, or raises StartError.
@@ -16,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fixtures import completion_json, sse_body
+from fixtures import completion_json, gemini_json, gemini_sse_body, sse_body
 from procs import Managed, ProcessGroup, free_port, wait_http
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -67,6 +68,14 @@ http {{
     location = /stream/v1/chat/completions {{
       default_type text/event-stream;
       return 200 {_nginx_quote(sse_body().decode())};
+    }}
+    location ~ ^/gemini/v1beta/models/[^/]+:generateContent$ {{
+      default_type application/json;
+      return 200 {_nginx_quote(gemini_json())};
+    }}
+    location ~ ^/gemini/v1beta/models/[^/]+:streamGenerateContent$ {{
+      default_type text/event-stream;
+      return 200 {_nginx_quote(gemini_sse_body().decode())};
     }}
   }}
 }}

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from aisix.providers import anthropic, azure, openai
+from aisix.providers import anthropic, azure, gemini, openai, vertex
 from aisix.providers.base import Provider, TLSConfig
 from aisix.providers.family import effective_adapter
 from aisix.resources import DirectModel, ProviderKey
@@ -21,6 +21,8 @@ FACTORIES: dict[str, Factory] = {
     "openai": openai.build_provider,
     "anthropic": anthropic.build_provider,
     "azure-openai": azure.build_provider,
+    "gemini": gemini.build_provider,
+    "vertex": vertex.build_provider,
 }
 try:  # the optional extra aisix[bedrock] (botocore)
     import botocore  # noqa: F401

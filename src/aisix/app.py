@@ -42,7 +42,7 @@ from aisix.settings import Settings, TLSFiles
 from aisix.snapshot import Snapshot, SnapshotHolder
 from aisix.store.base import ResourceStore
 from aisix.store.supervisor import Supervisor
-from aisix.usage import UsageApi, UsageStore
+from aisix.usage import BatchingLedger, UsageApi, build_ledger
 
 log = logging.getLogger("aisix")
 
@@ -168,7 +168,7 @@ class Gateway:
         self.listeners: list[Listener] = []
         self.stop_event = asyncio.Event()
         self.runtime: ProxyRuntime | None = None
-        self.ledger: UsageStore | None = None
+        self.ledger: BatchingLedger | None = None
         self.usage_api: UsageApi | None = None
         self._cleanup: list[Callable[[], Awaitable[None]]] = []
 
@@ -196,13 +196,19 @@ class Gateway:
             raise StartupError(f"cannot load resources: {error}")
         await self.transport.start()
         self._cleanup.append(self.transport.close)
-        self.ledger = UsageStore(
-            settings.data_path / "usage.db", on_drop=self.metrics.usage_drops.inc
+        self.ledger = build_ledger(
+            settings,
+            on_drop=self.metrics.usage_drops.inc,
+            on_spill=self.metrics.usage_spilled.inc,
+            on_replay=self.metrics.usage_replayed.inc,
         )
         try:
             await self.ledger.start()
         except Exception as exc:
-            raise StartupError(f"data_dir: cannot open the usage ledger: {exc}") from None
+            where, text = "data_dir", str(exc)
+            if settings.usage.backend == "postgres":  # never echo the DSN (it holds a password)
+                where, text = "usage.dsn", text.replace(settings.usage.dsn or "", "<dsn>")
+            raise StartupError(f"{where}: cannot open the usage ledger: {text}") from None
         self._cleanup.append(self.ledger.close)
         try:
             governor = await build_governor(settings, self.ledger, self.metrics)

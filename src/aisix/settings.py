@@ -200,6 +200,32 @@ class ObservabilitySettings(_Section):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
 
+class UsageSettings(_Section):
+    """The usage ledger (hourly aggregates, per-request rows, budget spend, audit log)."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    #: postgres only: `postgresql://user:password@host:5432/db` (never logged)
+    dsn: str | None = None
+    #: per-request rows (minute series, latency percentiles) are pruned after this many days
+    retention_days: Annotated[int, Field(ge=1)] = 30
+    #: a write starts as soon as this many events are pending
+    batch_size: Annotated[int, Field(ge=1)] = 1000
+    #: events waiting in memory at most; more are dropped and counted
+    max_pending: Annotated[int, Field(ge=1)] = 10_000
+    flush_interval_ms: Annotated[int, Field(gt=0)] = 500
+    #: postgres only: batches written here while the database is unreachable, then replayed
+    spill_path: str | None = None
+    spill_max_bytes: Annotated[int, Field(ge=0)] = 64 * 1024 * 1024
+    #: postgres only: connect and statement deadline
+    timeout_ms: Annotated[int, Field(gt=0)] = 5000
+
+    @model_validator(mode="after")
+    def _dsn_required(self) -> UsageSettings:
+        if self.backend == "postgres" and not self.dsn:
+            raise ValueError("dsn: required with backend postgres")
+        return self
+
+
 class Settings(_Section):
     proxy: ProxySettings = Field(default_factory=ProxySettings)
     admin: AdminSettings
@@ -211,6 +237,7 @@ class Settings(_Section):
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
     downstream: DownstreamSettings = Field(default_factory=DownstreamSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
     #: directory of the config file; relative paths resolve against it (not a config key)
     base_dir: str = Field(default=".", exclude=True)
 

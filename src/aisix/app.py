@@ -24,6 +24,7 @@ from typing import Any
 import uvicorn
 
 from aisix.admin.app import build_admin_app
+from aisix.admin.audit import AuditLog
 from aisix.admin.routing import AdminRequest, AdminResponse
 from aisix.events import EventBus
 from aisix.limits.factory import build_governor
@@ -258,6 +259,7 @@ class Gateway:
                 settings.admin.admin_keys,
                 extra_routes=self._admin_routes(),
                 draining=lambda: runtime.draining,
+                audit=AuditLog(self.ledger) if self.ledger is not None else None,
             )
             sock = bind_socket(settings.admin.addr, "admin.addr")
             planned.append(("admin", "admin.addr", admin_app, sock, settings.admin.tls))
@@ -330,12 +332,24 @@ class Gateway:
             status, body = await self.usage_api.usage(request.query, self._snapshot())
             return AdminResponse(status, body)
 
+        async def timeseries(request: AdminRequest) -> AdminResponse:
+            assert self.usage_api is not None
+            status, body = await self.usage_api.timeseries(request.query)
+            return AdminResponse(status, body)
+
+        async def top(request: AdminRequest) -> AdminResponse:
+            assert self.usage_api is not None
+            status, body = await self.usage_api.top(request.query, self._snapshot())
+            return AdminResponse(status, body)
+
         routes: dict[tuple[str, str], Callable[[AdminRequest], Awaitable[AdminResponse]]] = {
             ("GET", "/admin/v1/models/status"): models_status,
             ("GET", "/admin/v1/health"): health,
             ("GET", "/admin/v1/apikeys/{id}/usage"): key_usage,
             ("GET", "/admin/v1/api_keys/{id}/usage"): key_usage,
             ("GET", "/admin/v1/usage"): usage,
+            ("GET", "/admin/v1/usage/timeseries"): timeseries,
+            ("GET", "/admin/v1/usage/top"): top,
         }
         return routes
 

@@ -94,12 +94,15 @@ class AuditLog:
     def __init__(self, ledger: UsageLedger, clock: Any = time.time) -> None:
         self._ledger = ledger
         self._clock = clock
+        self._last_us = 0
 
     async def record(self, request: AdminRequest, change: Change) -> None:
         key = presented_key(request.scope) or b""
+        at_us = max(round(self._clock() * 1_000_000), self._last_us + 1)
+        self._last_us = at_us
         row = AuditRow(
-            id=str(uuid.uuid4()),
-            at_ms=round(self._clock() * 1000),
+            id=f"{at_us:016x}-{uuid.uuid4().hex[:12]}",  # sorts by time, then is unique
+            at_ms=at_us // 1000,
             actor=fingerprint(key),
             action=change.action,
             kind=change.kind,

@@ -187,3 +187,38 @@ def test_read_endpoints_on_sqlite(gateway: GatewayFactory, fake_openai: FakeOpen
     assert schema["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/AuditPage"
     }
+
+
+def test_a_wrong_database_is_a_startup_error_without_the_password(
+    gateway: GatewayFactory, postgres_server: PostgresServer
+) -> None:
+    dsn = f"postgresql://aisix:hunter2-secret@127.0.0.1:{postgres_server.port}/no_such_db"
+    gw = gateway({"usage": {"backend": "postgres", "dsn": dsn}}, start=False)
+    with pytest.raises(AssertionError, match="exited with 1") as caught:
+        gw.start()
+    assert "usage.dsn: cannot open the usage ledger" in str(caught.value)
+    assert "no_such_db" in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+def test_an_unreachable_database_at_startup_does_not_stop_the_gateway(
+    gateway: GatewayFactory,
+    own_postgres: PostgresServer,
+    fake_openai: FakeOpenAIUpstream,
+) -> None:
+    dsn = own_postgres.create_database()
+    own_postgres.stop()
+    gw = gateway(
+        {"usage": {"backend": "postgres", "dsn": dsn, "flush_interval_ms": 100, "timeout_ms": 500}}
+    )
+    fake_openai.default = Reply(usage=USAGE_21)
+    pk = gw.create_provider_key(fake_openai.url)
+    gw.create_model(ALIAS, pk, cooldown={"enabled": False}, retries=0)
+    key = gw.create_api_key(CALLER, [ALIAS])
+    gw.wait_for_key(CALLER)
+    chat(gw, 2)
+    wait_for(lambda: gw.metric("aisix_usage_spilled_total") >= 2, 10.0, "events spilled")
+    own_postgres.start()  # migrations run on the first connection, then the spill replays
+    wait_for(lambda: gw.admin("GET", f"/apikeys/{key}/usage").status == 200, 15.0, "reads")
+    wait_for(lambda: requests_seen(gw, key) == 2, 15.0, "the spilled requests")
+    entries = wait_for(lambda: get(gw, "/audit")["total"] == 3, 15.0, "spilled audit entries")
+    assert entries

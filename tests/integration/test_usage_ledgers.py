@@ -370,3 +370,23 @@ def test_sqlite_file_from_before_versioning_is_adopted(tmp_path: Path) -> None:
     assert [(r["key"], r["requests"], r["cost_usd"]) for r in body["rows"]] == [("m1", 5, 2.5)]
     assert spend == {("api_key:k1", 1767225600): 2000000000}
     assert versions == [(1,), (2,)]
+
+
+def test_per_request_rows_are_pruned_after_the_retention(make_ledger: LedgerFactory) -> None:
+    clock = FakeClock(ts("2026-01-10T12:00"))
+
+    async def main() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        ledger = make_ledger(clock=clock, retention_days=2, flush_interval_s=0.02)
+        await ledger.start()
+        ledger.on_event(event("k1", ts("2026-01-07T12:00")))  # older than two days
+        ledger.on_event(event("k1", ts("2026-01-09T12:00")))
+        await ledger.flush()
+        await ledger._prune(round(clock() * 1000) - 2 * 86_400_000)
+        kept = await ledger.query("SELECT ts_ms FROM usage_requests", ())
+        hourly = await ledger.query("SELECT SUM(requests) FROM usage_hourly", ())
+        await ledger.close()
+        return kept, hourly
+
+    kept, hourly = run(main)
+    assert kept == [(round(ts("2026-01-09T12:00") * 1000),)]
+    assert int(hourly[0][0]) == 2  # aggregates are kept

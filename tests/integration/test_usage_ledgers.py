@@ -360,7 +360,10 @@ def test_sqlite_file_from_before_versioning_is_adopted(tmp_path: Path) -> None:
         await ledger.start()
         ledger.on_event(event("k1", ts("2026-01-05T09:10"), pk="pk1"))
         clock = FakeClock(ts("2026-01-05T09:30"))
-        _, body = await UsageApi(ledger, None, clock=clock).usage({"group_by": "model"}, snap)
+        api = UsageApi(ledger, None, clock=clock)
+        _, body = await api.usage({"group_by": "model"}, snap)
+        _, series = await api.timeseries({"from": "2026-01-05T09:00:00Z"})  # the rollup table
+        assert [p["requests"] for p in series["points"]] == [5]
         versions = await ledger.query("SELECT version FROM schema_version", ())
         spend = ledger.load_spend()
         await ledger.close()

@@ -171,7 +171,8 @@ class UsageApi:
                 )
                 by_ts = {int(row[0]) // 1000: row[1:] for row in found}
             else:
-                sql = _HOURLY_SERIES.format(step=step, where=where)
+                table = "usage_hourly" if where else "usage_hourly_all"  # one row an hour
+                sql = _HOURLY_SERIES.format(step=step, where=where, table=table)
                 found = await self._rows(sql, (start, end, *params))
                 by_ts = {int(row[0]): row[1:] for row in found}
             points = [_point(ts, by_ts.get(ts)) for ts in range(start, end, step)]
@@ -202,7 +203,7 @@ _MINUTE_SERIES = (
 _HOURLY_SERIES = (
     "SELECT hour - hour % {step} AS b, SUM(requests), SUM(errors), SUM(prompt_tokens), "
     "SUM(completion_tokens), SUM(total_tokens), SUM(cost_nano_usd), "
-    f"{_HIST_SUMS} FROM usage_hourly WHERE hour >= ? AND hour < ?{{where}} GROUP BY b"
+    f"{_HIST_SUMS} FROM {{table}} WHERE hour >= ? AND hour < ?{{where}} GROUP BY b"
 )
 
 

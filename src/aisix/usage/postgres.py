@@ -26,6 +26,7 @@ from aisix.usage.schema import (
     SCHEMA_VERSION_TABLE,
     UPSERT_HOURLY,
     UPSERT_SPEND,
+    UPSERT_TOTALS,
     numbered,
 )
 from aisix.usage.spill import SpillFile
@@ -151,6 +152,7 @@ class PostgresLedger(BatchingLedger):
                 return False
             if batch.hourly:
                 await conn.executemany(numbered(UPSERT_HOURLY), batch.hourly)
+                await conn.executemany(numbered(UPSERT_TOTALS), batch.totals)
             if batch.requests:
                 await conn.copy_records_to_table(
                     "usage_requests", records=batch.requests, columns=REQUEST_COLUMNS

@@ -39,6 +39,8 @@ HOURLY_SUMS = (
     "cost_nano_usd",
 )
 HOURLY_COLUMNS = ("hour", *DIMENSIONS, *HOURLY_SUMS, *HIST_COLUMNS)
+#: the same sums per hour over every dimension (the unfiltered series read only these)
+TOTALS_COLUMNS = ("hour", *HOURLY_SUMS, *HIST_COLUMNS)
 REQUEST_COLUMNS = (
     "ts_ms",
     "event_id",
@@ -100,6 +102,7 @@ class Batch:
 
     batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     hourly: list[tuple[Any, ...]] = field(default_factory=list)
+    totals: list[tuple[Any, ...]] = field(default_factory=list)
     requests: list[tuple[Any, ...]] = field(default_factory=list)
     spend: list[tuple[str, int, int]] = field(default_factory=list)
     audit: list[AuditRow] = field(default_factory=list)
@@ -116,6 +119,7 @@ class Batch:
         body = {
             "batch_id": self.batch_id,
             "hourly": self.hourly,
+            "totals": self.totals,
             "requests": self.requests,
             "spend": self.spend,
             "audit": [a.values() for a in self.audit],
@@ -134,6 +138,7 @@ class Batch:
             return cls(
                 batch_id=str(raw["batch_id"]),
                 hourly=[tuple(r) for r in raw["hourly"]],
+                totals=[tuple(r) for r in raw["totals"]],
                 requests=[tuple(r) for r in raw["requests"]],
                 spend=[(str(k), int(s), int(n)) for k, s, n in raw["spend"]],
                 audit=audit,
@@ -181,5 +186,11 @@ def build_batch(events: list[RequestFinished], spend: dict[tuple[str, int], int]
             )
         )
     hourly = [(*slot, *sums[slot]) for slot in sorted(sums)]
+    per_hour: dict[int, list[int]] = {}
+    for slot, counts in sums.items():
+        hour_sums = per_hour.setdefault(slot[0], [0] * width)
+        for i, value in enumerate(counts):
+            hour_sums[i] += value
+    totals = [(hour, *per_hour[hour]) for hour in sorted(per_hour)]
     spent = sorted((k, s, n) for (k, s), n in spend.items())
-    return Batch(hourly=hourly, requests=requests, spend=spent)
+    return Batch(hourly=hourly, totals=totals, requests=requests, spend=spent)

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from functools import cache
 
-from aisix.usage.rows import DIMENSIONS, HIST_COLUMNS, HOURLY_COLUMNS, HOURLY_SUMS
+from aisix.usage.rows import (
+    DIMENSIONS,
+    HIST_COLUMNS,
+    HOURLY_COLUMNS,
+    HOURLY_SUMS,
+    TOTALS_COLUMNS,
+)
 
 
 def _hourly_table(name: str, integer: str, suffix: str) -> str:
@@ -24,6 +30,11 @@ def _hourly_table(name: str, integer: str, suffix: str) -> str:
     )
 
 
+def _totals_table(integer: str) -> str:
+    sums = ", ".join(f"{s} {integer} NOT NULL DEFAULT 0" for s in (*HOURLY_SUMS, *HIST_COLUMNS))
+    return f"CREATE TABLE usage_hourly_all (hour {integer} PRIMARY KEY, {sums});\n"
+
+
 def _common_tables(integer: str, real: str) -> str:
     dims = ", ".join(f"{d} TEXT NOT NULL" for d in DIMENSIONS)
     # per-request rows are only read by time range (a minute series spans at most 2,000
@@ -32,7 +43,8 @@ def _common_tables(integer: str, real: str) -> str:
         f"CREATE INDEX usage_hourly_{d} ON usage_hourly ({d}, hour);\n" for d in DIMENSIONS
     )
     return (
-        f"CREATE TABLE usage_requests (ts_ms {integer} NOT NULL, event_id TEXT NOT NULL, {dims}, "
+        _totals_table(integer)
+        + f"CREATE TABLE usage_requests (ts_ms {integer} NOT NULL, event_id TEXT NOT NULL, {dims}, "
         f"status {integer} NOT NULL, error {integer} NOT NULL, "
         f"prompt_tokens {integer} NOT NULL, completion_tokens {integer} NOT NULL, "
         f"total_tokens {integer} NOT NULL, cost_nano_usd {integer} NOT NULL, "
@@ -65,7 +77,11 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     "SELECT hour, api_key_id, model_id, team_id, '', requests, prompt_tokens, "
     "completion_tokens, total_tokens, cost_nano_usd FROM usage_hourly;\n"
     "DROP TABLE usage_hourly;\n"
-    "ALTER TABLE usage_hourly_v2 RENAME TO usage_hourly;\n" + _common_tables("INTEGER", "REAL"),
+    "ALTER TABLE usage_hourly_v2 RENAME TO usage_hourly;\n"
+    + _common_tables("INTEGER", "REAL")
+    + f"INSERT INTO usage_hourly_all ({', '.join(TOTALS_COLUMNS)}) SELECT hour, "
+    + ", ".join(f"SUM({c})" for c in TOTALS_COLUMNS[1:])
+    + " FROM usage_hourly GROUP BY hour;\n",
 )
 
 POSTGRES_MIGRATIONS: tuple[str, ...] = (
@@ -87,6 +103,11 @@ UPSERT_HOURLY = (
     f"VALUES ({', '.join('?' for _ in HOURLY_COLUMNS)}) "
     f"ON CONFLICT ({', '.join(('hour', *DIMENSIONS))}) DO UPDATE SET "
     + ", ".join(f"{c} = usage_hourly.{c} + excluded.{c}" for c in (*HOURLY_SUMS, *HIST_COLUMNS))
+)
+UPSERT_TOTALS = (
+    f"INSERT INTO usage_hourly_all ({', '.join(TOTALS_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in TOTALS_COLUMNS)}) ON CONFLICT (hour) DO UPDATE SET "
+    + ", ".join(f"{c} = usage_hourly_all.{c} + excluded.{c}" for c in TOTALS_COLUMNS[1:])
 )
 UPSERT_SPEND = (
     "INSERT INTO spend (key, period_start, nano_usd) VALUES (?, ?, ?) "

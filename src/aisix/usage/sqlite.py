@@ -22,6 +22,7 @@ from aisix.usage.schema import (
     SQLITE_MIGRATIONS,
     UPSERT_HOURLY,
     UPSERT_SPEND,
+    UPSERT_TOTALS,
 )
 
 _INSERT_REQUEST = (
@@ -85,6 +86,7 @@ class SqliteLedger(BatchingLedger):
             db.execute("BEGIN")
             try:
                 db.executemany(UPSERT_HOURLY, batch.hourly)
+                db.executemany(UPSERT_TOTALS, batch.totals)
                 db.executemany(_INSERT_REQUEST, batch.requests)
                 db.executemany(UPSERT_SPEND, batch.spend)
                 db.executemany(INSERT_AUDIT, [a.values() for a in batch.audit])

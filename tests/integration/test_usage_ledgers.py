@@ -393,3 +393,33 @@ def test_per_request_rows_are_pruned_after_the_retention(make_ledger: LedgerFact
     kept, hourly = run(main)
     assert kept == [(round(ts("2026-01-09T12:00") * 1000),)]
     assert int(hourly[0][0]) == 2  # aggregates are kept
+
+
+def test_sqlite_migrations_apply_once_when_workers_open_together(tmp_path: Path) -> None:
+    import threading
+
+    ledgers = [SqliteLedger(tmp_path / "usage.db") for _ in range(4)]
+    errors: list[BaseException] = []
+    gate = threading.Barrier(len(ledgers))
+
+    def open_one(ledger: SqliteLedger) -> None:
+        gate.wait()
+        try:
+            ledger.open()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one, args=(ledger,)) for ledger in ledgers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    db = sqlite3.connect(tmp_path / "usage.db")
+    assert db.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [
+        (1,),
+        (2,),
+    ]
+    db.close()
+    for ledger in ledgers:
+        asyncio.run(ledger._close())

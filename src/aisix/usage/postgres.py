@@ -33,6 +33,9 @@ from aisix.usage.spill import SpillFile
 
 #: pg_advisory_xact_lock key serialising migrations across replicas ("aisixusg")
 MIGRATION_LOCK = 0x61697369_78757367
+#: batch ids are kept this long: a batch whose commit answer was lost is replayed within the
+#: outage, so a day is ample, and ids cost one row per write (every flush interval)
+BATCH_IDS_KEPT_MS = 86_400_000
 #: an unreachable database is logged at most this often
 WARN_EVERY_S = 60.0
 _TRANSIENT = (
@@ -220,9 +223,9 @@ class PostgresLedger(BatchingLedger):
             async with self._connection() as conn:
                 rows = await conn.fetch(numbered(sql), *params)
         except Exception as exc:
-            if transient(exc):
-                raise LedgerUnavailable(f"usage database unavailable: {_describe(exc)}") from None
-            raise
+            if not transient(exc):
+                log.exception("usage database read failed")
+            raise LedgerUnavailable(f"usage database unavailable: {_describe(exc)}") from None
         return [tuple(row) for row in rows]
 
     async def _read_spend(self) -> dict[tuple[str, int], int]:
@@ -237,7 +240,9 @@ class PostgresLedger(BatchingLedger):
         try:
             async with self._connection() as conn:
                 await conn.execute("DELETE FROM usage_requests WHERE ts_ms < $1", cutoff_ms)
-                await conn.execute("DELETE FROM ledger_batches WHERE at_ms < $1", cutoff_ms)
+                await conn.execute(
+                    "DELETE FROM ledger_batches WHERE at_ms < $1", _now_ms() - BATCH_IDS_KEPT_MS
+                )
         except Exception as exc:
             if not transient(exc):
                 raise

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aisix.usage.base import BatchingLedger, log
+from aisix.usage.base import BatchingLedger, LedgerUnavailable, log
 from aisix.usage.rows import REQUEST_COLUMNS, Batch
 from aisix.usage.schema import (
     INSERT_AUDIT,
@@ -102,7 +102,11 @@ class SqliteLedger(BatchingLedger):
                 assert self._db is not None
                 return self._db.execute(sql, params).fetchall()
 
-        return await asyncio.to_thread(run)
+        try:
+            return await asyncio.to_thread(run)
+        except (sqlite3.Error, OSError) as exc:
+            log.exception("usage ledger read failed")
+            raise LedgerUnavailable(f"usage database unavailable: {exc}") from None
 
     async def _read_spend(self) -> dict[tuple[str, int], int]:
         rows = await self._fetch("SELECT key, period_start, nano_usd FROM spend", ())
@@ -119,14 +123,24 @@ class SqliteLedger(BatchingLedger):
 
 
 def migrate_sqlite(db: sqlite3.Connection) -> list[int]:
-    """Apply the migrations this file lacks, each in its own transaction; return them."""
+    """Apply the migrations this file lacks, each in its own write transaction (taken before
+    the check, so proxy workers opening the file together apply each once); return them."""
     db.execute(SCHEMA_VERSION_TABLE)
-    done = {row[0] for row in db.execute("SELECT version FROM schema_version")}
     applied: list[int] = []
     for version, script in enumerate(SQLITE_MIGRATIONS, start=1):
-        if version in done:
-            continue
-        stamp = f"INSERT INTO schema_version VALUES ({version}, {round(time.time() * 1000)});"
-        db.executescript(f"BEGIN;\n{script}{stamp}\nCOMMIT;")
-        applied.append(version)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            done = db.execute("SELECT 1 FROM schema_version WHERE version = ?", (version,))
+            if done.fetchone() is None:
+                for statement in script.split(";\n"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(
+                    "INSERT INTO schema_version VALUES (?, ?)", (version, round(time.time() * 1000))
+                )
+                applied.append(version)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
     return applied

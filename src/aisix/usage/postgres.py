@@ -280,7 +280,10 @@ class _Connection:
     async def _release(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None and self._ledger._pool is not None:
-            await self._ledger._pool.release(conn)
+            try:
+                await self._ledger._pool.release(conn)
+            except Exception:  # a connection the server cut: the pool replaces it
+                conn.terminate()
 
 
 def _describe(exc: BaseException) -> str:

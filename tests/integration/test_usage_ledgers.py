@@ -423,3 +423,34 @@ def test_sqlite_migrations_apply_once_when_workers_open_together(tmp_path: Path)
     db.close()
     for ledger in ledgers:
         asyncio.run(ledger._close())
+
+
+def test_ranges_across_whole_days_and_partial_hours(make_ledger: LedgerFactory) -> None:
+    """Whole days are read from the daily rollup, the edges from hourly rows: same answer."""
+    snap = snapshot([key("k1")], [model("m1")])
+    clock = FakeClock(ts("2026-01-06T09:30"))
+    stamps = ["2026-01-02T23:30", "2026-01-03T00:10", "2026-01-04T12:00", "2026-01-05T09:10"]
+
+    async def main() -> list[int]:
+        ledger = make_ledger(clock=clock)
+        await ledger.start()
+        api = UsageApi(ledger, None, clock=clock)
+        for i, stamp in enumerate(stamps):
+            ledger.on_event(event("k1", ts(stamp), cost=10.0**i))
+        counts = []
+        for start, end in [
+            ("2026-01-02T23:00:00Z", "2026-01-05T09:30:00Z"),  # everything
+            ("2026-01-03T01:00:00Z", "2026-01-06T00:00:00Z"),  # whole days from Jan 3 01:00
+            ("2026-01-01T00:00:00Z", "2026-01-04T12:00:00Z"),  # to is exclusive
+            ("2026-01-03T00:00:00Z", "2026-01-04T00:00:00Z"),  # exactly one day
+        ]:
+            query = {"from": start, "to": end}
+            _, report = await api.usage(query, snap)
+            _, one = await api.apikey_usage("k1", query, snap)
+            _, top = await api.top(query, snap)
+            assert report["rows"][0]["cost_usd"] == one["cost_usd"] == top["rows"][0]["cost_usd"]
+            counts.append(round(one["cost_usd"]))
+        await ledger.close()
+        return counts
+
+    assert run(main) == [1111, 1100, 11, 10]

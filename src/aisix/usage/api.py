@@ -19,7 +19,7 @@ from aisix.limits.windows import HOUR, MONTH, PERIODS, Clock, bounds
 from aisix.resources import format_rfc3339, parse_rfc3339
 from aisix.snapshot import Snapshot
 from aisix.usage.base import LedgerUnavailable, UsageLedger
-from aisix.usage.rows import HIST_COLUMNS, latency_quantile
+from aisix.usage.rows import DAY, HIST_COLUMNS, latency_quantile
 
 Answer = tuple[int, dict[str, Any]]
 _SUMS = (
@@ -65,10 +65,8 @@ class UsageApi:
 
         async def run() -> Answer:
             start, end = _time_range(query, default_from, self._clock(), HOUR)
-            rows = await self._rows(
-                f"SELECT {_SUMS} FROM usage_hourly WHERE api_key_id = ? AND hour >= ? AND hour < ?",
-                (key_id, start, end),
-            )
+            sql, params = ranged_sums(start, end, "api_key_id = ?", (key_id,))
+            rows = await self._rows(sql, params)
             state = None
             if self._governor is not None:
                 state = await self._governor.budget_state(snap, key)
@@ -89,11 +87,7 @@ class UsageApi:
             if column is None:
                 raise BadQuery(f"group_by must be one of {', '.join(GROUP_COLUMNS)}")
             start, end = self._month_range(query)
-            found = await self._rows(
-                f"SELECT {column}, {_SUMS} FROM usage_hourly WHERE hour >= ? AND hour < ? "
-                f"GROUP BY {column}",
-                (start, end),
-            )
+            found = await self._rows(*ranged_sums(start, end, group_by=column))
             rows = []
             for value, *sums in found:
                 row: dict[str, Any] = {"key": value or None}
@@ -122,17 +116,15 @@ class UsageApi:
                 raise BadQuery(f"metric must be one of {', '.join(TOP_METRICS)}")
             limit = int_param(query, "limit", 10, 1, MAX_TOP)
             start, end = self._month_range(query)
+            sql, params = ranged_sums(start, end, group_by=column)
             found = await self._rows(
-                f"SELECT {column}, {_SUMS}, SUM(errors) FROM usage_hourly "
-                f"WHERE hour >= ? AND hour < ? GROUP BY {column} "
-                f"ORDER BY SUM({order}) DESC, {column} LIMIT ?",
-                (start, end, limit),
+                f"{sql} ORDER BY SUM({order}) DESC, {column} LIMIT ?", (*params, limit)
             )
             rows = [
                 {
                     "key": value or None,
                     "display_name": display_name(snap, by, value),
-                    **_totals(tuple(sums[:5])),
+                    **_totals(tuple(sums)),
                     "errors": int(sums[5] or 0),
                 }
                 for value, *sums in found
@@ -188,6 +180,39 @@ class UsageApi:
     def _month_range(self, query: dict[str, str]) -> tuple[int, int]:
         now = self._clock()
         return _time_range(query, bounds(MONTH, now)[0], now, HOUR)
+
+
+def ranged_sums(
+    start: int,
+    end: int,
+    where: str = "",
+    params: tuple[Any, ...] = (),
+    group_by: str | None = None,
+) -> tuple[str, tuple[Any, ...]]:
+    """SQL summing `[start, end)` (hour-aligned): whole UTC days from `usage_daily`, the hours
+    before the first and after the last whole day from `usage_hourly`. Selects
+    `[group_by,] requests, prompt, completion, total, cost_nano, errors`."""
+    first_day = math.ceil(start / DAY) * DAY
+    last_day = math.floor(end / DAY) * DAY
+    lead = f"{group_by}, " if group_by else ""
+    values = (
+        f"{lead}requests, prompt_tokens, completion_tokens, total_tokens, cost_nano_usd, errors"
+    )
+    extra = f" AND {where}" if where else ""
+    parts: list[str] = []
+    args: list[Any] = []
+    hour_spans = [(start, end)]
+    if first_day < last_day:
+        parts.append(f"SELECT {values} FROM usage_daily WHERE day >= ? AND day < ?{extra}")
+        args += [first_day, last_day, *params]
+        hour_spans = [(start, first_day), (last_day, end)]
+    for low, high in hour_spans:
+        if low < high:
+            parts.append(f"SELECT {values} FROM usage_hourly WHERE hour >= ? AND hour < ?{extra}")
+            args += [low, high, *params]
+    grouped = f" GROUP BY {group_by}" if group_by else ""
+    sql = f"SELECT {lead}{_SUMS}, SUM(errors) FROM ({' UNION ALL '.join(parts)}) AS spans{grouped}"
+    return sql, tuple(args)
 
 
 _HIST_SUMS = ", ".join(f"SUM({c})" for c in HIST_COLUMNS)

@@ -24,6 +24,7 @@ from aisix.usage.schema import (
     INSERT_AUDIT,
     POSTGRES_MIGRATIONS,
     SCHEMA_VERSION_TABLE,
+    UPSERT_DAILY,
     UPSERT_HOURLY,
     UPSERT_SPEND,
     UPSERT_TOTALS,
@@ -156,6 +157,7 @@ class PostgresLedger(BatchingLedger):
             if batch.hourly:
                 await conn.executemany(numbered(UPSERT_HOURLY), batch.hourly)
                 await conn.executemany(numbered(UPSERT_TOTALS), batch.totals)
+                await conn.executemany(numbered(UPSERT_DAILY), batch.daily)
             if batch.requests:
                 await conn.copy_records_to_table(
                     "usage_requests", records=batch.requests, columns=REQUEST_COLUMNS

@@ -41,6 +41,9 @@ HOURLY_SUMS = (
 HOURLY_COLUMNS = ("hour", *DIMENSIONS, *HOURLY_SUMS, *HIST_COLUMNS)
 #: the same sums per hour over every dimension (the unfiltered series read only these)
 TOTALS_COLUMNS = ("hour", *HOURLY_SUMS, *HIST_COLUMNS)
+#: the sums per UTC day and dimensions, without histograms (ranked and grouped reads)
+DAILY_COLUMNS = ("day", *DIMENSIONS, *HOURLY_SUMS)
+DAY = 86_400
 REQUEST_COLUMNS = (
     "ts_ms",
     "event_id",
@@ -103,6 +106,7 @@ class Batch:
     batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     hourly: list[tuple[Any, ...]] = field(default_factory=list)
     totals: list[tuple[Any, ...]] = field(default_factory=list)
+    daily: list[tuple[Any, ...]] = field(default_factory=list)
     requests: list[tuple[Any, ...]] = field(default_factory=list)
     spend: list[tuple[str, int, int]] = field(default_factory=list)
     audit: list[AuditRow] = field(default_factory=list)
@@ -120,6 +124,7 @@ class Batch:
             "batch_id": self.batch_id,
             "hourly": self.hourly,
             "totals": self.totals,
+            "daily": self.daily,
             "requests": self.requests,
             "spend": self.spend,
             "audit": [a.values() for a in self.audit],
@@ -139,6 +144,7 @@ class Batch:
                 batch_id=str(raw["batch_id"]),
                 hourly=[tuple(r) for r in raw["hourly"]],
                 totals=[tuple(r) for r in raw["totals"]],
+                daily=[tuple(r) for r in raw["daily"]],
                 requests=[tuple(r) for r in raw["requests"]],
                 spend=[(str(k), int(s), int(n)) for k, s, n in raw["spend"]],
                 audit=audit,
@@ -192,5 +198,11 @@ def build_batch(events: list[RequestFinished], spend: dict[tuple[str, int], int]
         for i, value in enumerate(counts):
             hour_sums[i] += value
     totals = [(hour, *per_hour[hour]) for hour in sorted(per_hour)]
+    per_day: dict[tuple[Any, ...], list[int]] = {}
+    for slot, counts in sums.items():
+        day_sums = per_day.setdefault((slot[0] - slot[0] % DAY, *slot[1:]), [0] * len(HOURLY_SUMS))
+        for i in range(len(HOURLY_SUMS)):
+            day_sums[i] += counts[i]
+    daily = [(*slot, *per_day[slot]) for slot in sorted(per_day)]
     spent = sorted((k, s, n) for (k, s), n in spend.items())
-    return Batch(hourly=hourly, totals=totals, requests=requests, spend=spent)
+    return Batch(hourly=hourly, totals=totals, daily=daily, requests=requests, spend=spent)

@@ -1,6 +1,7 @@
 """The usage ledger's tables and its versioned migrations, for SQLite and PostgreSQL.
 
-Both backends hold the same tables: `usage_hourly` (aggregates with a latency histogram),
+Both backends hold the same tables: `usage_hourly` (aggregates with a latency histogram, and
+its rollups `usage_hourly_all` over every dimension and `usage_daily` per UTC day),
 `usage_requests` (one row per request, pruned after `usage.retention_days`), `spend` (budget
 spend of the memory counter backend), `audit_log` (admin writes) and `schema_version`.
 Migrations are numbered; each runs once, in one transaction, and records its number.
@@ -12,6 +13,7 @@ from __future__ import annotations
 from functools import cache
 
 from aisix.usage.rows import (
+    DAILY_COLUMNS,
     DIMENSIONS,
     HIST_COLUMNS,
     HOURLY_COLUMNS,
@@ -33,6 +35,16 @@ def _hourly_table(name: str, integer: str, suffix: str) -> str:
 def _totals_table(integer: str) -> str:
     sums = ", ".join(f"{s} {integer} NOT NULL DEFAULT 0" for s in (*HOURLY_SUMS, *HIST_COLUMNS))
     return f"CREATE TABLE usage_hourly_all (hour {integer} PRIMARY KEY, {sums});\n"
+
+
+def _daily_table(integer: str, suffix: str) -> str:
+    dims = ", ".join(f"{d} TEXT NOT NULL" for d in DIMENSIONS)
+    sums = ", ".join(f"{s} {integer} NOT NULL DEFAULT 0" for s in HOURLY_SUMS)
+    key = ", ".join(("day", *DIMENSIONS))
+    return (
+        f"CREATE TABLE usage_daily (day {integer} NOT NULL, {dims}, {sums}, "
+        f"PRIMARY KEY ({key})){suffix};\n"
+    )
 
 
 def _common_tables(integer: str, real: str) -> str:
@@ -79,6 +91,12 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
     "DROP TABLE usage_hourly;\n"
     "ALTER TABLE usage_hourly_v2 RENAME TO usage_hourly;\n"
     + _common_tables("INTEGER", "REAL")
+    + _daily_table("INTEGER", " WITHOUT ROWID")
+    + f"INSERT INTO usage_daily ({', '.join(DAILY_COLUMNS)}) SELECT hour - hour % 86400, "
+    + ", ".join(DIMENSIONS)
+    + ", "
+    + ", ".join(f"SUM({c})" for c in HOURLY_SUMS)
+    + f" FROM usage_hourly GROUP BY hour - hour % 86400, {', '.join(DIMENSIONS)};\n"
     + f"INSERT INTO usage_hourly_all ({', '.join(TOTALS_COLUMNS)}) SELECT hour, "
     + ", ".join(f"SUM({c})" for c in TOTALS_COLUMNS[1:])
     + " FROM usage_hourly GROUP BY hour;\n",
@@ -87,6 +105,7 @@ SQLITE_MIGRATIONS: tuple[str, ...] = (
 POSTGRES_MIGRATIONS: tuple[str, ...] = (
     _hourly_table("usage_hourly", "BIGINT", "")
     + _common_tables("BIGINT", "DOUBLE PRECISION")
+    + _daily_table("BIGINT", "")
     + "CREATE TABLE spend (key TEXT NOT NULL, period_start BIGINT NOT NULL, "
     "nano_usd BIGINT NOT NULL, PRIMARY KEY (key, period_start));\n"
     "CREATE TABLE ledger_batches (batch_id TEXT PRIMARY KEY, at_ms BIGINT NOT NULL);\n"
@@ -108,6 +127,12 @@ UPSERT_TOTALS = (
     f"INSERT INTO usage_hourly_all ({', '.join(TOTALS_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in TOTALS_COLUMNS)}) ON CONFLICT (hour) DO UPDATE SET "
     + ", ".join(f"{c} = usage_hourly_all.{c} + excluded.{c}" for c in TOTALS_COLUMNS[1:])
+)
+UPSERT_DAILY = (
+    f"INSERT INTO usage_daily ({', '.join(DAILY_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in DAILY_COLUMNS)}) "
+    f"ON CONFLICT ({', '.join(('day', *DIMENSIONS))}) DO UPDATE SET "
+    + ", ".join(f"{c} = usage_daily.{c} + excluded.{c}" for c in HOURLY_SUMS)
 )
 UPSERT_SPEND = (
     "INSERT INTO spend (key, period_start, nano_usd) VALUES (?, ?, ?) "

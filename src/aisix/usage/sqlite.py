@@ -20,6 +20,7 @@ from aisix.usage.schema import (
     INSERT_AUDIT,
     SCHEMA_VERSION_TABLE,
     SQLITE_MIGRATIONS,
+    UPSERT_DAILY,
     UPSERT_HOURLY,
     UPSERT_SPEND,
     UPSERT_TOTALS,
@@ -87,6 +88,7 @@ class SqliteLedger(BatchingLedger):
             try:
                 db.executemany(UPSERT_HOURLY, batch.hourly)
                 db.executemany(UPSERT_TOTALS, batch.totals)
+                db.executemany(UPSERT_DAILY, batch.daily)
                 db.executemany(_INSERT_REQUEST, batch.requests)
                 db.executemany(UPSERT_SPEND, batch.spend)
                 db.executemany(INSERT_AUDIT, [a.values() for a in batch.audit])

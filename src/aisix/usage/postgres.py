@@ -78,6 +78,7 @@ class PostgresLedger(BatchingLedger):
         self._on_replay = on_replay
         self._pool: Any = None
         self._migrated = False
+        #: one replay at a time in this process
         self._io = asyncio.Lock()
         self._warned_at = -WARN_EVERY_S
 
@@ -133,16 +134,15 @@ class PostgresLedger(BatchingLedger):
     async def _write(self, batch: Batch) -> None:
         if batch.empty:
             return
-        async with self._io:
-            try:
-                await self._apply(batch)
-            except Exception as exc:
-                if not transient(exc):
-                    log.exception("usage database rejected a batch; %d events lost", batch.events)
-                    self.count_drops(batch.events)
-                    return
-                self._warn("unreachable; spilling", exc)
-                await self._spill(batch)
+        try:  # concurrent writes are fine: upserts add up, in one key order (no deadlock)
+            await self._apply(batch)
+        except Exception as exc:
+            if not transient(exc):
+                log.exception("usage database rejected a batch; %d events lost", batch.events)
+                self.count_drops(batch.events)
+                return
+            self._warn("unreachable; spilling", exc)
+            await self._spill(batch)
 
     async def _apply(self, batch: Batch) -> bool:
         """Write the batch in one transaction; False if it had been applied before."""
@@ -190,8 +190,15 @@ class PostgresLedger(BatchingLedger):
 
     async def _idle(self) -> None:
         """Replay the spill file, oldest first, while the database answers."""
-        if await asyncio.to_thread(self.spill.size) == 0:
+        if self._io.locked() or await asyncio.to_thread(self.spill.size) == 0:
             return
+        try:  # a cheap probe, so an outage does not rewrite the claimed file every interval
+            async with self._connection():
+                pass
+        except Exception as exc:
+            if transient(exc):
+                return
+            raise
         async with self._io:
             lines = await asyncio.to_thread(self.spill.claim)
             remaining: list[bytes] = []
@@ -211,7 +218,8 @@ class PostgresLedger(BatchingLedger):
                         break
                     log.exception("usage database rejected a spilled batch; skipped")
                     self.count_drops(batch.events)
-            await asyncio.to_thread(self.spill.settle, remaining)
+            if len(remaining) != len(lines):
+                await asyncio.to_thread(self.spill.settle, remaining)
         if replayed:
             self.replayed += replayed
             if self._on_replay is not None:

@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs (redis-server, etcd-server and postgresql from Debian
-# packages, Python deps in ./.venv) and runs the whole suite: ruff, mypy (strict on src/), pytest.
+# Installs everything the test suite needs (redis-server and etcd-server from Debian packages,
+# Python deps in ./.venv) and runs the whole suite: ruff, mypy (strict on src/), then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
 need_apt=()
+# postgresql (usage ledger tests): Debian keeps initdb and postgres off PATH
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
-# Debian keeps initdb and postgres in /usr/lib/postgresql/<version>/bin, off PATH
-compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 \
-  || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive

@@ -81,6 +81,9 @@ class PostgresLedger(BatchingLedger):
         #: one replay at a time in this process
         self._io = asyncio.Lock()
         self._warned_at = -WARN_EVERY_S
+        #: after a failure, writes go straight to the spill until the writer task's probe
+        #: reaches the database again (no admin write waits out a connect timeout each time)
+        self._down = False
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -134,6 +137,9 @@ class PostgresLedger(BatchingLedger):
     async def _write(self, batch: Batch) -> None:
         if batch.empty:
             return
+        if self._down:
+            await self._spill(batch)
+            return
         try:  # concurrent writes are fine: upserts add up, in one key order (no deadlock)
             await self._apply(batch)
         except Exception as exc:
@@ -141,6 +147,7 @@ class PostgresLedger(BatchingLedger):
                 log.exception("usage database rejected a batch; %d events lost", batch.events)
                 self.count_drops(batch.events)
                 return
+            self._down = True
             self._warn("unreachable; spilling", exc)
             await self._spill(batch)
 
@@ -190,15 +197,21 @@ class PostgresLedger(BatchingLedger):
 
     async def _idle(self) -> None:
         """Replay the spill file, oldest first, while the database answers."""
-        if self._io.locked() or await asyncio.to_thread(self.spill.size) == 0:
+        if self._io.locked():
+            return
+        waiting = await asyncio.to_thread(self.spill.size)
+        if not waiting and not self._down:
             return
         try:  # a cheap probe, so an outage does not rewrite the claimed file every interval
-            async with self._connection():
-                pass
+            async with self._connection() as conn:
+                await conn.fetchval("SELECT 1")
         except Exception as exc:
             if transient(exc):
                 return
             raise
+        self._down = False
+        if not waiting:
+            return
         async with self._io:
             lines = await asyncio.to_thread(self.spill.claim)
             remaining: list[bytes] = []

@@ -223,6 +223,8 @@ class UsageSettings(_Section):
     def _dsn_required(self) -> UsageSettings:
         if self.backend == "postgres" and not self.dsn:
             raise ValueError("dsn: required with backend postgres")
+        if self.dsn and self.dsn.partition("://")[0] not in ("postgresql", "postgres"):
+            raise ValueError("dsn: must be a postgresql:// (or postgres://) URL")
         return self
 
 

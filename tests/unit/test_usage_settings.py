@@ -21,6 +21,10 @@ def test_postgres_needs_a_dsn_and_reads_it_from_the_environment() -> None:
         load_settings(None, {**KEYS, "AISIX_USAGE__BACKEND": "postgres"})
     env = {**KEYS, "AISIX_USAGE__BACKEND": "postgres", "AISIX_USAGE__DSN": "postgresql://db/x"}
     assert load_settings(None, env).usage.dsn == "postgresql://db/x"
+    bad = {**KEYS, "AISIX_USAGE__BACKEND": "postgres", "AISIX_USAGE__DSN": "mysql://u:pw@db/x"}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, bad)
+    assert str(caught.value) == "usage: dsn: must be a postgresql:// (or postgres://) URL"
     with pytest.raises(ConfigError, match=r"usage\.retention_days"):
         load_settings(None, {**KEYS, "AISIX_USAGE__RETENTION_DAYS": "0"})
     with pytest.raises(ConfigError, match=r'unknown key "usage\.backnd"'):

@@ -52,6 +52,8 @@ _TRANSIENT = (
 
 def transient(exc: BaseException) -> bool:
     """True for failures a later retry can cure (unreachable, restarting, overloaded)."""
+    if isinstance(exc, asyncpg.ClientConfigurationError):  # a bad DSN or option stays bad
+        return False
     return isinstance(exc, _TRANSIENT)
 
 
@@ -102,6 +104,7 @@ class PostgresLedger(BatchingLedger):
             if not transient(exc):
                 await self._close()
                 raise
+            self._down = True
             self._warn("unreachable at startup", exc)
 
     async def _close(self) -> None:

@@ -206,8 +206,8 @@ class UsageSettings(_Section):
     backend: Literal["sqlite", "postgres"] = "sqlite"
     #: postgres only: `postgresql://user:password@host:5432/db` (never logged)
     dsn: str | None = None
-    #: per-request rows (minute series, latency percentiles) are pruned after this many days
-    retention_days: Annotated[int, Field(ge=1)] = 30
+    #: per-request rows (minute series) are pruned after this many days; 0 keeps none
+    retention_days: Annotated[int, Field(ge=0)] = 30
     #: a write starts as soon as this many events are pending
     batch_size: Annotated[int, Field(ge=1)] = 1000
     #: events waiting in memory at most; more are dropped and counted

@@ -454,3 +454,19 @@ def test_ranges_across_whole_days_and_partial_hours(make_ledger: LedgerFactory) 
         return counts
 
     assert run(main) == [1111, 1100, 11, 10]
+
+
+def test_retention_zero_keeps_no_per_request_rows(make_ledger: LedgerFactory) -> None:
+    async def main() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        ledger = make_ledger(retention_days=0)
+        await ledger.start()
+        for _ in range(3):
+            ledger.on_event(event("k1", ts("2026-01-05T09:10")))
+        await ledger.flush()
+        rows = await ledger.query("SELECT COUNT(*) FROM usage_requests", ())
+        hourly = await ledger.query("SELECT SUM(requests) FROM usage_hourly", ())
+        await ledger.close()
+        return rows, hourly
+
+    rows, hourly = run(main)
+    assert int(rows[0][0]) == 0 and int(hourly[0][0]) == 3

@@ -26,6 +26,6 @@ def test_postgres_needs_a_dsn_and_reads_it_from_the_environment() -> None:
         load_settings(None, bad)
     assert str(caught.value) == "usage: dsn: must be a postgresql:// (or postgres://) URL"
     with pytest.raises(ConfigError, match=r"usage\.retention_days"):
-        load_settings(None, {**KEYS, "AISIX_USAGE__RETENTION_DAYS": "0"})
+        load_settings(None, {**KEYS, "AISIX_USAGE__RETENTION_DAYS": "-1"})
     with pytest.raises(ConfigError, match=r'unknown key "usage\.backnd"'):
         load_settings(None, {**KEYS, "AISIX_USAGE__BACKND": "postgres"})

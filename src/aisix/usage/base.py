@@ -152,7 +152,7 @@ class BatchingLedger:
         spend, self._spend = self._spend, {}
         if not events and not spend:
             return
-        await self._write(build_batch(events, spend))
+        await self._write(build_batch(events, spend, keep_requests=self.retention_days > 0))
 
     async def record_audit(self, row: AuditRow) -> None:
         await self._write(Batch(audit=[row]))

@@ -110,6 +110,8 @@ class Batch:
     requests: list[tuple[Any, ...]] = field(default_factory=list)
     spend: list[tuple[str, int, int]] = field(default_factory=list)
     audit: list[AuditRow] = field(default_factory=list)
+    #: finished requests the batch counts (also when per-request rows are not kept)
+    event_count: int = 0
 
     @property
     def empty(self) -> bool:
@@ -117,11 +119,12 @@ class Batch:
 
     @property
     def events(self) -> int:
-        return len(self.requests)
+        return self.event_count
 
     def to_line(self) -> bytes:
         body = {
             "batch_id": self.batch_id,
+            "events": self.event_count,
             "hourly": self.hourly,
             "totals": self.totals,
             "daily": self.daily,
@@ -148,14 +151,17 @@ class Batch:
                 requests=[tuple(r) for r in raw["requests"]],
                 spend=[(str(k), int(s), int(n)) for k, s, n in raw["spend"]],
                 audit=audit,
+                event_count=int(raw["events"]),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, IndexError, ValueError) as exc:
             raise ValueError(f"not a spilled batch: {exc}") from None
 
 
-def build_batch(events: list[RequestFinished], spend: dict[tuple[str, int], int]) -> Batch:
+def build_batch(
+    events: list[RequestFinished], spend: dict[tuple[str, int], int], keep_requests: bool = True
+) -> Batch:
     """Aggregate events per hourly slot (sorted, so concurrent writers lock rows in the same
-    order) and list one row per request."""
+    order) and list one row per request (unless `keep_requests` is off)."""
     sums: dict[tuple[Any, ...], list[int]] = {}
     requests: list[tuple[Any, ...]] = []
     width = len(HOURLY_SUMS) + len(HIST_COLUMNS)
@@ -205,4 +211,11 @@ def build_batch(events: list[RequestFinished], spend: dict[tuple[str, int], int]
             day_sums[i] += counts[i]
     daily = [(*slot, *per_day[slot]) for slot in sorted(per_day)]
     spent = sorted((k, s, n) for (k, s), n in spend.items())
-    return Batch(hourly=hourly, totals=totals, daily=daily, requests=requests, spend=spent)
+    return Batch(
+        hourly=hourly,
+        totals=totals,
+        daily=daily,
+        requests=requests if keep_requests else [],
+        spend=spent,
+        event_count=len(events),
+    )

@@ -49,8 +49,8 @@ class SqliteLedger(BatchingLedger):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             try:
-                db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA busy_timeout=5000")
+                db.execute("PRAGMA journal_mode=WAL")
                 migrate_sqlite(db)
             except BaseException:
                 db.close()
@@ -127,7 +127,11 @@ class SqliteLedger(BatchingLedger):
 def migrate_sqlite(db: sqlite3.Connection) -> list[int]:
     """Apply the migrations this file lacks, each in its own write transaction (taken before
     the check, so proxy workers opening the file together apply each once); return them."""
+    # every step takes the write lock up front: in WAL mode a statement that reads and then
+    # writes fails at once (no busy wait) when another connection committed in between
+    db.execute("BEGIN IMMEDIATE")
     db.execute(SCHEMA_VERSION_TABLE)
+    db.execute("COMMIT")
     applied: list[int] = []
     for version, script in enumerate(SQLITE_MIGRATIONS, start=1):
         db.execute("BEGIN IMMEDIATE")

@@ -50,7 +50,7 @@ class SqliteLedger(BatchingLedger):
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             try:
                 db.execute("PRAGMA busy_timeout=5000")
-                db.execute("PRAGMA journal_mode=WAL")
+                _use_wal(db)
                 migrate_sqlite(db)
             except BaseException:
                 db.close()
@@ -122,6 +122,22 @@ class SqliteLedger(BatchingLedger):
                 self._db.execute("DELETE FROM usage_requests WHERE ts_ms < ?", (cutoff_ms,))
 
         await asyncio.to_thread(run)
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch the file to WAL once (the mode is stored in the file). The switch needs the file
+    to itself and SQLite does not busy-wait for it, so a process opening the file while another
+    does retries briefly."""
+    for attempt in range(50):
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            if db.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal":
+                return
+        except sqlite3.OperationalError:
+            if attempt == 49:
+                raise
+        time.sleep(0.02)
 
 
 def migrate_sqlite(db: sqlite3.Connection) -> list[int]:

@@ -398,31 +398,32 @@ def test_per_request_rows_are_pruned_after_the_retention(make_ledger: LedgerFact
 def test_sqlite_migrations_apply_once_when_workers_open_together(tmp_path: Path) -> None:
     import threading
 
-    ledgers = [SqliteLedger(tmp_path / "usage.db") for _ in range(4)]
-    errors: list[BaseException] = []
-    gate = threading.Barrier(len(ledgers))
+    for attempt in range(5):  # several rounds: the race is in the first milliseconds
+        path = tmp_path / f"usage-{attempt}.db"
+        ledgers = [SqliteLedger(path) for _ in range(6)]
+        errors: list[BaseException] = []
+        gate = threading.Barrier(len(ledgers))
 
-    def open_one(ledger: SqliteLedger) -> None:
-        gate.wait()
-        try:
-            ledger.open()
-        except BaseException as exc:
-            errors.append(exc)
+        def open_one(ledger: SqliteLedger, gate: threading.Barrier = gate) -> None:
+            gate.wait()
+            try:
+                ledger.open()
+            except BaseException as exc:
+                errors.append(exc)
 
-    threads = [threading.Thread(target=open_one, args=(ledger,)) for ledger in ledgers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    db = sqlite3.connect(tmp_path / "usage.db")
-    assert db.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [
-        (1,),
-        (2,),
-    ]
-    db.close()
-    for ledger in ledgers:
-        asyncio.run(ledger._close())
+        threads = [threading.Thread(target=open_one, args=(ledger,)) for ledger in ledgers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        db = sqlite3.connect(path)
+        versions = db.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+        assert versions == [(1,), (2,)]
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        db.close()
+        for ledger in ledgers:
+            asyncio.run(ledger._close())
 
 
 def test_ranges_across_whole_days_and_partial_hours(make_ledger: LedgerFactory) -> None:

@@ -404,7 +404,11 @@ def test_sqlite_migrations_apply_once_when_workers_open_together(tmp_path: Path)
         errors: list[BaseException] = []
         gate = threading.Barrier(len(ledgers))
 
-        def open_one(ledger: SqliteLedger, gate: threading.Barrier = gate) -> None:
+        def open_one(
+            ledger: SqliteLedger,
+            gate: threading.Barrier = gate,
+            errors: list[BaseException] = errors,
+        ) -> None:
             gate.wait()
             try:
                 ledger.open()

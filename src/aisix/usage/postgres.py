@@ -234,13 +234,13 @@ class PostgresLedger(BatchingLedger):
                         break
                     log.exception("usage database rejected a spilled batch; skipped")
                     self.count_drops(batch.events)
+            if replayed:  # counted before the file shrinks, so whoever sees it empty sees them
+                self.replayed += replayed
+                if self._on_replay is not None:
+                    self._on_replay(replayed)
+                log.info("usage database reachable again: replayed %d spilled events", replayed)
             if len(remaining) != len(lines):
                 await asyncio.to_thread(self.spill.settle, remaining)
-        if replayed:
-            self.replayed += replayed
-            if self._on_replay is not None:
-                self._on_replay(replayed)
-            log.info("usage database reachable again: replayed %d spilled events", replayed)
 
     # --- reads ----------------------------------------------------------------------------
 

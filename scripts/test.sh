@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 
 need_apt=()
+# postgresql (usage ledger tests): Debian keeps initdb and postgres off PATH
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)

@@ -17,6 +17,7 @@ if _TESTS_DIR not in sys.path:
 
 from fakes.etcd_server import EtcdServer  # noqa: E402
 from fakes.openai_upstream import FakeOpenAIUpstream  # noqa: E402
+from fakes.postgres_server import PostgresServer  # noqa: E402
 
 _handed_out: set[int] = set()
 
@@ -62,3 +63,29 @@ def own_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
 def prefix() -> str:
     """A fresh etcd key prefix, so tests sharing one etcd never see each other's keys."""
     return f"/aisix-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the session; tests take a fresh database each (`pg_dsn`)."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def pg_dsn(postgres_server: PostgresServer) -> str:
+    """A new, empty database on the session's PostgreSQL."""
+    return postgres_server.create_database()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL for one test (tests that stop and restart it)."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.destroy()

@@ -27,6 +27,7 @@ from typing import Any
 import uvicorn
 
 from aisix.admin.app import build_admin_app
+from aisix.admin.audit import AuditLog
 from aisix.admin.routing import AdminRequest, AdminResponse
 from aisix.events import EventBus
 from aisix.limits.factory import build_governor
@@ -55,7 +56,7 @@ from aisix.store.snapshot_cache import read_cache, write_cache
 from aisix.store.supervisor import Supervisor
 from aisix.transport.errors import ConnectError as TLSSetupError
 from aisix.transport.tls import context_for
-from aisix.usage import UsageApi, UsageStore
+from aisix.usage import BatchingLedger, UsageApi, build_ledger
 
 log = logging.getLogger("aisix")
 
@@ -197,7 +198,7 @@ class Gateway:
         self.listeners: list[Listener] = []
         self.stop_event = asyncio.Event()
         self.runtime: ProxyRuntime | None = None
-        self.ledger: UsageStore | None = None
+        self.ledger: BatchingLedger | None = None
         self.usage_api: UsageApi | None = None
         self._cleanup: list[Callable[[], Awaitable[None]]] = []
 
@@ -270,13 +271,19 @@ class Gateway:
             raise StartupError(f"upstream.tls: {exc}") from None
         await self.transport.start()
         self._cleanup.append(self.transport.close)
-        self.ledger = UsageStore(
-            settings.data_path / "usage.db", on_drop=self.metrics.usage_drops.inc
+        self.ledger = build_ledger(
+            settings,
+            on_drop=self.metrics.usage_drops.inc,
+            on_spill=self.metrics.usage_spilled.inc,
+            on_replay=self.metrics.usage_replayed.inc,
         )
         try:
             await self.ledger.start()
         except Exception as exc:
-            raise StartupError(f"data_dir: cannot open the usage ledger: {exc}") from None
+            where, text = "data_dir", str(exc)
+            if settings.usage.backend == "postgres":  # never echo the DSN (it holds a password)
+                where, text = "usage.dsn", text.replace(settings.usage.dsn or "", "<dsn>")
+            raise StartupError(f"{where}: cannot open the usage ledger: {text}") from None
         self._cleanup.append(self.ledger.close)
         try:
             governor = await build_governor(settings, self.ledger, self.metrics)
@@ -339,6 +346,7 @@ class Gateway:
                     settings.admin.admin_keys,
                     extra_routes=self._admin_routes(),
                     draining=lambda: runtime.draining,
+                    audit=AuditLog(self.ledger) if self.ledger is not None else None,
                 ),
                 lambda: runtime.draining,
                 lambda: self.holder.current is not None,
@@ -428,12 +436,27 @@ class Gateway:
             status, body = await self.usage_api.usage(request.query, snapshot)
             return AdminResponse(status, body)
 
+        async def timeseries(request: AdminRequest) -> AdminResponse:
+            assert self.usage_api is not None
+            status, body = await self.usage_api.timeseries(request.query)
+            return AdminResponse(status, body)
+
+        async def top(request: AdminRequest) -> AdminResponse:
+            assert self.usage_api is not None
+            snapshot = self.holder.current
+            if snapshot is None:
+                return NOT_LOADED
+            status, body = await self.usage_api.top(request.query, snapshot)
+            return AdminResponse(status, body)
+
         routes: dict[tuple[str, str], Callable[[AdminRequest], Awaitable[AdminResponse]]] = {
             ("GET", "/admin/v1/models/status"): models_status,
             ("GET", "/admin/v1/health"): health,
             ("GET", "/admin/v1/apikeys/{id}/usage"): key_usage,
             ("GET", "/admin/v1/api_keys/{id}/usage"): key_usage,
             ("GET", "/admin/v1/usage"): usage,
+            ("GET", "/admin/v1/usage/timeseries"): timeseries,
+            ("GET", "/admin/v1/usage/top"): top,
         }
         return routes
 

@@ -328,6 +328,34 @@ class ObservabilitySettings(_Section):
         return "warning" if self.log_level == "warn" else self.log_level
 
 
+class UsageSettings(_Section):
+    """The usage ledger (hourly aggregates, per-request rows, budget spend, audit log)."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    #: postgres only: `postgresql://user:password@host:5432/db` (never logged)
+    dsn: str | None = None
+    #: per-request rows (minute series) are pruned after this many days; 0 keeps none
+    retention_days: Annotated[int, Field(ge=0)] = 30
+    #: a write starts as soon as this many events are pending
+    batch_size: Annotated[int, Field(ge=1)] = 1000
+    #: events waiting in memory at most; more are dropped and counted
+    max_pending: Annotated[int, Field(ge=1)] = 10_000
+    flush_interval_ms: Annotated[int, Field(gt=0)] = 500
+    #: postgres only: batches written here while the database is unreachable, then replayed
+    spill_path: str | None = None
+    spill_max_bytes: Annotated[int, Field(ge=0)] = 64 * 1024 * 1024
+    #: postgres only: connect and statement deadline
+    timeout_ms: Annotated[int, Field(gt=0)] = 5000
+
+    @model_validator(mode="after")
+    def _dsn_required(self) -> UsageSettings:
+        if self.backend == "postgres" and not self.dsn:
+            raise ValueError("dsn: required with backend postgres")
+        if self.dsn and self.dsn.partition("://")[0] not in ("postgresql", "postgres"):
+            raise ValueError("dsn: must be a postgresql:// (or postgres://) URL")
+        return self
+
+
 class Settings(_Section):
     proxy: ProxySettings = Field(default_factory=ProxySettings)
     admin: AdminSettings
@@ -344,6 +372,7 @@ class Settings(_Section):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     managed: ManagedSettings = Field(default_factory=ManagedSettings)
     bedrock_endpoint_url: str | None = None
+    usage: UsageSettings = Field(default_factory=UsageSettings)
     #: directory of the config file; relative paths resolve against it (not a config key)
     base_dir: str = Field(default=".", exclude=True)
 

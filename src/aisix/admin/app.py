@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from aisix.admin.audit import AuditLog
 from aisix.admin.crud import ResourceHandlers
 from aisix.admin.docs import HTML_TYPE, docs_asset, docs_page
 from aisix.admin.openapi import openapi_document
@@ -27,6 +28,7 @@ from aisix.admin.routing import (
     ExtraRoutes,
     Route,
     RouteTable,
+    presented_key,
 )
 from aisix.asgi import (
     JSON_HEADERS,
@@ -36,7 +38,6 @@ from aisix.asgi import (
     Receive,
     Scope,
     Send,
-    header,
     read_body,
     send_response,
     serve_lifespan,
@@ -116,15 +117,8 @@ class AdminApp:
 
     def authorized(self, scope: Scope) -> bool:
         """Bearer token, or `x-api-key` only when Authorization is absent; constant-time."""
-        authorization = header(scope, b"authorization")
-        if authorization is not None:
-            scheme, _, token = authorization.partition(b" ")
-            if scheme.lower() != b"bearer":
-                return False
-            token = token.strip()
-        else:
-            token = (header(scope, b"x-api-key") or b"").strip()
-        if not token:
+        token = presented_key(scope)
+        if token is None:
             return False
         matched = False
         for key in self._keys:  # no early exit: timing does not reveal which key matched
@@ -194,6 +188,7 @@ def build_admin_app(
     on_write: Callable[[], None] | None = None,
     extra_routes: ExtraRoutes | None = None,
     draining: Callable[[], bool] | None = None,
+    audit: AuditLog | None = None,
 ) -> ASGIApp:
     """The admin ASGI app over `store`.
 
@@ -201,7 +196,11 @@ def build_admin_app(
     `extra_routes` maps `(method, pattern)` to an async handler, e.g.
     `{("GET", "/admin/v1/apikeys/{id}/usage"): usage_handler}`; see `aisix.admin.routing`.
     `draining()` returning True makes `/livez` answer 503 `draining`.
+    `audit` records every committed write and serves `GET /admin/v1/audit`.
     """
-    extra = [Route(method, pattern, fn) for (method, pattern), fn in (extra_routes or {}).items()]
-    table = RouteTable(extra + ResourceHandlers(store, on_write).routes())
+    routes = dict(extra_routes or {})
+    if audit is not None:
+        routes[("GET", "/admin/v1/audit")] = audit.read
+    extra = [Route(method, pattern, fn) for (method, pattern), fn in routes.items()]
+    table = RouteTable(extra + ResourceHandlers(store, on_write, audit).routes())
     return AdminApp(store, admin_keys, table, [(r.method, r.pattern) for r in extra], draining)

@@ -6,10 +6,12 @@ are checked by `aisix.loader.ResourceIndex` against the transaction's own view o
 so two concurrent writes can never both pass the same check. Provider key secrets are
 write-only: reads show `"***"`, and a PUT that omits the secret or sends `"***"` keeps the
 stored one. Nothing here builds snapshots; `on_write` tells the supervisor to reload.
+Each committed write is handed to the audit log (`aisix.admin.audit`) as one `Change`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 import time
@@ -20,7 +22,15 @@ from typing import Annotated, Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aisix.admin.routing import AdminError, AdminRequest, AdminResponse, Handler, Route
+from aisix.admin.audit import AuditLog, Change
+from aisix.admin.routing import (
+    AdminError,
+    AdminRequest,
+    AdminResponse,
+    Handler,
+    Route,
+    page_param,
+)
 from aisix.loader import Conflict, ResourceIndex, describe_referrer
 from aisix.resources import (
     ID_PATTERN,
@@ -47,6 +57,8 @@ KIND_PATHS: dict[str, str] = {
 RESERVED_KINDS = ("guardrails", "cache_policies", "observability_exporters")
 MAX_LIST_LIMIT = 1000
 KindHandler = Callable[[str, AdminRequest], Awaitable[AdminResponse]]
+#: a write run inside the store transaction; it appends what it changed
+TxWrite = Callable[[StoreTx, list[Change]], AdminResponse]
 NOT_FOUND = "resource not found"
 
 
@@ -78,16 +90,6 @@ def parse_json_body(body: bytes) -> Any:
         raise AdminError(400, f"invalid JSON: {exc}") from None
 
 
-def _page_param(query: dict[str, str], name: str, low: int, high: int | None) -> int | None:
-    raw = query.get(name)
-    if raw is None:
-        return None
-    bound = f"between {low} and {high}" if high is not None else f">= {low}"
-    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
-        raise AdminError(400, f"{name} must be an integer {bound}")
-    return int(raw)
-
-
 def _require_id(resource_id: str) -> None:
     if resource_id == "status" or not ID_PATTERN.match(resource_id):
         shown = resource_id if len(resource_id) <= 80 else resource_id[:80] + "…"
@@ -114,9 +116,15 @@ def _keep_secret(raw: Any, current: Record | None) -> Any:
 class ResourceHandlers:
     """The CRUD and rotate handlers over one store."""
 
-    def __init__(self, store: ResourceStore, on_write: Callable[[], None] | None) -> None:
+    def __init__(
+        self,
+        store: ResourceStore,
+        on_write: Callable[[], None] | None,
+        audit: AuditLog | None = None,
+    ) -> None:
         self.store = store
         self.on_write = on_write
+        self.audit = audit
 
     def routes(self) -> list[Route]:
         routes: list[Route] = []
@@ -141,9 +149,15 @@ class ResourceHandlers:
 
         return handler
 
-    async def _transact(self, fn: Callable[[StoreTx], AdminResponse]) -> AdminResponse:
+    async def _transact(self, request: AdminRequest, fn: TxWrite) -> AdminResponse:
+        changes: list[Change] = []
+
+        def run(tx: StoreTx) -> AdminResponse:
+            changes.clear()  # a store may run the function again (etcd retries a race)
+            return fn(tx, changes)
+
         try:
-            response = await self.store.transact(fn)
+            response = await self.store.transact(run)
         except ResourceInvalid as exc:
             raise AdminError(400, str(exc)) from None
         except Conflict as exc:
@@ -152,15 +166,19 @@ class ResourceHandlers:
             raise AdminError(405, str(exc)) from None
         except StoreUnavailable as exc:
             raise AdminError(503, _unavailable(exc)) from None
-        if self.on_write is not None and response.status < 300:
-            self.on_write()
+        if response.status < 300:
+            if self.on_write is not None:
+                self.on_write()
+            if self.audit is not None:
+                for change in changes:
+                    await self.audit.record(request, change)
         return response
 
     # -- reads -----------------------------------------------------------------------------
 
     async def list_resources(self, kind: str, request: AdminRequest) -> AdminResponse:
-        limit = _page_param(request.query, "limit", 1, MAX_LIST_LIMIT)
-        offset = _page_param(request.query, "offset", 0, None) or 0
+        limit = page_param(request.query, "limit", 1, MAX_LIST_LIMIT)
+        offset = page_param(request.query, "offset", 0, None) or 0
         try:
             records, total = await self.store.list(kind, limit, offset)
         except StoreUnavailable as exc:
@@ -183,33 +201,37 @@ class ResourceHandlers:
         resource_id = str(uuid.uuid4())
         if kind == "provider_keys":
             raw = _keep_secret(raw, None)
-        return await self._transact(lambda tx: _write(tx, kind, resource_id, raw, None))
+        return await self._transact(
+            request, lambda tx, changes: _write(tx, kind, resource_id, raw, None, changes)
+        )
 
     async def replace(self, kind: str, request: AdminRequest) -> AdminResponse:
         resource_id = request.path_params["id"]
         _require_id(resource_id)
         raw = parse_json_body(request.body)
 
-        def put(tx: StoreTx) -> AdminResponse:
+        def put(tx: StoreTx, changes: list[Change]) -> AdminResponse:
             current = tx.get(kind, resource_id)
             value = _keep_secret(raw, current) if kind == "provider_keys" else raw
-            return _write(tx, kind, resource_id, value, current)
+            return _write(tx, kind, resource_id, value, current, changes)
 
-        return await self._transact(put)
+        return await self._transact(request, put)
 
     async def delete(self, kind: str, request: AdminRequest) -> AdminResponse:
         resource_id = request.path_params["id"]
 
-        def remove(tx: StoreTx) -> AdminResponse:
-            if tx.get(kind, resource_id) is None:
+        def remove(tx: StoreTx, changes: list[Change]) -> AdminResponse:
+            current = tx.get(kind, resource_id)
+            if current is None:
                 raise AdminError(404, NOT_FOUND)
             refs = ResourceIndex.from_records(tx.records()).referrers(kind, resource_id)
             if refs:
                 raise Conflict(describe_referrer(kind, resource_id, refs[0]))
             tx.delete(kind, resource_id)
+            changes.append(Change("delete", kind, resource_id, current.value, None))
             return AdminResponse(200, {"deleted": True, "id": resource_id})
 
-        return await self._transact(remove)
+        return await self._transact(request, remove)
 
     async def rotate(self, request: AdminRequest) -> AdminResponse:
         options = RotateRequest()
@@ -221,7 +243,7 @@ class ResourceHandlers:
         resource_id = request.path_params["id"]
         plaintext = "sk-" + secrets.token_hex(16)
 
-        def rotate(tx: StoreTx) -> AdminResponse:
+        def rotate(tx: StoreTx, changes: list[Change]) -> AdminResponse:
             current = tx.get("api_keys", resource_id)
             if current is None:
                 raise AdminError(404, NOT_FOUND)
@@ -234,14 +256,20 @@ class ResourceHandlers:
                 value["previous_key_hash"] = old_hash
                 until = time.time() + options.grace_seconds
                 value["previous_key_expires_at"] = format_rfc3339(until)
-            written = _write(tx, "api_keys", resource_id, value, current)
+            written = _write(tx, "api_keys", resource_id, value, current, changes)
+            changes[-1] = dataclasses.replace(changes[-1], action="rotate")
             return AdminResponse(200, {"entry": written.body, "plaintext": plaintext})
 
-        return await self._transact(rotate)
+        return await self._transact(request, rotate)
 
 
 def _write(
-    tx: StoreTx, kind: str, resource_id: str, raw: Any, current: Record | None
+    tx: StoreTx,
+    kind: str,
+    resource_id: str,
+    raw: Any,
+    current: Record | None,
+    changes: list[Change],
 ) -> AdminResponse:
     """Validate `raw` as `kind` against the transaction's view and store it."""
     value = validate_value(kind, raw)
@@ -250,6 +278,10 @@ def _write(
     index.check_unique(kind, resource_id, value)
     index.check_rename(resource_id, value)
     record = tx.put(kind, resource_id, stored_value(value))
+    action = "create" if current is None else "update"
+    changes.append(
+        Change(action, kind, resource_id, current.value if current else None, record.value)
+    )
     return AdminResponse(201 if current is None else 200, envelope(record))
 
 

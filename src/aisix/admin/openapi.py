@@ -44,7 +44,67 @@ _EXTRA_SUMMARIES = {
     ("GET", "/admin/v1/models/status"): "Per-model runtime state (cooldown, latency, in flight)",
     ("GET", "/admin/v1/health"): "Gateway health: model cooldowns and snapshot age",
     ("GET", "/admin/v1/apikeys/{id}/usage"): "One API key's usage and budget (?from=&to=)",
-    ("GET", "/admin/v1/usage"): "Aggregated usage (?group_by=api_key|model|team&from=&to=)",
+    ("GET", "/admin/v1/usage"): (
+        "Aggregated usage (?group_by=api_key|model|team|provider_key&from=&to=)"
+    ),
+    ("GET", "/admin/v1/usage/timeseries"): "Usage over time, every bucket present",
+    ("GET", "/admin/v1/usage/top"): "Top keys, models, teams or provider keys",
+    ("GET", "/admin/v1/audit"): "Audit log of admin writes, newest first",
+}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": schema, "description": description}
+
+
+_TIME = {"type": "string", "format": "date-time"}
+_RANGE = [
+    _query("from", _TIME, "RFC 3339; rounded down to the bucket"),
+    _query("to", _TIME, "RFC 3339; rounded up to the next bucket boundary"),
+]
+_GROUPS = ["api_key", "model", "team", "provider_key"]
+#: query parameters and 200 schema of the extra routes that have them
+_EXTRA_DETAILS: dict[tuple[str, str], tuple[list[dict[str, Any]], str]] = {
+    ("GET", "/admin/v1/usage"): (
+        [_query("group_by", {"enum": _GROUPS, "default": "api_key"}, "grouping"), *_RANGE],
+        "UsageReport",
+    ),
+    ("GET", "/admin/v1/usage/timeseries"): (
+        [
+            _query("bucket", {"enum": ["minute", "hour", "day"], "default": "hour"}, "step"),
+            *_RANGE,
+            *(
+                _query(name, {"type": "string"}, "only this one")
+                for name in ("api_key_id", "model_id", "team_id", "provider_key_id")
+            ),
+        ],
+        "UsageTimeseries",
+    ),
+    ("GET", "/admin/v1/usage/top"): (
+        [
+            _query("by", {"enum": _GROUPS, "default": "api_key"}, "what to rank"),
+            _query(
+                "metric",
+                {"enum": ["cost_usd", "requests", "total_tokens"], "default": "cost_usd"},
+                "ranked by",
+            ),
+            *_RANGE,
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}, ""),
+        ],
+        "UsageTop",
+    ),
+    ("GET", "/admin/v1/audit"): (
+        [
+            _query("kind", {"type": "string"}, "resource kind, e.g. api_keys"),
+            _query("resource_id", {"type": "string"}, ""),
+            _query("action", {"enum": ["create", "update", "delete", "rotate"]}, ""),
+            _query("actor", {"type": "string"}, "admin key fingerprint"),
+            *_RANGE,
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}, ""),
+            _query("offset", {"type": "integer", "minimum": 0, "default": 0}, ""),
+        ],
+        "AuditPage",
+    ),
 }
 
 
@@ -104,12 +164,93 @@ def _components() -> dict[str, Any]:
             },
             "required": ["list", "total"],
         }
+    schemas.update(_usage_schemas())
     schemas["RotateResult"] = {
         "type": "object",
         "properties": {"entry": _ref("ApiKeyEnvelope"), "plaintext": {"type": "string"}},
         "required": ["entry", "plaintext"],
     }
     return schemas
+
+
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(properties)}
+
+
+def _usage_schemas() -> dict[str, Any]:
+    count = {"type": "integer", "minimum": 0}
+    number = {"type": "number"}
+    nullable_ms = {"type": ["number", "null"]}
+    nullable_text = {"type": ["string", "null"]}
+    totals = {
+        "requests": count,
+        "prompt_tokens": count,
+        "completion_tokens": count,
+        "total_tokens": count,
+        "cost_usd": number,
+    }
+    row = _object({"key": nullable_text, "display_name": nullable_text, **totals})
+    point = _object(
+        {
+            "ts": _TIME,
+            "requests": count,
+            "errors": count,
+            **{k: v for k, v in totals.items() if k != "requests"},
+            "latency_p50_ms": nullable_ms,
+            "latency_p95_ms": nullable_ms,
+        }
+    )
+    top_row = _object({**row["properties"], "errors": count})
+    entry = _object(
+        {
+            "id": {"type": "string"},
+            "at": _TIME,
+            "actor": {"type": "string", "description": "first 16 hex of SHA-256(admin key)"},
+            "action": {"enum": ["create", "update", "delete", "rotate"]},
+            "kind": {"type": "string"},
+            "resource_id": {"type": "string"},
+            "diff": {
+                "type": "object",
+                "description": "field path -> {before, after}; secrets shown as ***",
+                "additionalProperties": _object({"before": {}, "after": {}}),
+            },
+        }
+    )
+    return {
+        "UsageReport": _object(
+            {
+                "group_by": {"enum": _GROUPS},
+                "from": _TIME,
+                "to": _TIME,
+                "rows": {"type": "array", "items": row},
+            }
+        ),
+        "UsageTimeseries": _object(
+            {
+                "bucket": {"enum": ["minute", "hour", "day"]},
+                "from": _TIME,
+                "to": _TIME,
+                "points": {"type": "array", "items": point, "maxItems": 2000},
+            }
+        ),
+        "UsageTop": _object(
+            {
+                "by": {"enum": _GROUPS},
+                "metric": {"enum": ["cost_usd", "requests", "total_tokens"]},
+                "from": _TIME,
+                "to": _TIME,
+                "rows": {"type": "array", "items": top_row},
+            }
+        ),
+        "AuditPage": _object(
+            {
+                "total": count,
+                "limit": count,
+                "offset": count,
+                "entries": {"type": "array", "items": entry},
+            }
+        ),
+    }
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -222,6 +363,10 @@ def openapi_document(extra_routes: list[tuple[str, str]], version: str) -> dict[
             "summary": _EXTRA_SUMMARIES.get((method, pattern), pattern),
             "responses": {"200": _json("OK"), **_errors()},
         }
+        details = _EXTRA_DETAILS.get((method, pattern))
+        if details is not None:
+            operation["parameters"], schema = details
+            operation["responses"] = {"200": _json("OK", _ref(schema)), **_errors(400, 503)}
         if "{id}" in pattern:
             operation["parameters"] = [_id_param()]
         paths.setdefault(pattern, {})[method.lower()] = operation

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aisix.asgi import Scope
+from aisix.asgi import Scope, header
 
 
 class AdminError(Exception):
@@ -44,6 +44,31 @@ class AdminResponse:
     status: int
     #: any value orjson can serialise
     body: Any
+
+
+def presented_key(scope: Scope) -> bytes | None:
+    """The admin key a request presents: a Bearer token, or `x-api-key` only when
+    Authorization is absent; None when malformed or empty."""
+    authorization = header(scope, b"authorization")
+    if authorization is not None:
+        scheme, _, token = authorization.partition(b" ")
+        if scheme.lower() != b"bearer":
+            return None
+        token = token.strip()
+    else:
+        token = (header(scope, b"x-api-key") or b"").strip()
+    return token or None
+
+
+def page_param(query: dict[str, str], name: str, low: int, high: int | None) -> int | None:
+    """An integer query parameter within [low, high], None when absent; 400 otherwise."""
+    raw = query.get(name)
+    if raw is None:
+        return None
+    bound = f"between {low} and {high}" if high is not None else f">= {low}"
+    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
+        raise AdminError(400, f"{name} must be an integer {bound}")
+    return int(raw)
 
 
 Handler = Callable[[AdminRequest], Awaitable[AdminResponse]]

@@ -252,6 +252,12 @@ class Metrics:
             "family",
             "field",
         )
+        self.usage_spilled = c(
+            "aisix_usage_spilled_total", "Usage events written to the spill file"
+        )
+        self.usage_replayed = c(
+            "aisix_usage_replayed_total", "Spilled usage events replayed into the database"
+        )
         self.redis_failures = c("aisix_redis_failures_total", "Redis failures", "operation")
         self.worker_scrape_failures = c(
             "aisix_metrics_worker_scrape_failures_total",

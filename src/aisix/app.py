@@ -25,6 +25,7 @@ import uvicorn
 
 from aisix.admin.app import build_admin_app
 from aisix.admin.routing import AdminRequest, AdminResponse
+from aisix.admin.ui.server import UiAssets
 from aisix.events import EventBus
 from aisix.limits.factory import build_governor
 from aisix.obs.access_log import AccessLog
@@ -35,6 +36,7 @@ from aisix.providers.registry import build_target
 from aisix.providers.transport import Transport
 from aisix.proxy.client_ip import ClientIPResolver
 from aisix.proxy.context import ProxyRuntime
+from aisix.proxy.cors import CorsApp
 from aisix.proxy.server import ProxyApp
 from aisix.routing.health import HealthRegistry
 from aisix.routing.strategies import Router
@@ -242,8 +244,12 @@ class Gateway:
         settings = self.settings
         grace = settings.proxy.shutdown_grace_secs
         proxy_sock = bind_socket(settings.proxy.addr, "proxy.addr", settings.proxy.workers > 1)
+        proxy_app: Any = ProxyApp(runtime)
+        cors = settings.proxy.cors
+        if cors.allow_origins:  # unwrapped by default: CORS costs nothing when off
+            proxy_app = CorsApp(proxy_app, cors.allow_origins, cors.max_age_secs)
         planned: list[tuple[str, str, Any, socket.socket, TLSFiles | None]] = [
-            ("proxy", "proxy.addr", ProxyApp(runtime), proxy_sock, settings.proxy.tls)
+            ("proxy", "proxy.addr", proxy_app, proxy_sock, settings.proxy.tls)
         ]
         if self.serve_admin and settings.admin.enabled:
             assert settings.admin.admin_keys
@@ -252,6 +258,7 @@ class Gateway:
                 settings.admin.admin_keys,
                 extra_routes=self._admin_routes(),
                 draining=lambda: runtime.draining,
+                ui=self._dashboard(),
             )
             sock = bind_socket(settings.admin.addr, "admin.addr")
             planned.append(("admin", "admin.addr", admin_app, sock, settings.admin.tls))
@@ -270,6 +277,12 @@ class Gateway:
             server = _uvicorn_server(app, grace, tls, settings)
             await server.startup(sockets=[sock])
             self.listeners.append(Listener(name, key, server, sock))
+
+    def _dashboard(self) -> UiAssets | None:
+        ui = self.settings.admin.ui
+        if not ui.enabled:
+            return None
+        return UiAssets(split_addr(self.settings.proxy.addr)[1], ui.proxy_url)
 
     async def _render_metrics(self) -> bytes:
         self.health.sweep()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -59,6 +60,26 @@ class RealIP(_Section):
         return value
 
 
+class CorsSettings(_Section):
+    """Cross-origin access to the proxy, for browser clients such as the dashboard's Playground.
+
+    Off when `allow_origins` is empty: then the proxy sends no CORS headers at all."""
+
+    allow_origins: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    max_age_secs: Annotated[int, Field(ge=0, le=86400)] = 600
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(f"{origin!r} is not an origin like http://127.0.0.1:3001 or *")
+        return value
+
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\[\]:-]+$")
+
+
 class ProxySettings(_Section):
     addr: str = "0.0.0.0:3000"
     workers: Annotated[int, Field(ge=1)] = 1
@@ -66,8 +87,17 @@ class ProxySettings(_Section):
     shutdown_grace_secs: Annotated[int, Field(ge=0)] = 30
     real_ip: RealIP = Field(default_factory=RealIP)
     tls: TLSFiles | None = None
+    cors: CorsSettings = Field(default_factory=CorsSettings)
 
     _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr(v)))
+
+
+class AdminUISettings(_Section):
+    """The dashboard at `/ui` on the admin listener."""
+
+    enabled: bool = True
+    #: the proxy as browsers reach it (Playground); default: the page's host, proxy.addr's port
+    proxy_url: Annotated[str, Field(pattern=r"^https?://[^/?#\s]+/?$")] | None = None
 
 
 class AdminSettings(_Section):
@@ -75,6 +105,7 @@ class AdminSettings(_Section):
     addr: str = "127.0.0.1:3001"
     admin_keys: list[Annotated[str, Field(min_length=1)]] | None = None
     tls: TLSFiles | None = None
+    ui: AdminUISettings = Field(default_factory=AdminUISettings)
 
     _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr(v)))
 

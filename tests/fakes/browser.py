@@ -3,8 +3,9 @@
 `Browser.start(profile_dir)` runs Debian's `chromium` through Debian's `chromium-driver`
 (`/usr/bin/chromedriver`, never a downloaded browser or driver) with a fresh user-data dir and
 no background networking. Small helpers wait with deadlines for elements and text, type, click,
-read the browser console, grant clipboard access through the DevTools protocol, and save
-screenshots. `BrowserUnavailable` is raised (with the install hint) when the binaries are missing.
+read the browser console, grant clipboard access through the DevTools protocol, sign in to the
+dashboard, and save screenshots (into $AISIX_UI_SCREENSHOTS, for docs/ui/).
+`BrowserUnavailable` is raised (with the install hint) when the binaries are missing.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from selenium.common.exceptions import StaleElementReferenceException, WebDriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 CHROMIUM = os.environ.get("AISIX_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("AISIX_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -158,9 +159,28 @@ class Browser:
             element.send_keys(text)
 
     def select(self, css: str, value: str) -> None:
-        from selenium.webdriver.support.ui import Select
+        """Choose the option whose `value` property is `value` (Preact leaves the attribute
+        out when it equals the option's text, so Select.select_by_value cannot be used)."""
 
-        Select(self.find(css)).select_by_value(value)
+        def option() -> WebElement | None:
+            for candidate in Select(self.find(css)).options:
+                if candidate.get_property("value") == value:
+                    return candidate
+            return None
+
+        chosen: WebElement = self.until(option, f"option {value!r} in {css!r}")
+        if not chosen.is_selected():
+            chosen.click()
+
+    def select_text(self, css: str, label: str) -> None:
+        self.until(
+            lambda: any(o.text == label for o in Select(self.find(css)).options),
+            f"option {label!r} in {css!r}",
+        )
+        Select(self.find(css)).select_by_visible_text(label)
+
+    def value(self, css: str) -> str:
+        return str(self.find(css).get_attribute("value") or "")
 
     def nav(self, page: str) -> None:
         """Go to a dashboard page through its navigation link."""
@@ -181,6 +201,39 @@ class Browser:
             {"origin": origin, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]},
         )
 
+    def allow_downloads(self, folder: Path) -> None:
+        """Save downloads (e.g. the CSV export) into `folder` without asking."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.driver.execute_cdp_cmd(
+            "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(folder)}
+        )
+
+    def downloaded(self, folder: Path, suffix: str) -> Path:
+        """The first completed download in `folder` whose name ends with `suffix`."""
+
+        def done() -> Path | None:
+            found = sorted(p for p in folder.glob(f"*{suffix}") if p.stat().st_size > 0)
+            return found[0] if found else None
+
+        path: Path = self.until(done, f"a download ending in {suffix!r} in {folder}")
+        return path
+
     def screenshot(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.driver.save_screenshot(str(path))
+
+    def capture(self, name: str) -> None:
+        """Save `<name>.png` into $AISIX_UI_SCREENSHOTS when set (scripts/ui_screenshots.sh)."""
+        folder = os.environ.get("AISIX_UI_SCREENSHOTS")
+        if folder:
+            self.js("window.scrollTo(0, 0)")
+            self.screenshot(Path(folder) / f"{name}.png")
+
+    # -- the dashboard ---------------------------------------------------------------------
+
+    def login(self, admin_url: str, admin_key: str) -> None:
+        """Open the dashboard and sign in with `admin_key`; wait for the overview."""
+        self.open(admin_url + "/ui/")
+        self.fill("#admin-key", admin_key)
+        self.click("#login-form button[type=submit]")
+        self.find('main[data-page="overview"]')

@@ -5,10 +5,11 @@ import { html, useState } from "./lib.js";
 
 /** The field path an admin API error message names, or null. */
 export function errorPath(message) {
+  const path = "([A-Za-z_][A-Za-z0-9_]*(?:\\[\\d+\\]|\\.[A-Za-z_][A-Za-z0-9_]*)*)";
   const patterns = [
-    /^(?:unknown|missing) field "([^"]+)"/,
-    /^([A-Za-z_][A-Za-z0-9_]*(?:\[\d+\]|\.[A-Za-z_][A-Za-z0-9_]*)*): /,
-    /^([a-z_]+) "[^"]*" (?:does not exist|already in use)/,
+    /^(?:unknown|missing) field "([^"]+)"/, // unknown field "budget.limit"
+    new RegExp(`^${path}: `), // rate_limit.rpm: Input should be greater than 0
+    new RegExp(`^${path} "`), // provider_key_id "…" does not exist; display_name "…" already in use
   ];
   for (const re of patterns) {
     const m = re.exec(message);

@@ -8,6 +8,7 @@ and `/audit`, which the pgaudit13 branch adds: on a gateway without them the pag
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +70,10 @@ def test_overview_charts_and_top_lists(
     b.login(gw.admin_url, ADMIN_KEY)
     for name in ("requests", "latency", "tokens", "spend"):
         b.find(f'[data-testid="chart-{name}"] canvas')
+    since = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
     series = wait_for(
         lambda: (
-            (s := gw.admin("GET", "/usage/timeseries?bucket=hour&from=2000-01-01T00:00:00Z").json)
+            (s := gw.admin("GET", f"/usage/timeseries?bucket=hour&from={since}").json)
             and sum(p["requests"] for p in s["points"]) == 3
             and s
         ),

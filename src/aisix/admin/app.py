@@ -93,7 +93,7 @@ class AdminApp:
         method: str = scope["method"]
         path: str = scope["path"]
         if self._ui is not None and (path == "/ui" or path.startswith("/ui/")):
-            page = self._ui.respond(method, path, header(scope, b"if-none-match"))
+            page = self._ui.serve(scope)
             return AdminResponse(page.status, RawBody(page.body, page.headers))
         public = self._public(method, path)
         if public is not None:

@@ -1,7 +1,7 @@
 """Serves the dashboard's static files at `/ui/` with their security and cache headers.
 
-`UiAssets.respond(method, path, if_none_match)` maps `/ui` (redirect), `/ui/` (index.html) and
-`/ui/<file>` to a `UiResponse`. Only files under `static/` are served (no `..`, no dotfiles),
+`UiAssets.serve(scope)` maps `/ui` (redirect), `/ui/` (index.html) and `/ui/<file>` to a
+`UiResponse`. Only files under `static/` are served (no `..`, no dotfiles),
 each with its content type, `X-Content-Type-Options: nosniff` and a strict
 Content-Security-Policy (scripts and styles from this origin only, nothing inline, no framing).
 Versioned vendor files are cached as immutable; the app's own files revalidate by ETag.
@@ -16,6 +16,8 @@ from functools import cache
 from importlib import resources
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
+
+from aisix.asgi import Scope, header
 
 CONTENT_TYPES: dict[str, bytes] = {
     ".html": b"text/html; charset=utf-8",
@@ -82,6 +84,10 @@ class UiAssets:
         body = index.body.replace(_PROXY_PORT_MARK, str(proxy_port).encode())
         body = body.replace(_PROXY_URL_MARK, _attribute(proxy_url or ""))
         self._index = _asset(body, index.content_type, immutable=False)
+
+    def serve(self, scope: Scope) -> UiResponse:
+        """The answer to one `/ui` request (an ASGI http scope)."""
+        return self.respond(scope["method"], scope["path"], header(scope, b"if-none-match"))
 
     def respond(self, method: str, path: str, if_none_match: bytes | None) -> UiResponse:
         if method not in ("GET", "HEAD"):

@@ -43,6 +43,9 @@ def traffic(gw: Gateway, seed: Seed, fake: FakeOpenAIUpstream) -> dict[str, Any]
         },
     )
     wait_for(lambda: gw.admin("GET", f"/models/{seed.model_id}").json["revision"] == 2)
+    key = gw.admin("GET", f"/apikeys/{seed.api_key_id}").json["value"]
+    key["budget"] = {"limit_usd": 0.05, "period": "month"}
+    assert gw.admin("PUT", f"/apikeys/{seed.api_key_id}", key).status == 200
     client = gw.openai_client(api_key=seed.caller_key)
     for text in ("one", "two"):
         client.chat.completions.create(
@@ -103,6 +106,7 @@ def test_overview_charts_and_top_lists(
     b.click(f'[data-key-link="{seed.api_key_id}"]')
     b.wait_text('[data-testid="key-requests"]', "3")
     b.find('[data-testid="chart-key-spend"] canvas')
+    b.wait_text('[data-testid="budget-burn"]', "of $0.050000")
     b.capture("key-detail")
 
 

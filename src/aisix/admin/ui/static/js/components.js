@@ -111,9 +111,12 @@ export function Chart({ title, x, series, testid, format }) {
     const width = Math.max(280, box.current.clientWidth || 480);
     const plot = new uPlot({
       width, height: 180,
-      series: [{}, ...series.map((s, i) => ({ label: s.label, stroke: COLORS[i % COLORS.length], width: 2,
-        value: format ? (u, v) => (v === null ? "–" : format(v)) : undefined }))],
-      axes: [{}, { size: 60, values: format ? (u, vals) => vals.map((v) => format(v)) : undefined }],
+      series: [{}, ...series.map((s, i) => ({
+        label: s.label, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true,
+        points: { show: true, size: 4 },
+        value: format ? (u, v) => (v === null ? "–" : format(v)) : undefined,
+      }))],
+      axes: [{}, { size: 70, values: format ? (u, vals) => vals.map((v) => format(v)) : undefined }],
       scales: { x: { time: true } },
     }, [x, ...series.map((s) => s.values)], box.current);
     return () => plot.destroy();

@@ -2,6 +2,12 @@
 
 export const fmtInt = (n) => (n === null || n === undefined ? "–" : Number(n).toLocaleString("en-US"));
 export const fmtUsd = (n) => (n === null || n === undefined ? "–" : `$${Number(n).toFixed(n >= 1 ? 2 : 6)}`);
+/** Short USD for chart axes: tiny amounts in exponent form, so ticks stay distinct. */
+export function fmtUsdAxis(v) {
+  if (v === null || v === undefined) return "–";
+  if (v === 0) return "$0";
+  return Math.abs(v) < 0.01 ? `$${v.toExponential(1)}` : `$${v.toFixed(2)}`;
+}
 export const fmtMs = (n) => (n === null || n === undefined ? "–" : `${Number(n).toFixed(1)} ms`);
 
 export function fmtTime(iso) {

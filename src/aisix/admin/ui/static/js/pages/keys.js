@@ -8,7 +8,7 @@ import {
 } from "../components.js";
 import { ResourceForm } from "../forms.js";
 import { newPlaintext, sha256Hex } from "../keygen.js";
-import { fmtInt, fmtUsd, fmtTime, rfc3339 } from "../format.js";
+import { fmtInt, fmtUsd, fmtUsdAxis, fmtTime, rfc3339 } from "../format.js";
 
 const PAGE = 50;
 const RL = [["rps", "Requests / second"], ["rpm", "Requests / minute"], ["rph", "Requests / hour"],
@@ -117,9 +117,9 @@ function BudgetBurn({ usage }) {
   const pct = (x) => `${Math.min(100, (100 * x) / b.limit_usd).toFixed(1)}%`;
   return html`<div class="burn" data-testid="budget-burn">
     <progress max=${b.limit_usd} value=${Math.min(b.spent_usd, b.limit_usd)} data-testid="budget-bar"></progress>
-    <p><strong data-testid="budget-spent">${fmtUsd(b.spent_usd)}</strong> spent of ${fmtUsd(b.limit_usd)}
-      (${pct(b.spent_usd)}) this ${b.period}, ${fmtUsd(b.reserved_usd || 0)} reserved,
-      ${fmtUsd(b.remaining_usd)} left · mode ${b.mode} · resets ${b.period_resets_at ? fmtTime(b.period_resets_at) : "never"}</p>
+    <p><strong data-testid="budget-spent">${fmtUsd(b.spent_usd)}</strong>${` spent of ${fmtUsd(b.limit_usd)} (${pct(b.spent_usd)})`
+      + ` this ${b.period}, ${fmtUsd(b.reserved_usd || 0)} reserved, ${fmtUsd(b.remaining_usd)} left`
+      + ` · mode ${b.mode} · resets ${b.period_resets_at ? fmtTime(b.period_resets_at) : "never"}`}</p>
   </div>`;
 }
 
@@ -144,7 +144,8 @@ function KeyUsage({ id }) {
     ${series.error && html`<${LoadError} error=${series.error} what="Usage over time"
       endpoint="GET /admin/v1/usage/timeseries" />`}
     ${pts.length > 0 && html`<${Chart} title="Spend per hour (USD)" x=${pts.map((p) => Date.parse(p.ts) / 1000)}
-      series=${[{ label: "cost (USD)", values: pts.map((p) => p.cost_usd) }]} testid="chart-key-spend" />`}
+      series=${[{ label: "cost (USD)", values: pts.map((p) => p.cost_usd) }]} testid="chart-key-spend"
+      format=${fmtUsdAxis} />`}
   </div>`;
 }
 

@@ -4,7 +4,7 @@
 import { html, useState, useMemo } from "../lib.js";
 import { api, query } from "../api.js";
 import { useLoad, Chart, Table, Notice, Unavailable, LoadError } from "../components.js";
-import { RANGES, rangeBounds, fmtInt, fmtUsd, fmtMs } from "../format.js";
+import { RANGES, rangeBounds, fmtInt, fmtUsd, fmtMs, fmtUsdAxis } from "../format.js";
 
 const TS = "/usage/timeseries";
 const TOP = "/usage/top";
@@ -61,7 +61,7 @@ function Charts({ series }) {
     <${Chart} title="Latency (ms)" x=${data.x} series=${data.latency} testid="chart-latency" />
     <${Chart} title="Tokens" x=${data.x} series=${data.tokens} testid="chart-tokens" />
     <${Chart} title="Spend (USD)" x=${data.x} series=${data.spend} testid="chart-spend"
-      format=${(v) => `$${v.toFixed(4)}`} />
+      format=${fmtUsdAxis} />
   </div>`;
 }
 

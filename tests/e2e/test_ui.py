@@ -360,6 +360,39 @@ def test_playground_streams_through_the_proxy(
     b.click("#playground-form button[type=submit]")
     assert b.wait_text('[data-testid="playground-error"]', "401").startswith("401")
 
+    # a routing alias, priced: served-by comes from the exposed header, the cost matches the
+    # gateway's own accounting for the request
+    gw.admin(
+        "PUT",
+        f"/models/{seed.model_id}",
+        {
+            "display_name": seed.alias,
+            "provider": "openai",
+            "model_name": seed.upstream_model,
+            "provider_key_id": seed.provider_key_id,
+            "pricing": {"input_per_million": 2.5, "output_per_million": 10},
+        },
+    )
+    routing = {"targets": [{"model": seed.alias}]}
+    gw.create("models", {"display_name": "chat-ui", "routing": routing})
+    key_id = gw.create_api_key("sk-playground-caller", ["chat-ui", seed.alias])
+    gw.wait_for_key("sk-playground-caller", seed.alias)  # /v1/models lists single targets only
+    b.nav("models")
+    b.nav("playground")
+    b.fill("#pg-key", "sk-playground-caller")
+    b.fill("#pg-model", "chat-ui")
+    b.click("#playground-form button[type=submit]")
+    b.wait_text('[data-testid="usage"]', "tokens")
+    assert b.text('[data-testid="served-by"]') == seed.alias
+    cost = wait_for(
+        lambda: (
+            (u := gw.admin("GET", f"/apikeys/{key_id}/usage").json)["requests"] == 1
+            and u["cost_usd"]
+        ),
+        message="the playground request in the key's usage",
+    )
+    assert b.text('[data-testid="cost"]') == f"${cost:.6f}"
+
 
 def test_a_refused_admin_key_returns_to_login(
     seeded: tuple[Gateway, Any], browser: Browser

@@ -279,6 +279,16 @@ def test_admin_api_errors_shown_next_to_the_field(
     submit(b, form)
     b.wait_text('[data-testid="flash"]', "Created rate-limit policy too-small")
     b.wait_text('[data-testid="rate_limit_policies-table"]', "30 requests per minute")
+    b.click('[data-kind="rate_limit_policies"] [data-testid="edit"]')
+    b.fill(field(form, "max_requests"), "45")
+    b.fill(field(form, "max_tokens"), "-5")
+    submit(b, form)
+    assert b.text(f'{form} [data-error-for="max_tokens"]').startswith("max_tokens:")
+    b.fill(field(form, "max_tokens"), "")
+    submit(b, form)
+    b.wait_text('[data-testid="rate_limit_policies-table"]', "45 requests per minute")
+    (policy,) = gw.admin("GET", "/rate_limit_policies").json["list"]
+    assert policy["revision"] == 2 and "max_tokens" not in policy["value"]
 
     b.click('[data-testid="new-budget"]')
     form = "#budget_policies-form"

@@ -20,6 +20,7 @@ from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -157,6 +158,8 @@ class Browser:
         element.clear()
         if text:
             element.send_keys(text)
+        else:  # clear() fires no input event, so the page's state would keep the old text
+            element.send_keys("x", Keys.BACKSPACE)
 
     def select(self, css: str, value: str) -> None:
         """Choose the option whose `value` property is `value` (Preact leaves the attribute

@@ -126,8 +126,13 @@ function BudgetBurn({ usage }) {
 function KeyUsage({ id }) {
   const usage = useLoad(() => api("GET", `/apikeys/${encodeURIComponent(id)}/usage`), [id]);
   const series = useLoad(async () => {
-    const from = usage.data ? usage.data.from : rfc3339(new Date(Date.now() - 86400e3));
-    return api("GET", `/usage/timeseries${query({ bucket: "hour", from, to: rfc3339(new Date()), api_key_id: id })}`);
+    // the budget period (or month) so far, hourly; daily (at most ~5 years) for `total` budgets
+    const now = Date.now();
+    const start = Math.max(usage.data ? Date.parse(usage.data.from) : now - 86400e3, now - 1800 * 86400e3);
+    const bucket = now - start > 1900 * 3600e3 ? "day" : "hour";
+    return api("GET", `/usage/timeseries${query({
+      bucket, from: rfc3339(new Date(start)), to: rfc3339(new Date(now)), api_key_id: id,
+    })}`);
   }, [id, usage.data]);
   if (usage.error) return html`<${LoadError} error=${usage.error} what="Usage" />`;
   if (!usage.data) return html`<p>Loading usage…</p>`;
@@ -143,7 +148,7 @@ function KeyUsage({ id }) {
     <${BudgetBurn} usage=${u} />
     ${series.error && html`<${LoadError} error=${series.error} what="Usage over time"
       endpoint="GET /admin/v1/usage/timeseries" />`}
-    ${pts.length > 0 && html`<${Chart} title="Spend per hour (USD)" x=${pts.map((p) => Date.parse(p.ts) / 1000)}
+    ${pts.length > 0 && html`<${Chart} title=${`Spend per ${series.data.bucket} (USD)`} x=${pts.map((p) => Date.parse(p.ts) / 1000)}
       series=${[{ label: "cost (USD)", values: pts.map((p) => p.cost_usd) }]} testid="chart-key-spend"
       format=${fmtUsdAxis} />`}
   </div>`;

@@ -22,7 +22,7 @@ import pytest
 from e2e_helpers import ADMIN_KEY, Gateway, GatewayFactory, sha256_hex, wait_for
 
 from fakes.browser import Browser
-from fakes.openai_upstream import FakeOpenAIUpstream
+from fakes.openai_upstream import FakeOpenAIUpstream, Reply
 
 PROVIDER_SECRET = "sk-upstream-secret-from-the-browser"
 ALIAS = "ui-gpt"
@@ -230,7 +230,23 @@ def test_operator_journey(
     wait_for(lambda: calls_work(gw, rotated), message="the rotated key to work")
     assert calls_work(gw, plaintext)  # within the grace period
 
+    # health: the model is healthy, then cools down after upstream 503s
+    b.nav("health")
+    b.wait_text('[data-testid="health-table"]', ALIAS)
+    assert b.find('[data-testid="health-table"] [data-status="healthy"]').text == "healthy"
+    fake_openai.script(*[Reply.error(503, "upstream down")] * 4)
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(model=ALIAS, messages=[{"role": "user", "content": "x"}])
+    fake_openai.reset()
+    b.click_text("main.page button", "Refresh")
+    cooling = b.wait_text('[data-testid="health-table"] tbody tr', "cooldown")
+    assert "upstream_server_error" in cooling and "503" in cooling
+    assert "1 cooling down" in b.text('[data-testid="health-summary"]')
+    b.capture("health")
+
     # edit: disable the key; both plaintexts stop working
+    b.nav("keys")
+    b.click(f'[data-key-link="{key_id}"]')
     b.click('#key-edit-form [name="disabled"]')
     submit(b, "#key-edit-form")
     b.wait_text('[data-testid="saved"]', "revision 3")
@@ -240,11 +256,6 @@ def test_operator_journey(
     assert value["previous_key_hash"] == sha256_hex(plaintext)
     wait_for(lambda: not calls_work(gw, rotated), message="the disabled key to be refused")
     assert not calls_work(gw, plaintext)
-
-    b.nav("health")
-    b.wait_text('[data-testid="health-table"]', ALIAS)
-    assert b.find('[data-testid="health-table"] [data-status="healthy"]').text == "healthy"
-    b.capture("health")
 
     # logout clears the stored key and returns to the login form
     b.click('[data-testid="logout"]')
@@ -330,8 +341,12 @@ def test_admin_api_errors_shown_next_to_the_field(
     # the single-target alias is a routing target and a budget scope: 409, shown in the row
     b.wait_text('[data-testid="models-table"] [role="alert"]', "referenced by")
 
+    key = gw.admin("GET", f"/apikeys/{seed.api_key_id}").json["value"]
+    key["expires_at"] = "2031-05-06T07:08:09Z"
+    assert gw.admin("PUT", f"/apikeys/{seed.api_key_id}", key).status == 200
     b.nav("keys")
     b.click(f'[data-key-link="{seed.api_key_id}"]')
+    assert b.value('#key-edit-form [name="expires_at"]') == "2031-05-06T07:08:09"
     b.fill("#grace", "90000")
     b.click('[data-testid="rotate"]')
     assert "grace_seconds" in b.text('[data-error-for="grace_seconds"]')
@@ -340,6 +355,12 @@ def test_admin_api_errors_shown_next_to_the_field(
     b.select(field(form, "budget.period"), "day")
     submit(b, form)
     assert b.text(f'{form} [data-error-for="budget.limit_usd"]').startswith("budget.limit_usd:")
+    b.fill(field(form, "budget.limit_usd"), "2")
+    submit(b, form)
+    b.wait_text('[data-testid="saved"]', "revision 3")
+    value = gw.admin("GET", f"/apikeys/{seed.api_key_id}").json["value"]
+    assert value["budget"] == {"limit_usd": 2, "period": "day"}
+    assert value["expires_at"] == "2031-05-06T07:08:09Z"  # kept to the second
 
 
 def test_playground_streams_through_the_proxy(

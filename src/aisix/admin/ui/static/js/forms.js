@@ -72,7 +72,7 @@ function toText(field, value) {
     case "targets": return value.map((t) => [t.model, t.weight ?? "", t.priority ?? ""].join(",").replace(/,+$/, "")).join("\n");
     case "datetime": {
       const d = new Date(value);
-      return Number.isNaN(d.getTime()) ? String(value) : d.toISOString().slice(0, 16);
+      return Number.isNaN(d.getTime()) ? String(value) : d.toISOString().slice(0, 19);
     }
     default: return String(value);
   }
@@ -95,7 +95,9 @@ function fromText(field, text) {
         if (priority) t.priority = Number.isFinite(Number(priority)) ? Number(priority) : priority;
         return t;
       });
-    case "datetime": return /^\d{4}-\d\d-\d\dT\d\d:\d\d$/.test(s) ? `${s}:00Z` : s;
+    case "datetime": // datetime-local gives "YYYY-MM-DDTHH:MM[:SS]", taken as UTC
+      if (/^\d{4}-\d\d-\d\dT\d\d:\d\d$/.test(s)) return `${s}:00Z`;
+      return /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$/.test(s) ? `${s}Z` : s;
     default: return s;
   }
 }
@@ -138,6 +140,7 @@ function Input({ field, value, onInput }) {
   }
   const type = { number: "text", password: "password", datetime: "datetime-local" }[field.type] || "text";
   return html`<input type=${type} ...${common} value=${value} autocomplete="off"
+    step=${field.type === "datetime" ? "1" : undefined}
     inputmode=${field.type === "number" ? "decimal" : undefined}
     placeholder=${field.placeholder || ""} onInput=${(e) => onInput(e.currentTarget.value)} />`;
 }

@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import yaml
@@ -174,3 +176,28 @@ def test_bad_cors_origin_is_a_config_error(tmp_path: Path, port_factory: Callabl
     )
     assert result.returncode == 2, result  # config errors exit 2 (decisions.md §8)
     assert "proxy.cors.allow_origins" in result.stderr + result.stdout
+
+
+def test_package_data_ships_every_dashboard_file() -> None:
+    """pyproject's package-data globs (one level each, as setuptools reads them) cover every
+    file of the dashboard, so a wheel install serves the same pages as this checkout."""
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text("utf-8"))
+    patterns = [p.split("/") for p in config["tool"]["setuptools"]["package-data"]["aisix"]]
+    package = root / "src" / "aisix"
+    files = [
+        p.relative_to(package).parts
+        for p in (package / "admin" / "ui" / "static").rglob("*")
+        if p.is_file()
+    ]
+    assert len(files) > 20
+    missing = [
+        "/".join(parts)
+        for parts in files
+        if not any(
+            len(pat) == len(parts)
+            and all(fnmatchcase(a, b) for a, b in zip(parts, pat, strict=True))
+            for pat in patterns
+        )
+    ]
+    assert missing == []

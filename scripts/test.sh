@@ -9,6 +9,9 @@ PYTHON=${PYTHON:-python3}
 need_apt=()
 # postgresql (usage ledger tests): Debian keeps initdb and postgres off PATH
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
+# Debian's chromium and chromium-driver for the dashboard's browser tests (tests/e2e/test_ui*.py)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)

@@ -29,6 +29,7 @@ import uvicorn
 from aisix.admin.app import build_admin_app
 from aisix.admin.audit import AuditLog
 from aisix.admin.routing import AdminRequest, AdminResponse
+from aisix.admin.ui.server import UiAssets
 from aisix.events import EventBus
 from aisix.limits.factory import build_governor
 from aisix.limits.governor import Governor
@@ -44,6 +45,7 @@ from aisix.providers.registry import Registry
 from aisix.providers.transport import Transport
 from aisix.proxy.client_ip import ClientIPResolver
 from aisix.proxy.context import ProxyRuntime
+from aisix.proxy.cors import CorsApp
 from aisix.proxy.egress import Egress
 from aisix.proxy.server import ProxyApp
 from aisix.responses_store import ResponseStore
@@ -335,8 +337,12 @@ class Gateway:
         settings = self.settings
         grace = settings.proxy.shutdown_grace_secs
         proxy_sock = bind_socket(settings.proxy.addr, "proxy.addr", settings.proxy.workers > 1)
+        proxy_app: Any = ProxyApp(runtime)
+        cors = settings.proxy.cors
+        if cors.allow_origins:  # unwrapped by default: CORS costs nothing when off
+            proxy_app = CorsApp(proxy_app, cors.allow_origins, cors.max_age_secs)
         planned: list[tuple[str, str, Any, socket.socket, TLSFiles | None]] = [
-            ("proxy", "proxy.addr", ProxyApp(runtime), proxy_sock, settings.proxy.tls)
+            ("proxy", "proxy.addr", proxy_app, proxy_sock, settings.proxy.tls)
         ]
         if self.serve_admin and settings.admin_listener_enabled:
             assert settings.admin.admin_keys
@@ -347,6 +353,7 @@ class Gateway:
                     extra_routes=self._admin_routes(),
                     draining=lambda: runtime.draining,
                     audit=AuditLog(self.ledger) if self.ledger is not None else None,
+                    ui=self._dashboard(),
                 ),
                 lambda: runtime.draining,
                 lambda: self.holder.current is not None,
@@ -369,6 +376,12 @@ class Gateway:
             server = _uvicorn_server(app, grace, tls, settings)
             await server.startup(sockets=[sock])
             self.listeners.append(Listener(name, key, server, sock))
+
+    def _dashboard(self) -> UiAssets | None:
+        ui = self.settings.admin.ui
+        if not ui.enabled:
+            return None
+        return UiAssets(split_addr(self.settings.proxy.addr)[1], ui.proxy_url)
 
     async def _render_metrics(self) -> bytes:
         self.health.sweep()

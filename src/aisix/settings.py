@@ -85,6 +85,26 @@ class RealIP(_Section):
         return value
 
 
+class CorsSettings(_Section):
+    """Cross-origin access to the proxy, for browser clients such as the dashboard's Playground.
+
+    Off when `allow_origins` is empty: then the proxy sends no CORS headers at all."""
+
+    allow_origins: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    max_age_secs: Annotated[int, Field(ge=0, le=86400)] = 600
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(f"{origin!r} is not an origin like http://127.0.0.1:3001 or *")
+        return value
+
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\[\]:-]+$")
+
+
 class ProxySettings(_Section):
     @model_validator(mode="before")
     @classmethod
@@ -104,8 +124,17 @@ class ProxySettings(_Section):
     url_rewrites: Annotated[list[UrlRewrite], Field(max_length=256)] = Field(default_factory=list)
     #: AISIX's thread-per-core runtime switch; aisix scales with `workers` processes instead
     thread_per_core: bool | None = None
+    cors: CorsSettings = Field(default_factory=CorsSettings)
 
     _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr(v)))
+
+
+class AdminUISettings(_Section):
+    """The dashboard at `/ui` on the admin listener."""
+
+    enabled: bool = True
+    #: the proxy as browsers reach it (Playground); default: the page's host, proxy.addr's port
+    proxy_url: Annotated[str, Field(pattern=r"^https?://[^/?#\s]+/?$")] | None = None
 
 
 class AdminSettings(_Section):
@@ -113,6 +142,7 @@ class AdminSettings(_Section):
     addr: str = "127.0.0.1:3001"
     admin_keys: list[Annotated[str, Field(min_length=1)]] | None = None
     tls: TLSFiles | None = None
+    ui: AdminUISettings = Field(default_factory=AdminUISettings)
 
     _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr(v)))
 

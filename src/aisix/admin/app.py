@@ -2,7 +2,8 @@
 
 `build_admin_app` wires the route table (CRUD from `aisix.admin.crud`, then the handlers
 other modules pass as `extra_routes`) behind one request path: unauthenticated endpoints
-(`/livez`, `/admin/openapi.json`, `/admin/docs`) → admin key check → route (404 / 405) →
+(`/livez`, `/admin/openapi.json`, `/admin/docs`, the `/ui` dashboard's static files) →
+admin key check → route (404 / 405) →
 file-managed writes refused (405) → body read under the 10 MiB limit (413) → handler.
 Every error is `{"error_msg": ...}`; no message carries a key or a provider secret.
 """
@@ -30,6 +31,7 @@ from aisix.admin.routing import (
     RouteTable,
     presented_key,
 )
+from aisix.admin.ui.server import UiAssets
 from aisix.asgi import (
     JSON_HEADERS,
     TEXT_HEADERS,
@@ -61,8 +63,10 @@ class AdminApp:
         routes: RouteTable,
         extra_patterns: list[tuple[str, str]],
         draining: Callable[[], bool] | None,
+        ui: UiAssets | None = None,
     ) -> None:
         self.store = store
+        self._ui = ui
         self._keys = [key.encode() for key in admin_keys]
         self.routes = routes
         self._extra_patterns = extra_patterns
@@ -89,6 +93,9 @@ class AdminApp:
     async def _handle(self, scope: Scope, receive: Receive) -> AdminResponse:
         method: str = scope["method"]
         path: str = scope["path"]
+        if self._ui is not None and (path == "/ui" or path.startswith("/ui/")):
+            page = self._ui.serve(scope)
+            return AdminResponse(page.status, RawBody(page.body, page.headers))
         public = self._public(method, path)
         if public is not None:
             return public
@@ -189,6 +196,7 @@ def build_admin_app(
     extra_routes: ExtraRoutes | None = None,
     draining: Callable[[], bool] | None = None,
     audit: AuditLog | None = None,
+    ui: UiAssets | None = None,
 ) -> ASGIApp:
     """The admin ASGI app over `store`.
 
@@ -196,11 +204,13 @@ def build_admin_app(
     `extra_routes` maps `(method, pattern)` to an async handler, e.g.
     `{("GET", "/admin/v1/apikeys/{id}/usage"): usage_handler}`; see `aisix.admin.routing`.
     `draining()` returning True makes `/livez` answer 503 `draining`.
-    `audit` records every committed write and serves `GET /admin/v1/audit`.
+    `audit` records every committed write and serves `GET /admin/v1/audit`; `ui` serves the
+    dashboard at `/ui` (its files need no key; its API calls do).
     """
     routes = dict(extra_routes or {})
     if audit is not None:
         routes[("GET", "/admin/v1/audit")] = audit.read
     extra = [Route(method, pattern, fn) for (method, pattern), fn in routes.items()]
     table = RouteTable(extra + ResourceHandlers(store, on_write, audit).routes())
-    return AdminApp(store, admin_keys, table, [(r.method, r.pattern) for r in extra], draining)
+    patterns = [(r.method, r.pattern) for r in extra]
+    return AdminApp(store, admin_keys, table, patterns, draining, ui)

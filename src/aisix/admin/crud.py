@@ -89,7 +89,7 @@ def _page_param(query: dict[str, str], name: str, low: int, high: int | None) ->
 
 
 def _require_id(resource_id: str) -> None:
-    if resource_id == "status" or not ID_PATTERN.match(resource_id):
+    if resource_id == "status" or not ID_PATTERN.fullmatch(resource_id):
         shown = resource_id if len(resource_id) <= 80 else resource_id[:80] + "…"
         raise AdminError(
             400,

@@ -195,7 +195,13 @@ def build_snapshot(
         rejected.append(
             Rejected(kind, record.id, name if isinstance(name, str) else None, error, since)
         )
-    return _compile(index, valid, revision, tuple(rejected), target_factory)
+    provider_keys = {
+        pid: ProviderKeyEntry(pid, valid["provider_keys"][pid].revision, value)
+        for pid, value in index.items["provider_keys"].items()
+        if isinstance(value, ProviderKey)
+    }
+    targets = _build_targets(index, valid, rejected, provider_keys, target_factory)
+    return _compile(index, valid, revision, tuple(rejected), provider_keys, targets)
 
 
 def _models_first(kind: str, records: Iterable[Record]) -> list[Record]:
@@ -215,29 +221,68 @@ def _accept(index: ResourceIndex, kind: str, record: Record) -> str | None:
     return None
 
 
+def _build_targets(
+    index: ResourceIndex,
+    valid: dict[str, dict[str, Record]],
+    rejected: list[Rejected],
+    provider_keys: dict[str, ProviderKeyEntry],
+    target_factory: TargetFactory | None,
+) -> dict[str, Any]:
+    """Each direct model's upstream target, by model id. A model whose target cannot be
+    built is rejected (with every routing alias that names it); the build goes on."""
+    targets: dict[str, Any] = {}
+    models = index.items["models"]
+    failed: set[str] = set()
+    for mid, value in list(models.items()):
+        if not isinstance(value, DirectModel):
+            continue
+        if target_factory is None:
+            targets[mid] = None
+            continue
+        try:
+            targets[mid] = target_factory(provider_keys[value.provider_key_id], value)
+        except Exception as exc:
+            failed.add(value.display_name)
+            _drop(index, valid, rejected, mid, f"cannot build the upstream target: {exc}")
+    for mid, value in list(models.items()):
+        if isinstance(value, RoutingModel):
+            missing = [t.model for t in value.routing.targets if t.model in failed]
+            if missing:
+                message = f'routing target "{missing[0]}" was rejected'
+                _drop(index, valid, rejected, mid, message)
+    return targets
+
+
+def _drop(
+    index: ResourceIndex,
+    valid: dict[str, dict[str, Record]],
+    rejected: list[Rejected],
+    model_id: str,
+    error: str,
+) -> None:
+    value = index.items["models"].pop(model_id)
+    valid["models"].pop(model_id, None)
+    rejected.append(Rejected("models", model_id, identity_of("models", value), error, None))
+
+
 def _compile(
     index: ResourceIndex,
     valid: dict[str, dict[str, Record]],
     revision: int,
     rejected: tuple[Rejected, ...],
-    target_factory: TargetFactory | None,
+    provider_keys: dict[str, ProviderKeyEntry],
+    targets: dict[str, Any],
 ) -> Snapshot:
-    provider_keys = {
-        pid: ProviderKeyEntry(pid, valid["provider_keys"][pid].revision, value)
-        for pid, value in index.items["provider_keys"].items()
-        if isinstance(value, ProviderKey)
-    }
     models_by_id: dict[str, ModelEntry] = {}
     for mid, value in index.items["models"].items():
         if isinstance(value, DirectModel):
             pk = provider_keys[value.provider_key_id]
-            target = target_factory(pk, value) if target_factory else None
             models_by_id[mid] = ModelEntry(
                 mid,
                 valid["models"][mid].revision,
                 value,
                 pk,
-                target,
+                targets[mid],
                 (),
                 networks := _networks(value),
                 bool(networks),

@@ -18,7 +18,6 @@ model's prices.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
 
@@ -39,7 +38,7 @@ from aisix.limits.base import (
     SpendLedger,
     Ticket,
 )
-from aisix.limits.layers import BudgetSpec, LayerIndex, RateSpec, key_budget_spec
+from aisix.limits.layers import BudgetSpec, LayerIndex, RateSpec, key_budget_spec, nano_usd
 from aisix.limits.memory import MemoryBackend, MemoryTicket
 from aisix.limits.metrics import NO_METRICS, LimitMetrics
 from aisix.limits.windows import Clock, seconds_until
@@ -198,9 +197,7 @@ class Hold:
         if self._done:
             return
         self._done = True
-        spend = round(cost_usd * NANO_PER_USD)
-        if spend < 0:
-            spend = 0
+        spend = nano_usd(cost_usd)
         tokens = usage.total_tokens
         ticket = self._ticket
         if type(ticket) is MemoryTicket:
@@ -445,7 +442,7 @@ def _checks(plan: _Plan, est: Estimate, worst_usd: float) -> list[Check]:
             limit = t.limit
             checks[i] = Check(t.key, TOKENS, t.window, limit, total if total < limit else limit)
     if plan.spends:
-        worst = math.ceil(worst_usd * NANO_PER_USD)
+        worst = nano_usd(worst_usd, ceil=True)
         for i, s in plan.spends:
             limit = s.limit
             amount = worst if worst < limit else limit

@@ -313,8 +313,12 @@ Model = DirectModel | RoutingModel
 # --- API keys ------------------------------------------------------------------------------
 
 
+#: a SHA-256 hex digest; the pattern is also stated in the JSON Schema (validated below)
+KeyHash = Annotated[str, Field(json_schema_extra={"pattern": KEY_HASH_PATTERN.pattern})]
+
+
 class ApiKey(_Strict):
-    key_hash: str
+    key_hash: KeyHash
     allowed_models: Annotated[list[Annotated[str, Field(max_length=128)]], Field(max_length=10_000)]
     display_name: Name | None = None
     team_id: Ident | None = None
@@ -326,7 +330,7 @@ class ApiKey(_Strict):
     metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] = (
         Field(default_factory=dict, max_length=32)
     )
-    previous_key_hash: str | None = None
+    previous_key_hash: KeyHash | None = None
     previous_key_expires_at: str | None = None
 
     @field_validator("key_hash", "previous_key_hash")

@@ -167,7 +167,7 @@ async def test_openapi_document_covers_every_route(harness: Harness) -> None:
     document = response.json()
     assert document["openapi"] == "3.1.0"
     paths = document["paths"]
-    for segment in ("provider_keys", "models", "apikeys", "api_keys", "rate_limit_policies"):
+    for segment in ("provider_keys", "models", "apikeys", "rate_limit_policies"):
         assert {"get", "post"} <= set(paths[f"/admin/v1/{segment}"])
         assert {"get", "put", "delete"} <= set(paths[f"/admin/v1/{segment}/{{id}}"])
     assert "post" in paths["/admin/v1/apikeys/{id}/rotate"]
@@ -564,3 +564,66 @@ async def test_corrupt_database_is_a_clear_open_error(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
     await store.close()
     assert path.read_bytes() == b"this is not a database" * 100
+
+
+# -- issue 12: bounds, Allow, the OpenAPI document ------------------------------------------
+
+
+async def test_huge_or_odd_paging_numbers_are_400(harness: Harness) -> None:
+    for query in (
+        "offset=9223372036854775808",
+        "offset=99999999999999999999999999",
+        "limit=99999999999999999999999999",
+        "offset=²",
+        "limit=１",
+        "offset=1e3",
+    ):
+        response = await harness.client.get(f"/admin/v1/provider_keys?{query}")
+        assert response.status == 400, query
+        assert query.split("=")[0] in response.error
+
+
+async def test_405_answers_carry_allow(harness: Harness) -> None:
+    client = harness.client
+    patch = await client.request("PATCH", "/admin/v1/models", json={})
+    assert patch.status == 405 and patch.headers["allow"] == "GET, POST"
+    item = await client.request("POST", "/admin/v1/models/abc")
+    assert item.status == 405 and item.headers["allow"] == "GET, PUT, DELETE"
+    public = await client.post("/admin/openapi.json", auth=False)
+    assert public.status == 405 and public.headers["allow"] == "GET, HEAD"
+    livez = await client.request("DELETE", "/livez", auth=False)
+    assert livez.status == 405 and livez.headers["allow"] == "GET, HEAD"
+
+
+async def test_out_of_range_numbers_are_400_on_write(harness: Harness) -> None:
+    policy = {"name": "b", "scope": "team", "scope_ref": "t", "period": "day", "limit_usd": 1e300}
+    response = await harness.client.post("/admin/v1/budget_policies", json=policy)
+    assert response.status == 400 and response.error.startswith("limit_usd:")
+    bad_base = await harness.client.post(
+        "/admin/v1/provider_keys",
+        json={"display_name": "pk", "secret": SECRET, "api_base": "http://exämple.com/v1"},
+    )
+    assert bad_base.status == 400 and bad_base.error.startswith("api_base:")
+
+
+async def test_openapi_lists_each_route_once_with_real_constraints(harness: Harness) -> None:
+    document = (await harness.client.get("/admin/openapi.json", auth=False)).json()
+    paths = document["paths"]
+    assert not [p for p in paths if p.startswith("/admin/v1/api_keys")]
+    operation_ids = [op["operationId"] for item in paths.values() for op in _operations(item)]
+    assert len(operation_ids) == len(set(operation_ids))
+    schemas = document["components"]["schemas"]
+    assert schemas["ApiKey"]["properties"]["key_hash"]["pattern"] == "^[0-9a-f]{64}$"
+    item = paths["/admin/v1/models/{id}"]
+    pattern = item["parameters"][0]["schema"]["pattern"]
+    assert pattern == "^(?!status$)[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+    put_pk = paths["/admin/v1/provider_keys/{id}"]["put"]["requestBody"]["content"]
+    put_schema = schemas[put_pk["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert "secret" not in put_schema.get("required", [])
+    assert "secret" in schemas["ProviderKey"]["required"]
+    assert schemas["BudgetPolicy"]["properties"]["limit_usd"]["maximum"] == 1e9
+
+
+def _operations(item: dict[str, Any]) -> list[dict[str, Any]]:
+    methods = ("get", "put", "post", "delete", "patch")
+    return [op for name, op in item.items() if name in methods]

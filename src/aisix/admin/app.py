@@ -74,16 +74,19 @@ class AdminApp:
             return
         if scope["type"] != "http":
             return
+        extra: list[tuple[bytes, bytes]] | None = None
         try:
             response = await self._handle(scope, receive)
         except AdminError as exc:
             response = AdminResponse(exc.status, {"error_msg": exc.message})
+            extra = exc.headers
         except ClientGone:
             return
         if isinstance(response.body, RawBody):
             await send_response(send, response.status, response.body.data, response.body.headers)
         else:
-            await send_response(send, response.status, orjson.dumps(response.body), JSON_HEADERS)
+            body = orjson.dumps(response.body)
+            await send_response(send, response.status, body, JSON_HEADERS, extra)
 
     async def _handle(self, scope: Scope, receive: Receive) -> AdminResponse:
         method: str = scope["method"]
@@ -159,7 +162,7 @@ class AdminApp:
     @staticmethod
     def _require_get(method: str) -> None:
         if method not in ("GET", "HEAD"):
-            raise AdminError(405, "method not allowed")
+            raise AdminError(405, "method not allowed", ("GET", "HEAD"))
 
     def _openapi_bytes(self, openapi_version: str) -> bytes:
         cached = self._openapi.get(openapi_version)

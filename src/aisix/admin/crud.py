@@ -11,6 +11,7 @@ stored one. Nothing here builds snapshots; `on_write` tells the supervisor to re
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 import uuid
@@ -46,6 +47,9 @@ KIND_PATHS: dict[str, str] = {
 }
 RESERVED_KINDS = ("guardrails", "cache_policies", "observability_exporters")
 MAX_LIST_LIMIT = 1000
+#: the largest `?offset=` (a bigger one is a 400, not an overflow in the store)
+MAX_LIST_OFFSET = 1_000_000_000
+_DIGITS = re.compile(r"[0-9]{1,10}")
 KindHandler = Callable[[str, AdminRequest], Awaitable[AdminResponse]]
 NOT_FOUND = "resource not found"
 
@@ -78,13 +82,12 @@ def parse_json_body(body: bytes) -> Any:
         raise AdminError(400, f"invalid JSON: {exc}") from None
 
 
-def _page_param(query: dict[str, str], name: str, low: int, high: int | None) -> int | None:
+def _page_param(query: dict[str, str], name: str, low: int, high: int) -> int | None:
     raw = query.get(name)
     if raw is None:
         return None
-    bound = f"between {low} and {high}" if high is not None else f">= {low}"
-    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
-        raise AdminError(400, f"{name} must be an integer {bound}")
+    if not _DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
+        raise AdminError(400, f"{name} must be an integer between {low} and {high}")
     return int(raw)
 
 
@@ -160,7 +163,7 @@ class ResourceHandlers:
 
     async def list_resources(self, kind: str, request: AdminRequest) -> AdminResponse:
         limit = _page_param(request.query, "limit", 1, MAX_LIST_LIMIT)
-        offset = _page_param(request.query, "offset", 0, None) or 0
+        offset = _page_param(request.query, "offset", 0, MAX_LIST_OFFSET) or 0
         try:
             records, total = await self.store.list(kind, limit, offset)
         except StoreUnavailable as exc:

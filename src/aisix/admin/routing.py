@@ -20,10 +20,16 @@ from aisix.asgi import Scope
 class AdminError(Exception):
     """An admin error answered as `{"error_msg": message}` with `status`."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, allow: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        #: the methods a 405 names in its `Allow` header
+        self.allow = allow
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"allow", ", ".join(self.allow).encode())] if self.allow else []
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,16 +90,17 @@ class RouteTable:
 
     def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         parts = path.strip("/").split("/") if path != "/" else [""]
-        path_known = False
+        allowed: list[str] = []
         for route in self.routes:
             params = route.match(parts)
             if params is None:
                 continue
-            path_known = True
             if route.method == method:
                 return route, params
-        if path_known:
-            raise AdminError(405, "method not allowed")
+            if route.method not in allowed:
+                allowed.append(route.method)
+        if allowed:
+            raise AdminError(405, "method not allowed", tuple(allowed))
         raise AdminError(404, "resource not found")
 
     def patterns(self) -> list[tuple[str, str]]:

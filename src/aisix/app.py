@@ -25,6 +25,7 @@ import uvicorn
 
 from aisix.admin.app import build_admin_app
 from aisix.admin.routing import AdminRequest, AdminResponse
+from aisix.egress import EgressPolicy
 from aisix.events import EventBus
 from aisix.limits.factory import build_governor
 from aisix.obs.access_log import AccessLog
@@ -252,6 +253,9 @@ class Gateway:
                 settings.admin.admin_keys,
                 extra_routes=self._admin_routes(),
                 draining=lambda: runtime.draining,
+                egress=EgressPolicy.build(
+                    settings.upstream.allowed_hosts, settings.upstream.denied_cidrs
+                ),
             )
             sock = bind_socket(settings.admin.addr, "admin.addr")
             planned.append(("admin", "admin.addr", admin_app, sock, settings.admin.tls))

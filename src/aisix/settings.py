@@ -18,6 +18,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from aisix.egress import DEFAULT_DENIED_CIDRS
 from aisix.resources import format_path
 
 ENV_PREFIX = "AISIX_"
@@ -38,6 +39,15 @@ def _check_addr(value: str) -> str:
     return value
 
 
+def _check_cidrs(value: list[str]) -> list[str]:
+    for entry in value:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not a CIDR or IP address") from None
+    return value
+
+
 class TLSFiles(_Section):
     cert_file: str
     key_file: str
@@ -48,15 +58,7 @@ class RealIP(_Section):
     header: str = "x-forwarded-for"
     recursive: bool = False
 
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _cidrs(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ValueError(f"{entry!r} is not a CIDR or IP address") from None
-        return value
+    _cidrs = field_validator("trusted_proxies")(classmethod(lambda cls, v: _check_cidrs(v)))
 
 
 class ProxySettings(_Section):
@@ -174,6 +176,11 @@ class UpstreamSettings(_Section):
     pool_size_per_host: Annotated[int, Field(ge=0)] = 0
     #: an idle keep-alive connection is closed after this long (0 = never)
     idle_timeout_ms: Annotated[int, Field(ge=0)] = 30_000
+    #: egress policy for provider keys' api_base (aisix.egress): empty = every host
+    allowed_hosts: list[str] = Field(default_factory=list)
+    denied_cidrs: list[str] = Field(default_factory=lambda: list(DEFAULT_DENIED_CIDRS))
+
+    _cidrs = field_validator("denied_cidrs")(classmethod(lambda cls, v: _check_cidrs(v)))
 
 
 class DownstreamSettings(_Section):
@@ -312,4 +319,14 @@ def _env_value(key: str, value: str) -> Any:
     return value
 
 
-_LIST_KEYS = frozenset({"admin_keys", "endpoints", "trusted_proxies", "nodes", "sentinels"})
+_LIST_KEYS = frozenset(
+    {
+        "admin_keys",
+        "endpoints",
+        "trusted_proxies",
+        "nodes",
+        "sentinels",
+        "allowed_hosts",
+        "denied_cidrs",
+    }
+)

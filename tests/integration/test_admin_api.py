@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from aisix.admin import AdminError, AdminRequest, AdminResponse, build_admin_app, resource_schemas
+from aisix.egress import DEFAULT_DENIED_CIDRS, EgressPolicy
 from aisix.resources import parse_rfc3339
 from aisix.store.sqlite import SqliteStore, StoreOpenError
 from fakes.asgi_client import AsgiClient
@@ -627,3 +628,35 @@ async def test_openapi_lists_each_route_once_with_real_constraints(harness: Harn
 def _operations(item: dict[str, Any]) -> list[dict[str, Any]]:
     methods = ("get", "put", "post", "delete", "patch")
     return [op for name, op in item.items() if name in methods]
+
+
+async def test_egress_policy_is_checked_on_provider_key_writes(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "egress.db")
+    await store.open()
+    try:
+        default = AsgiClient(build_admin_app(store, [ADMIN_KEY]), ADMIN_KEY)
+        for base in (
+            "http://169.254.169.254/latest/meta-data",
+            "http://[fd00:ec2::254]/",
+            "http://[::ffff:169.254.169.254]/",
+        ):
+            body = {"display_name": "pk", "secret": SECRET, "api_base": base}
+            response = await default.post("/admin/v1/provider_keys", json=body)
+            assert response.status == 400, base
+            assert response.error.startswith("api_base: host ") and "denied" in response.error
+        ok = {"display_name": "pk", "secret": SECRET, "api_base": "http://127.0.0.1:9/v1"}
+        created = await default.post("/admin/v1/provider_keys", json=ok)
+        assert created.status == 201
+        narrow = EgressPolicy.build(["api.openai.com"], DEFAULT_DENIED_CIDRS)
+        strict = AsgiClient(build_admin_app(store, [ADMIN_KEY], egress=narrow), ADMIN_KEY)
+        put = await strict.put(f"/admin/v1/provider_keys/{created.json()['id']}", json=ok)
+        assert (put.status, put.error) == (
+            400,
+            "api_base: host 127.0.0.1 is not in upstream.allowed_hosts",
+        )
+        fine = {**ok, "api_base": "https://api.openai.com/v1"}
+        assert (
+            await strict.put(f"/admin/v1/provider_keys/{created.json()['id']}", json=fine)
+        ).status == 200
+    finally:
+        await store.close()

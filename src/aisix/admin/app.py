@@ -41,6 +41,7 @@ from aisix.asgi import (
     send_response,
     serve_lifespan,
 )
+from aisix.egress import EgressPolicy
 from aisix.store.base import ReadOnlyStore, ResourceStore
 
 ADMIN_BODY_LIMIT = 10 * 1024 * 1024
@@ -197,6 +198,7 @@ def build_admin_app(
     on_write: Callable[[], None] | None = None,
     extra_routes: ExtraRoutes | None = None,
     draining: Callable[[], bool] | None = None,
+    egress: EgressPolicy | None = None,
 ) -> ASGIApp:
     """The admin ASGI app over `store`.
 
@@ -204,7 +206,8 @@ def build_admin_app(
     `extra_routes` maps `(method, pattern)` to an async handler, e.g.
     `{("GET", "/admin/v1/apikeys/{id}/usage"): usage_handler}`; see `aisix.admin.routing`.
     `draining()` returning True makes `/livez` answer 503 `draining`.
+    `egress` is checked on every provider key write (default: metadata networks denied).
     """
     extra = [Route(method, pattern, fn) for (method, pattern), fn in (extra_routes or {}).items()]
-    table = RouteTable(extra + ResourceHandlers(store, on_write).routes())
+    table = RouteTable(extra + ResourceHandlers(store, on_write, egress).routes())
     return AdminApp(store, admin_keys, table, [(r.method, r.pattern) for r in extra], draining)

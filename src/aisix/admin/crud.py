@@ -17,15 +17,19 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aisix.admin.routing import AdminError, AdminRequest, AdminResponse, Handler, Route
+from aisix.egress import DEFAULT_DENIED_CIDRS, EgressPolicy
 from aisix.loader import Conflict, ResourceIndex, describe_referrer
 from aisix.resources import (
     ID_PATTERN,
     SECRET_MASK,
+    ProviderKey,
+    Resource,
     ResourceInvalid,
     describe_validation_error,
     format_rfc3339,
@@ -117,9 +121,15 @@ def _keep_secret(raw: Any, current: Record | None) -> Any:
 class ResourceHandlers:
     """The CRUD and rotate handlers over one store."""
 
-    def __init__(self, store: ResourceStore, on_write: Callable[[], None] | None) -> None:
+    def __init__(
+        self,
+        store: ResourceStore,
+        on_write: Callable[[], None] | None,
+        egress: EgressPolicy | None = None,
+    ) -> None:
         self.store = store
         self.on_write = on_write
+        self.egress = egress or EgressPolicy.build((), DEFAULT_DENIED_CIDRS)
 
     def routes(self) -> list[Route]:
         routes: list[Route] = []
@@ -186,7 +196,8 @@ class ResourceHandlers:
         resource_id = str(uuid.uuid4())
         if kind == "provider_keys":
             raw = _keep_secret(raw, None)
-        return await self._transact(lambda tx: _write(tx, kind, resource_id, raw, None))
+        egress = self.egress
+        return await self._transact(lambda tx: _write(tx, kind, resource_id, raw, None, egress))
 
     async def replace(self, kind: str, request: AdminRequest) -> AdminResponse:
         resource_id = request.path_params["id"]
@@ -196,7 +207,7 @@ class ResourceHandlers:
         def put(tx: StoreTx) -> AdminResponse:
             current = tx.get(kind, resource_id)
             value = _keep_secret(raw, current) if kind == "provider_keys" else raw
-            return _write(tx, kind, resource_id, value, current)
+            return _write(tx, kind, resource_id, value, current, self.egress)
 
         return await self._transact(put)
 
@@ -237,23 +248,38 @@ class ResourceHandlers:
                 value["previous_key_hash"] = old_hash
                 until = time.time() + options.grace_seconds
                 value["previous_key_expires_at"] = format_rfc3339(until)
-            written = _write(tx, "api_keys", resource_id, value, current)
+            written = _write(tx, "api_keys", resource_id, value, current, self.egress)
             return AdminResponse(200, {"entry": written.body, "plaintext": plaintext})
 
         return await self._transact(rotate)
 
 
 def _write(
-    tx: StoreTx, kind: str, resource_id: str, raw: Any, current: Record | None
+    tx: StoreTx,
+    kind: str,
+    resource_id: str,
+    raw: Any,
+    current: Record | None,
+    egress: EgressPolicy,
 ) -> AdminResponse:
     """Validate `raw` as `kind` against the transaction's view and store it."""
     value = validate_value(kind, raw)
+    _check_egress(value, egress)
     index = ResourceIndex.from_records(tx.records())
     index.check_references(kind, value)
     index.check_unique(kind, resource_id, value)
     index.check_rename(resource_id, value)
     record = tx.put(kind, resource_id, stored_value(value))
     return AdminResponse(201 if current is None else 200, envelope(record))
+
+
+def _check_egress(value: Resource, egress: EgressPolicy) -> None:
+    """A provider key's api_base must name a host the egress policy allows (400)."""
+    if isinstance(value, ProviderKey) and value.api_base:
+        host = urlsplit(value.api_base).hostname or ""
+        reason = egress.check(host)
+        if reason is not None:
+            raise ResourceInvalid(f"api_base: {reason}")
 
 
 def _unavailable(exc: StoreUnavailable) -> str:

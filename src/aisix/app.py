@@ -198,7 +198,11 @@ class Gateway:
         await self.transport.start()
         self._cleanup.append(self.transport.close)
         self.ledger = UsageStore(
-            settings.data_path / "usage.db", on_drop=self.metrics.usage_drops.inc
+            settings.data_path / "usage.db",
+            max_pending=settings.usage.max_pending,
+            flush_interval_s=settings.usage.flush_interval_ms / 1000,
+            on_drop=self.metrics.usage_drops.inc,
+            on_skip=self.metrics.usage_rows_skipped.inc,
         )
         try:
             await self.ledger.start()

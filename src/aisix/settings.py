@@ -187,6 +187,14 @@ class DownstreamSettings(_Section):
     sse_keepalive_interval_secs: Annotated[int, Field(ge=0)] = 15
 
 
+class UsageSettings(_Section):
+    #: the usage ledger writes usage rows and settled spend at least this often: the most
+    #: settled spend a kill -9 can lose (issue 12 item 8)
+    flush_interval_ms: Annotated[int, Field(ge=10, le=60_000)] = 100
+    #: usage events waiting for the writer before new ones are dropped (and counted)
+    max_pending: Annotated[int, Field(ge=100, le=10_000_000)] = 10_000
+
+
 class PrometheusSettings(_Section):
     enabled: bool = True
     addr: str = "127.0.0.1:9090"
@@ -217,6 +225,7 @@ class Settings(_Section):
     ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
     downstream: DownstreamSettings = Field(default_factory=DownstreamSettings)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     #: directory of the config file; relative paths resolve against it (not a config key)
     base_dir: str = Field(default=".", exclude=True)

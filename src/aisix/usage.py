@@ -3,7 +3,10 @@ admin usage reads (contract §10.4).
 
 `UsageStore` subscribes to `RequestFinished` events. `on_event` only appends to a bounded
 in-memory batch (a full batch drops the event and counts it); a background task writes the
-batches, aggregated per (hour, api_key, serving model, team), in a worker thread. It also
+batches, aggregated per (hour, api_key, serving model, team), in a worker thread, every
+`flush_interval_s` (`usage.flush_interval_ms`, 100 ms: what a kill -9 can lose). A row it
+cannot write (numbers out of range, a database error on that row) is logged, counted and
+skipped; the writer never stops. It also
 implements the governor's `SpendLedger` for the memory counter backend: settled spend is
 summed in memory and upserted per (spend key, period start) with the same batches, and read
 back at startup so spend survives restarts. `UsageApi` answers the admin reads.
@@ -25,6 +28,7 @@ from typing import Any
 from aisix.events import RequestFinished
 from aisix.limits.base import NANO_PER_USD
 from aisix.limits.governor import Governor
+from aisix.limits.layers import MAX_NANO_USD
 from aisix.limits.windows import HOUR, MONTH, PERIODS, Clock, bounds
 from aisix.resources import format_rfc3339, parse_rfc3339
 from aisix.snapshot import Snapshot
@@ -48,9 +52,10 @@ ON CONFLICT (hour, api_key_id, model_id, team_id) DO UPDATE SET
   total_tokens = total_tokens + excluded.total_tokens,
   cost_nano_usd = cost_nano_usd + excluded.cost_nano_usd
 """
-_UPSERT_SPEND = """
+_UPSERT_SPEND = f"""
 INSERT INTO spend VALUES (?, ?, ?)
-ON CONFLICT (key, period_start) DO UPDATE SET nano_usd = nano_usd + excluded.nano_usd
+ON CONFLICT (key, period_start) DO UPDATE SET
+  nano_usd = MIN(nano_usd + excluded.nano_usd, {MAX_NANO_USD})
 """
 _SUMS = (
     "SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), "
@@ -59,6 +64,10 @@ _SUMS = (
 _GROUP_COLUMNS = {"api_key": "api_key_id", "model": "model_id", "team": "team_id"}
 #: (hour, api_key_id, model_id, team_id)
 _Slot = tuple[int, str, str, str]
+#: the most tokens one request may report and the most it may cost, for the ledger: beyond
+#: these a row is not written (sums over years of rows stay inside SQLite's 64-bit integers)
+MAX_ROW_TOKENS = 10**12
+MAX_ROW_COST_USD = 1e9
 
 
 class UsageStore:
@@ -67,14 +76,18 @@ class UsageStore:
         path: str | Path,
         *,
         max_pending: int = 10_000,
-        flush_interval_s: float = 0.5,
+        flush_interval_s: float = 0.1,
         on_drop: Callable[[], None] | None = None,
+        on_skip: Callable[[int], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.max_pending = max_pending
         self.flush_interval_s = flush_interval_s
         self.drops = 0
+        #: rows the writer could not write (logged and skipped)
+        self.skipped = 0
         self._on_drop = on_drop
+        self._on_skip = on_skip
         self._pending: list[RequestFinished] = []
         self._spend: dict[tuple[str, int], int] = {}
         self._db: sqlite3.Connection | None = None
@@ -122,7 +135,8 @@ class UsageStore:
 
     def add_spend(self, key: str, period_start: int, nano_usd: int) -> None:
         slot = (key, period_start)
-        self._spend[slot] = self._spend.get(slot, 0) + nano_usd
+        total = self._spend.get(slot, 0) + nano_usd
+        self._spend[slot] = total if total < MAX_NANO_USD else MAX_NANO_USD
 
     def load_spend(self) -> dict[tuple[str, int], int]:
         self.open()
@@ -140,8 +154,8 @@ class UsageStore:
             self._wake.clear()
             try:
                 await self.flush()
-            except (sqlite3.Error, OSError):
-                log.exception("usage ledger write failed; the batch is lost")
+            except Exception:  # the writer must outlive any batch (spend is kept for the next)
+                log.exception("usage ledger write failed; usage rows of this batch are lost")
 
     async def flush(self) -> None:
         """Write everything pending now (also called before each admin read)."""
@@ -149,7 +163,9 @@ class UsageStore:
         spend, self._spend = self._spend, {}
         if not events and not spend:
             return
-        rows = _aggregate(events)
+        rows, bad = _aggregate(events)
+        if bad:
+            self._skip(len(bad), f"numbers out of range (first: {bad[0]})")
         try:
             await asyncio.to_thread(self._write, rows, spend)
         except BaseException:
@@ -157,21 +173,56 @@ class UsageStore:
                 self._spend[slot] = self._spend.get(slot, 0) + nano
             raise
 
+    def _skip(self, count: int, why: str) -> None:
+        self.skipped += count
+        if self._on_skip is not None:
+            self._on_skip(count)
+        log.warning("usage ledger skipped %d row(s) it cannot write: %s", count, why)
+
     def _write(self, rows: list[tuple[Any, ...]], spend: dict[tuple[str, int], int]) -> None:
+        spend_rows = [(k, s, n) for (k, s), n in spend.items()]
         with self._lock:
             self.open()
             assert self._db is not None
             self._db.execute("BEGIN")
             try:
                 self._db.executemany(_UPSERT_USAGE, rows)
-                self._db.executemany(_UPSERT_SPEND, [(k, s, n) for (k, s), n in spend.items()])
+                self._db.executemany(_UPSERT_SPEND, spend_rows)
                 self._db.execute("COMMIT")
+                return
+            except (sqlite3.Error, OverflowError, ValueError, TypeError):
+                self._db.execute("ROLLBACK")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._write_each(rows, spend_rows)
+
+    def _write_each(
+        self, rows: list[tuple[Any, ...]], spend_rows: list[tuple[str, int, int]]
+    ) -> None:
+        """The batch failed as a whole: write row by row, skipping the rows that fail."""
+        assert self._db is not None
+        self._db.execute("BEGIN")
+        try:
+            for sql, batch in ((_UPSERT_USAGE, rows), (_UPSERT_SPEND, spend_rows)):
+                for row in batch:
+                    self._db.execute("SAVEPOINT row")
+                    try:
+                        self._db.execute(sql, row)
+                    except (sqlite3.Error, OverflowError, ValueError, TypeError) as exc:
+                        self._db.execute("ROLLBACK TO row")
+                        self._skip(1, f"{type(exc).__name__}: {exc}")
+                    self._db.execute("RELEASE row")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     async def query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        await self.flush()
+        try:
+            await self.flush()
+        except Exception:  # a read answers with what is stored; the writer retries the spend
+            log.exception("usage ledger write failed before a read")
 
         def run() -> list[tuple[Any, ...]]:
             with self._lock:
@@ -182,9 +233,15 @@ class UsageStore:
         return await asyncio.to_thread(run)
 
 
-def _aggregate(events: list[RequestFinished]) -> list[tuple[Any, ...]]:
+def _aggregate(events: list[RequestFinished]) -> tuple[list[tuple[Any, ...]], list[str]]:
+    """Rows summed per slot, and a description of each event left out as unwritable."""
     sums: dict[_Slot, list[int]] = {}
+    bad: list[str] = []
     for ev in events:
+        problem = _unwritable(ev)
+        if problem is not None:
+            bad.append(f"request {ev.request_id}: {problem}")
+            continue
         slot = (
             math.floor(ev.ts / HOUR) * HOUR,
             ev.api_key_id or "",
@@ -198,7 +255,23 @@ def _aggregate(events: list[RequestFinished]) -> list[tuple[Any, ...]]:
             row[2] += ev.usage.completion_tokens
             row[3] += ev.usage.total_tokens
         row[4] += round(ev.cost_usd * NANO_PER_USD)
-    return [(*slot, *row) for slot, row in sums.items()]
+    return [(*slot, *row) for slot, row in sums.items()], bad
+
+
+def _unwritable(ev: RequestFinished) -> str | None:
+    """Why this event's numbers cannot go into the ledger, or None."""
+    cost = ev.cost_usd
+    if not (isinstance(cost, int | float) and 0 <= cost <= MAX_ROW_COST_USD):  # NaN fails too
+        return f"cost_usd {cost!r}"
+    usage = ev.usage
+    if usage is not None:
+        for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            value = getattr(usage, name)
+            if type(value) is not int or not 0 <= value <= MAX_ROW_TOKENS:
+                return f"{name} {value!r}"
+    if not math.isfinite(ev.ts):
+        return f"ts {ev.ts!r}"
+    return None
 
 
 class UsageApi:

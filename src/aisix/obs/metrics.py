@@ -88,6 +88,9 @@ class Metrics:
         )
         self.usage_emitted = c("aisix_usage_events_emitted_total", "Usage events emitted")
         self.usage_drops = c("aisix_usage_event_drops_total", "Usage events dropped")
+        self.usage_rows_skipped = c(
+            "aisix_usage_rows_skipped_total", "Usage ledger rows it could not write (skipped)"
+        )
         self.redis_failures = c("aisix_redis_failures_total", "Redis failures", "operation")
         self.worker_scrape_failures = c(
             "aisix_metrics_worker_scrape_failures_total",

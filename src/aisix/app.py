@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ from typing import Any
 
 import uvicorn
 
+from aisix import redact
 from aisix.admin.app import build_admin_app
 from aisix.admin.routing import AdminRequest, AdminResponse
 from aisix.egress import EgressPolicy
@@ -30,16 +32,17 @@ from aisix.events import EventBus
 from aisix.limits.factory import build_governor
 from aisix.obs.access_log import AccessLog
 from aisix.obs.metrics import Metrics
-from aisix.obs.status import StatusApp
+from aisix.obs.status import StatusApp, StoreOutage
 from aisix.obs.workers import WorkerLinks, serve_metrics_requests
 from aisix.providers.registry import build_target
 from aisix.providers.transport import Transport
 from aisix.proxy.client_ip import ClientIPResolver
 from aisix.proxy.context import ProxyRuntime
 from aisix.proxy.server import ProxyApp
+from aisix.redact import Redactor
 from aisix.routing.health import HealthRegistry
 from aisix.routing.strategies import Router
-from aisix.settings import Settings, TLSFiles
+from aisix.settings import ConfigError, Settings, TLSFiles
 from aisix.snapshot import Snapshot, SnapshotHolder
 from aisix.store.base import ResourceStore
 from aisix.store.supervisor import Supervisor
@@ -62,6 +65,15 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
+def install_log_redaction() -> None:
+    """Every handler of the root and uvicorn loggers redacts provider secrets (idempotent;
+    uvicorn configures its loggers when a server config is made)."""
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, redact.RedactingFilter) for f in handler.filters):
+                handler.addFilter(redact.RedactingFilter())
+
+
 class StartupError(RuntimeError):
     """The gateway cannot start; the message names the cause (config key, path, port)."""
 
@@ -72,6 +84,56 @@ class Listener:
     key: str
     server: uvicorn.Server
     sock: socket.socket
+
+
+def listener_address(listener: Listener) -> str:
+    """`proxy http://127.0.0.1:3000`: the address the socket is bound to (a `:0` port shows
+    the port the kernel chose)."""
+    host, port = listener.sock.getsockname()[:2]
+    scheme = "https" if listener.server.config.ssl_certfile else "http"
+    shown = f"[{host}]" if ":" in host else host
+    return f"{listener.name} {scheme}://{shown}:{port}"
+
+
+#: an admin key shorter than this is refused at startup (exit 2)
+MIN_ADMIN_KEY_LENGTH = 16
+
+
+def check_startup(settings: Settings) -> list[str]:
+    """Raise ConfigError for settings that must not serve; return warnings to log.
+
+    Admin keys shorter than 16 characters are refused; an admin or status listener bound to
+    a non-loopback address without TLS is served with a warning (keys and status travel in
+    clear text)."""
+    if settings.admin.enabled:
+        for i, key in enumerate(settings.admin.admin_keys or ()):
+            if len(key) < MIN_ADMIN_KEY_LENGTH:
+                raise ConfigError(
+                    f"admin.admin_keys[{i}]: an admin key must be at least "
+                    f"{MIN_ADMIN_KEY_LENGTH} characters (it has {len(key)})"
+                )
+    warnings = []
+    prometheus = settings.observability.metrics.prometheus
+    listeners = [
+        ("admin.addr", settings.admin.addr, settings.admin.enabled, settings.admin.tls),
+        ("observability.metrics.prometheus.addr", prometheus.addr, prometheus.enabled, None),
+    ]
+    for key, addr, enabled, tls in listeners:
+        if enabled and tls is None and not _is_loopback(split_addr(addr)[0]):
+            warnings.append(
+                f"{key} {addr} is not a loopback address and is served without TLS: "
+                "bind it to 127.0.0.1 or put TLS in front of it"
+            )
+    return warnings
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -172,8 +234,13 @@ class Gateway:
         self.ledger: UsageStore | None = None
         self.usage_api: UsageApi | None = None
         self._cleanup: list[Callable[[], Awaitable[None]]] = []
+        self._snapshot_redactor = redact.NO_SECRETS
+        self.store_outage = StoreOutage()
 
     def _on_reload(self, ok: bool, snapshot: Snapshot | None) -> None:
+        if snapshot is not None:
+            self._install_redactor(snapshot)
+        self.store_outage.observe(self.store.connected())
         self.metrics.on_reload(
             ok,
             snapshot.revision if snapshot else None,
@@ -278,16 +345,29 @@ class Gateway:
             server = _uvicorn_server(app, grace, tls, settings)
             await server.startup(sockets=[sock])
             self.listeners.append(Listener(name, key, server, sock))
+        install_log_redaction()
 
     async def _render_metrics(self) -> bytes:
         self.health.sweep()
         others = await self.worker_links.collect()
         return self.metrics.render(others)
 
+    def _install_redactor(self, snapshot: Snapshot) -> None:
+        """Secrets of this snapshot and the previous one (requests may still run on it)."""
+        secrets = (pk.value.secret for pk in snapshot.provider_keys.values())
+        fresh = Redactor.from_provider_secrets(secrets)
+        redact.install(fresh.merged(self._snapshot_redactor))
+        self._snapshot_redactor = fresh
+
     def _models_status(self) -> list[dict[str, Any]]:
         self.health.sweep()
         snapshot = self.holder.current
-        return self.health.status(snapshot.models_by_id.values()) if snapshot else []
+        if snapshot is None:
+            return []
+        status: list[dict[str, Any]] = redact.current().redact_value(
+            self.health.status(snapshot.models_by_id.values())
+        )
+        return status
 
     def _admin_routes(
         self,
@@ -299,8 +379,10 @@ class Gateway:
             snapshot = self.holder.current
             models = self._models_status()
             cooling = any(m.get("status") == "cooldown" for m in models)
+            down_for = self.store_outage.observe(self.store.connected())
+            store_down = down_for > 0 and down_for >= self.settings.admin.store_degraded_after_secs
             body = {
-                "status": "degraded" if cooling or not self.store.connected() else "ok",
+                "status": "degraded" if cooling or store_down else "ok",
                 "models": [
                     {
                         "id": m["id"],
@@ -386,10 +468,7 @@ class Gateway:
             await self.drain_and_stop()
             raise
         settle_garbage_collector()
-        log.info(
-            "aisix listening: %s",
-            ", ".join(f"{listener.name} {listener.key}" for listener in self.listeners),
-        )
+        log.info("aisix listening: %s", ", ".join(map(listener_address, self.listeners)))
         await self.stop_event.wait()
         log.info("draining")
         if self.on_stop is not None:

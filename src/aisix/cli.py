@@ -114,7 +114,16 @@ def serve(config: str | None) -> int:
     except ConfigError as exc:
         print(f"aisix: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from aisix.app import check_startup
+
+    try:
+        warnings = check_startup(settings)
+    except ConfigError as exc:
+        print(f"aisix: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     _configure_logging(settings)
+    for warning in warnings:
+        logging.getLogger("aisix").warning("%s", warning)
     links = [multiprocessing.get_context("spawn").Pipe() for _ in range(settings.proxy.workers - 1)]
     workers = [_spawn_worker(config, worker_end) for _, worker_end in links]
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from aisix.redact import Redactor, current
+
 
 class GatewayError(Exception):
     """Base of every request-path error; subclasses fix status, type and flags."""
@@ -197,8 +199,13 @@ class UpstreamTimeout(UpstreamError):
     reason = "request_timeout"
 
 
-def upstream_status_error(status: int, body: bytes, retry_after: float | None) -> UpstreamError:
-    """Classify a non-2xx upstream answer into the error the contract (§6.4) prescribes."""
+def upstream_status_error(
+    status: int, body: bytes, retry_after: float | None, redactor: Redactor | None = None
+) -> UpstreamError:
+    """Classify a non-2xx upstream answer into the error the contract (§6.4) prescribes.
+
+    Text taken from the upstream's body (message, code, param) has every known provider
+    secret replaced by `***` (`redactor`, else the process's current one)."""
     err: UpstreamError
     if status in (401, 403):
         err = UpstreamAuthError(f"upstream rejected the provider credentials ({status})")
@@ -206,6 +213,10 @@ def upstream_status_error(status: int, body: bytes, retry_after: float | None) -
         err = UpstreamServerError(f"upstream returned {status}")
     else:
         message, code, param = _upstream_error_fields(body, status)
+        redact = (redactor or current()).redact
+        message = redact(message)
+        code = redact(code) if code is not None else None
+        param = redact(param) if param is not None else None
         headers = {}
         if status == 429 and retry_after is not None:
             # §6.5: whole seconds ≥ 1, whatever form (date, fraction, 0) the upstream used

@@ -77,6 +77,8 @@ class AdminSettings(_Section):
     addr: str = "127.0.0.1:3001"
     admin_keys: list[Annotated[str, Field(min_length=1)]] | None = None
     tls: TLSFiles | None = None
+    #: `GET /admin/v1/health` says `degraded` once the store has been unreachable this long
+    store_degraded_after_secs: Annotated[int, Field(ge=0, le=86_400)] = 300
 
     _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr(v)))
 

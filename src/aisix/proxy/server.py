@@ -72,7 +72,7 @@ class ProxyApp:
             return
         path: str = scope["path"]
         if path == "/livez" or path == "/readyz":
-            await self._health(path, send)
+            await self._health(path, send, request_id_of(scope))
             return
         request_id = request_id_of(scope)
         rt = self.rt
@@ -179,7 +179,7 @@ class ProxyApp:
             headers = headers + [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
         await send_response(send, err.status, body, headers)
 
-    async def _health(self, path: str, send: Send) -> None:
+    async def _health(self, path: str, send: Send, request_id: str) -> None:
         rt = self.rt
         if rt.draining:
             status, body = 503, b"draining" if path == "/livez" else b"not ready"
@@ -187,6 +187,6 @@ class ProxyApp:
             status, body = 503, b"not ready"
         else:
             status, body = 200, b"ok"
-        headers = [*TEXT_HEADERS, SERVER_HEADER]
+        headers = [*TEXT_HEADERS, SERVER_HEADER, (b"x-aisix-request-id", request_id.encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -18,6 +18,7 @@ from multiprocessing.connection import Connection
 import orjson
 
 from aisix import __version__
+from aisix.resources import KINDS
 from aisix.settings import ConfigError, Settings, load_settings
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -40,8 +41,17 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check config and resources without serving")
     validate.add_argument("--config", default=argparse.SUPPRESS)
     validate.add_argument("--resources", help="resources file to check")
-    schema = sub.add_parser("schema", help="print resource JSON Schemas")
-    schema.add_argument("kind", nargs="?")
+    schema = sub.add_parser(
+        "schema",
+        help="print resource JSON Schemas",
+        description="Print the JSON Schema (draft 2020-12) of one resource kind, or of all.",
+    )
+    schema.add_argument(
+        "kind",
+        nargs="?",
+        help=f"one of: {', '.join(KINDS)} (apikeys is accepted for api_keys); "
+        "all kinds when omitted",
+    )
     sub.add_parser(
         "demo-upstream", help="fake OpenAI upstream for demos and load tests", add_help=False
     )
@@ -72,9 +82,19 @@ def _schema(kind: str | None) -> int:
         if normalised not in schemas:
             print(f"aisix: unknown kind {kind!r} (one of {', '.join(schemas)})", file=sys.stderr)
             return EXIT_USAGE
-        print(orjson.dumps(schemas[normalised], option=orjson.OPT_INDENT_2).decode())
-        return EXIT_OK
-    print(orjson.dumps(schemas, option=orjson.OPT_INDENT_2).decode())
+        return _print(orjson.dumps(schemas[normalised], option=orjson.OPT_INDENT_2).decode())
+    return _print(orjson.dumps(schemas, option=orjson.OPT_INDENT_2).decode())
+
+
+def _print(text: str) -> int:
+    """Print to stdout; a reader that went away (`aisix schema | head`) is not an error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # nothing more can be written: point stdout at /dev/null so the exit flush is quiet
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     return EXIT_OK
 
 

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -75,18 +76,43 @@ MAX_WEIGHT = 1_000_000
 MAX_COOLDOWN_SECONDS = 30 * 86_400
 MAX_TEXT = 256
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
+#: JSON Schema patterns stating what the validators below check (documentation for clients
+#: and schemathesis; the validators give the error messages)
+NO_CONTROL = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
+HEADER_NAME = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type: `30000.0` is the integer 30000 (as in JSON Schema); a
+    fractional number or a string stays an error of the strict int check."""
+    if type(value) is float and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
+#: on an integer field (after its Field constraints, so the JSON Schema keeps them):
+#: strict (no strings, no booleans), integral floats accepted
+INTEGRAL = BeforeValidator(_integral)
+PositiveInt = Annotated[int, Field(gt=0), INTEGRAL]
+NonNegInt = Annotated[int, Field(ge=0), INTEGRAL]
 NonNegNumber = Annotated[float, Field(ge=0)]
-Count = Annotated[int, Field(gt=0, le=MAX_COUNT)]
+Count = Annotated[int, Field(gt=0, le=MAX_COUNT), INTEGRAL]
 Price = Annotated[float, Field(ge=0, le=MAX_PRICE_PER_MILLION)]
 Usd = Annotated[float, Field(gt=0, le=MAX_USD)]
-TimeoutMs = Annotated[int, Field(ge=0, le=MAX_TIMEOUT_MS)]
-Retries = Annotated[int, Field(ge=0, le=MAX_RETRIES)]
-CooldownSeconds = Annotated[int, Field(ge=0, le=MAX_COOLDOWN_SECONDS)]
-Name = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(no_control_chars)]
+TimeoutMs = Annotated[int, Field(ge=0, le=MAX_TIMEOUT_MS), INTEGRAL]
+Retries = Annotated[int, Field(ge=0, le=MAX_RETRIES), INTEGRAL]
+CooldownSeconds = Annotated[int, Field(ge=0, le=MAX_COOLDOWN_SECONDS), INTEGRAL]
+_PRINTABLE = Field(json_schema_extra={"pattern": NO_CONTROL})
+Name = Annotated[
+    str, Field(min_length=1, max_length=128), _PRINTABLE, AfterValidator(no_control_chars)
+]
 #: a free identifier (team_id, user_id, scope_ref, model_name): bounded, printable
-Ident = Annotated[str, Field(min_length=1, max_length=MAX_TEXT), AfterValidator(no_control_chars)]
+Ident = Annotated[
+    str, Field(min_length=1, max_length=MAX_TEXT), _PRINTABLE, AfterValidator(no_control_chars)
+]
+HeaderName = Annotated[str, Field(json_schema_extra={"pattern": HEADER_NAME})]
+#: an RFC 3339 timestamp with a zone
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 
 
 def parse_rfc3339(value: str) -> datetime:
@@ -129,7 +155,7 @@ class RateLimit(_Strict):
     rpd: Count | None = None
     tpm: Count | None = None
     tpd: Count | None = None
-    concurrency: Annotated[int, Field(gt=0, le=MAX_CONCURRENCY)] | None = None
+    concurrency: Annotated[int, Field(gt=0, le=MAX_CONCURRENCY), INTEGRAL] | None = None
 
 
 class Budget(_Strict):
@@ -154,7 +180,7 @@ class Cooldown(_Strict):
     default_seconds: CooldownSeconds = 30
     max_seconds: CooldownSeconds = 600
     honor_retry_after: bool = True
-    trigger_statuses: list[Annotated[int, Field(ge=100, le=599)]] | None = None
+    trigger_statuses: list[Annotated[int, Field(ge=100, le=599), INTEGRAL]] | None = None
     trigger_on_timeout: bool = True
     trigger_on_transport: bool = True
 
@@ -175,9 +201,17 @@ class AzureSettings(_Strict):
     ] = "2024-10-21"
 
 
+FieldName = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+
+
 class RequestOptions(_Strict):
-    param_renames: dict[str, str] | None = None
-    default_headers: dict[str, str] | None = None
+    param_renames: (
+        dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(min_length=1)]] | None
+    ) = None
+    default_headers: (
+        dict[HeaderName, Annotated[str, Field(json_schema_extra={"pattern": "^[^\\r\\n\\x00]*$"})]]
+        | None
+    ) = None
     default_body_fields: dict[str, Any] | None = None
 
     @field_validator("default_headers")
@@ -208,14 +242,34 @@ class UpstreamTLS(_Strict):
 
 
 class ProviderKey(_Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {"properties": {"azure": {"type": "object"}}, "required": ["azure"]},
+                    "then": {"properties": {"adapter": {"const": "azure-openai"}}},
+                },
+                {
+                    "if": {"properties": {"adapter": {"const": "azure-openai"}}},
+                    "then": {
+                        "properties": {"api_base": {"type": "string"}},
+                        "required": ["api_base"],
+                    },
+                },
+            ]
+        }
+    )
+
     display_name: Name
     secret: Annotated[str, Field(min_length=1, max_length=65_536)]
-    provider: Annotated[str, Field(max_length=64), AfterValidator(no_control_chars)] = ""
+    provider: Annotated[str, Field(max_length=64), _PRINTABLE, AfterValidator(no_control_chars)] = (
+        ""
+    )
     adapter: Adapter = "openai"
     api_base: Annotated[str, AfterValidator(http_url)] | None = None
     azure: AzureSettings | None = None
     request: RequestOptions | None = None
-    strip_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_STRIP_HEADERS))
+    strip_headers: list[HeaderName] = Field(default_factory=lambda: list(DEFAULT_STRIP_HEADERS))
     tls: UpstreamTLS | None = None
     telemetry_tags: dict[str, Any] | None = None
 
@@ -284,8 +338,8 @@ class DirectModel(_Strict):
 
 class RoutingTarget(_Strict):
     model: Annotated[str, Field(min_length=1, max_length=128)]
-    weight: Annotated[int, Field(ge=0, le=MAX_WEIGHT)] = 1
-    priority: Annotated[int, Field(ge=-MAX_WEIGHT, le=MAX_WEIGHT)] = 0
+    weight: Annotated[int, Field(ge=0, le=MAX_WEIGHT), INTEGRAL] = 1
+    priority: Annotated[int, Field(ge=-MAX_WEIGHT, le=MAX_WEIGHT), INTEGRAL] = 0
 
 
 class Routing(_Strict):
@@ -294,10 +348,10 @@ class Routing(_Strict):
     ] = "failover"
     targets: Annotated[list[RoutingTarget], Field(min_length=1, max_length=64)]
     retries: Retries = 0
-    max_fallbacks: Annotated[int, Field(ge=0, le=64)] | None = None
+    max_fallbacks: Annotated[int, Field(ge=0, le=64), INTEGRAL] | None = None
     retry_on_429: bool = False
     on_all_filtered: Literal["fail", "original_order"] = "fail"
-    retry_backoff_ms: Annotated[int, Field(ge=0, le=MAX_BACKOFF_MS)] = 100
+    retry_backoff_ms: Annotated[int, Field(ge=0, le=MAX_BACKOFF_MS), INTEGRAL] = 100
 
 
 class RoutingModel(_Strict):
@@ -313,11 +367,28 @@ Model = DirectModel | RoutingModel
 # --- API keys ------------------------------------------------------------------------------
 
 
+def _string_implies(present: str, required: str) -> dict[str, Any]:
+    """JSON Schema: when `present` is a string, `required` must be one too."""
+    return {
+        "if": {"properties": {present: {"type": "string"}}, "required": [present]},
+        "then": {"properties": {required: {"type": "string"}}, "required": [required]},
+    }
+
+
 #: a SHA-256 hex digest; the pattern is also stated in the JSON Schema (validated below)
 KeyHash = Annotated[str, Field(json_schema_extra={"pattern": KEY_HASH_PATTERN.pattern})]
 
 
 class ApiKey(_Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                _string_implies("previous_key_hash", "previous_key_expires_at"),
+                _string_implies("previous_key_expires_at", "previous_key_hash"),
+            ]
+        }
+    )
+
     key_hash: KeyHash
     allowed_models: Annotated[list[Annotated[str, Field(max_length=128)]], Field(max_length=10_000)]
     display_name: Name | None = None
@@ -325,13 +396,13 @@ class ApiKey(_Strict):
     user_id: Ident | None = None
     rate_limit: RateLimit | None = None
     budget: Budget | None = None
-    expires_at: str | None = None
+    expires_at: Timestamp | None = None
     disabled: bool = False
     metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] = (
         Field(default_factory=dict, max_length=32)
     )
     previous_key_hash: KeyHash | None = None
-    previous_key_expires_at: str | None = None
+    previous_key_expires_at: Timestamp | None = None
 
     @field_validator("key_hash", "previous_key_hash")
     @classmethod
@@ -355,6 +426,15 @@ class ApiKey(_Strict):
 
 
 class RateLimitPolicy(_Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["max_requests"], "properties": {"max_requests": {"type": "integer"}}},
+                {"required": ["max_tokens"], "properties": {"max_tokens": {"type": "integer"}}},
+            ]
+        }
+    )
+
     name: Name
     scope: Literal["api_key", "model", "team", "member", "team_member"]
     scope_ref: Ident

@@ -222,8 +222,11 @@ async def test_extra_routes(harness: Harness) -> None:
     assert usage.json() == {"api_key_id": "k1", "from": "2026-01-01T00:00:00Z"}
     boom = await client.get("/admin/v1/apikeys/boom/usage")
     assert (boom.status, boom.error) == (400, "from is after to")
-    # `status` is never a valid id, so PUT there is a 400, not a route clash
-    assert (await client.put("/admin/v1/models/status", json={})).status == 400
+    # `/admin/v1/models/status` is its own resource (GET only), not `/models/{id}`
+    put = await client.put("/admin/v1/models/status", json={})
+    assert (put.status, put.headers["allow"]) == (405, "GET")
+    # elsewhere `status` is never a valid id: a 400, not a route clash
+    assert (await client.put("/admin/v1/api_keys/status", json={})).status == 400
 
 
 # -- CRUD -----------------------------------------------------------------------------------

@@ -217,3 +217,12 @@ def test_patterns_do_not_accept_a_trailing_newline() -> None:
         "key_hash:"
     )
     assert invalid("models", {**MODEL, "provider": "openai\n"}).startswith("provider:")
+
+
+def test_integral_json_numbers_are_integers_but_strings_and_fractions_are_not() -> None:
+    """JSON Schema's `integer` includes 30000.0; the strict check still refuses "30000"."""
+    value = validate_value("models", {**MODEL, "timeout": 30000.0})
+    assert value.timeout == 30000 and type(value.timeout) is int  # type: ignore[union-attr]
+    assert invalid("models", {**MODEL, "timeout": 30000.5}).startswith("timeout")
+    assert invalid("models", {**MODEL, "timeout": "30000"}).startswith("timeout")
+    assert invalid("models", {**MODEL, "timeout": True}).startswith("timeout")

@@ -27,6 +27,7 @@ from aisix.egress import DEFAULT_DENIED_CIDRS, EgressPolicy
 from aisix.loader import Conflict, ResourceIndex, describe_referrer
 from aisix.resources import (
     ID_PATTERN,
+    INTEGRAL,
     SECRET_MASK,
     ProviderKey,
     Resource,
@@ -63,7 +64,7 @@ class RotateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    grace_seconds: Annotated[int, Field(ge=0, le=86400)] = 0
+    grace_seconds: Annotated[int, Field(ge=0, le=86400), INTEGRAL] = 0
 
 
 def envelope(record: Record) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from aisix.admin.crud import KIND_PATHS, RotateRequest
+from aisix.admin.crud import KIND_PATHS, MAX_LIST_OFFSET, RotateRequest
 from aisix.resources import (
     ID_PATTERN,
     ApiKey,
@@ -168,7 +168,11 @@ def _kind_paths(segment: str, kind: str) -> dict[str, Any]:
             "in": "query",
             "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
         },
-        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+        {
+            "name": "offset",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_LIST_OFFSET},
+        },
     ]
     envelope = _ref(f"{name}Envelope")
     collection = {

@@ -64,9 +64,14 @@ class Route:
     #: a resource write: refused with 405 on a read-only (file-managed) store
     writes: bool = False
     segments: tuple[str, ...] = field(init=False)
+    #: how specific the pattern is: a path matched by several patterns belongs to the one
+    #: with the most literal segments (`/models/status` is not `/models/{id}`)
+    literal_segments: int = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "segments", tuple(self.pattern.strip("/").split("/")))
+        literal = sum(1 for s in self.segments if not s.startswith("{"))
+        object.__setattr__(self, "literal_segments", literal)
 
     def match(self, parts: list[str]) -> dict[str, str] | None:
         if len(parts) != len(self.segments):
@@ -89,19 +94,22 @@ class RouteTable:
         self.routes = routes
 
     def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        """The route of the most specific pattern matching `path`; 405 (with the methods
+        that pattern serves) when it does not serve `method`, 404 when nothing matches."""
         parts = path.strip("/").split("/") if path != "/" else [""]
+        matches = [(r, p) for r in self.routes if (p := r.match(parts)) is not None]
+        if not matches:
+            raise AdminError(404, "resource not found")
+        best = max(route.literal_segments for route, _ in matches)
         allowed: list[str] = []
-        for route in self.routes:
-            params = route.match(parts)
-            if params is None:
+        for route, params in matches:
+            if route.literal_segments != best:
                 continue
             if route.method == method:
                 return route, params
             if route.method not in allowed:
                 allowed.append(route.method)
-        if allowed:
-            raise AdminError(405, "method not allowed", tuple(allowed))
-        raise AdminError(404, "resource not found")
+        raise AdminError(405, "method not allowed", tuple(allowed))
 
     def patterns(self) -> list[tuple[str, str]]:
         return [(route.method, route.pattern) for route in self.routes]

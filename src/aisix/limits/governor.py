@@ -38,7 +38,14 @@ from aisix.limits.base import (
     SpendLedger,
     Ticket,
 )
-from aisix.limits.layers import BudgetSpec, LayerIndex, RateSpec, key_budget_spec, nano_usd
+from aisix.limits.layers import (
+    MAX_AMOUNT,
+    BudgetSpec,
+    LayerIndex,
+    RateSpec,
+    key_budget_spec,
+    nano_usd,
+)
 from aisix.limits.memory import MemoryBackend, MemoryTicket
 from aisix.limits.metrics import NO_METRICS, LimitMetrics
 from aisix.limits.windows import Clock, seconds_until
@@ -197,8 +204,10 @@ class Hold:
         if self._done:
             return
         self._done = True
-        spend = nano_usd(cost_usd)
+        spend = nano_usd(cost_usd, cap=MAX_AMOUNT)
         tokens = usage.total_tokens
+        if tokens > MAX_AMOUNT:  # an upstream's absurd count must not break the settle
+            tokens = MAX_AMOUNT
         ticket = self._ticket
         if type(ticket) is MemoryTicket:
             ticket.finish_now(SETTLE, tokens if tokens > 0 else 0, spend)  # skip a coroutine
@@ -442,7 +451,7 @@ def _checks(plan: _Plan, est: Estimate, worst_usd: float) -> list[Check]:
             limit = t.limit
             checks[i] = Check(t.key, TOKENS, t.window, limit, total if total < limit else limit)
     if plan.spends:
-        worst = nano_usd(worst_usd, ceil=True)
+        worst = nano_usd(worst_usd, ceil=True, cap=MAX_AMOUNT)
         for i, s in plan.spends:
             limit = s.limit
             amount = worst if worst < limit else limit

@@ -26,8 +26,11 @@ _INLINE_FIELDS = (
     ("tpd", TOKENS, DAY),
 )
 _DIM_NAMES = {REQUESTS: "requests", TOKENS: "tokens"}
-#: the largest spend amount or limit a bucket holds: every backend keeps it exact (int64)
+#: the largest budget limit or stored spend sum: every backend keeps it exact (int64)
 MAX_NANO_USD = 2**62
+#: the largest amount one request reserves or settles (nano-USD, tokens): Redis scripts see
+#: numbers as Lua doubles, exact (and sent back to Redis as integers) only up to 2**53
+MAX_AMOUNT = 2**53 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +62,13 @@ class BudgetSpec:
     dim = SPEND
 
 
-def nano_usd(usd: float, ceil: bool = False) -> int:
-    """USD as bucket nano-USD, clamped to [0, MAX_NANO_USD]: a non-finite or huge amount
-    (an unvalidated old value, an absurd upstream usage) saturates instead of raising."""
+def nano_usd(usd: float, ceil: bool = False, cap: int = MAX_NANO_USD) -> int:
+    """USD as bucket nano-USD, clamped to [0, cap]: a non-finite or huge amount (an
+    unvalidated old value, an absurd upstream usage) saturates instead of raising."""
     nano = usd * NANO_PER_USD
-    if 0 <= nano < MAX_NANO_USD:  # False for NaN too
+    if 0 <= nano < cap:  # False for NaN too
         return math.ceil(nano) if ceil else round(nano)
-    return MAX_NANO_USD if nano > 0 else 0
+    return cap if nano > 0 else 0
 
 
 def _bucket_key(bucket: str, dimension: str) -> str:

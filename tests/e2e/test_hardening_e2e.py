@@ -12,8 +12,9 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
-from e2e_helpers import ALIAS, CALLER_KEY, PROVIDER_SECRET, GatewayFactory
+from e2e_helpers import ALIAS, CALLER_KEY, PROVIDER_SECRET, GatewayFactory, wait_for
 
+from fakes.etcd_server import EtcdServer
 from fakes.openai_upstream import FakeOpenAIUpstream, Reply
 
 pytestmark = pytest.mark.timeout(60)
@@ -124,3 +125,33 @@ def test_a_stored_budget_with_an_overflowing_limit_is_rejected_not_fatal(
     config = gw.status("/status/config").json
     rejected = {r["id"]: r["error"] for r in config["rejected"]}
     assert rejected["huge-policy"].startswith("limit_usd:")
+
+
+def test_admin_health_is_degraded_only_after_the_store_outage_threshold(
+    gateway: GatewayFactory, own_etcd: EtcdServer, prefix: str
+) -> None:
+    """Item 9: a store blip is not `degraded`; an outage longer than
+    `admin.store_degraded_after_secs` (300 s by default, 4 s here) is."""
+    gw = gateway(
+        {
+            "etcd": {"endpoints": [own_etcd.url], "prefix": prefix},
+            "admin": {"store_degraded_after_secs": 4},
+        }
+    )
+
+    def health() -> str:
+        response = gw.admin("GET", "/health")
+        assert response.status == 200, response.text
+        return str(response.json["status"])
+
+    def connected() -> bool:
+        return bool(gw.status("/status/config").json["source"]["connected"])
+
+    assert health() == "ok"
+    own_etcd.stop()
+    wait_for(lambda: not connected(), 10.0, "the store to be seen unreachable")
+    assert health() == "ok"  # unreachable for less than the threshold
+    wait_for(lambda: health() == "degraded", 15.0, "health to report degraded")
+    own_etcd.start()
+    wait_for(connected, 30.0, "the store to be reachable again")
+    assert health() == "ok"

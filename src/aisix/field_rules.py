@@ -129,6 +129,18 @@ def check_secret(adapter: str, secret: str) -> None:
             raise SecretFormatError("bedrock: session_token needs access_key_id")
 
 
+def secret_token_url(secret: str) -> str | None:
+    """The `token_url` inside a JSON secret (Entra ID, service account), if any."""
+    if not secret.lstrip().startswith("{"):
+        return None
+    try:
+        parsed = orjson.loads(secret)
+    except orjson.JSONDecodeError:
+        return None
+    url = parsed.get("token_url") if isinstance(parsed, dict) else None
+    return url if isinstance(url, str) else None
+
+
 def _plain(adapter: str) -> Callable[[str], None]:
     def check(secret: str) -> None:
         if not _PLAIN_SECRET.fullmatch(secret):

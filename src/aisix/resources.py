@@ -19,7 +19,6 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -34,6 +33,27 @@ from aisix.field_rules import (
     header_value,
     http_url,
     no_control_chars,
+)
+from aisix.field_types import (
+    INTEGRAL,
+    MAX_BACKOFF_MS,
+    MAX_CONCURRENCY,
+    MAX_PRICE_PER_MILLION,
+    MAX_TEXT,
+    MAX_WEIGHT,
+    PRINTABLE,
+    PROVIDER_KEY_RULES,
+    CooldownSeconds,
+    Count,
+    HeaderName,
+    Ident,
+    Name,
+    Price,
+    Retries,
+    TimeoutMs,
+    Timestamp,
+    Usd,
+    string_implies,
 )
 
 KINDS = ("provider_keys", "models", "api_keys", "rate_limit_policies", "budget_policies")
@@ -61,58 +81,6 @@ class ResourceInvalid(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-#: upper bounds of numeric fields: far above any real use, low enough that every derived
-#: number (nano-USD, milliseconds, Redis integers) stays exact and finite (issue 12 item 1)
-MAX_COUNT = 10**12  # requests or tokens per window
-MAX_CONCURRENCY = 1_000_000
-MAX_USD = 1e9  # a budget: 1e18 nano-USD, inside a signed 64-bit integer
-MAX_PRICE_PER_MILLION = 1e6
-MAX_TIMEOUT_MS = 86_400_000  # one day
-MAX_RETRIES = 100
-MAX_BACKOFF_MS = 600_000
-MAX_WEIGHT = 1_000_000
-MAX_COOLDOWN_SECONDS = 30 * 86_400
-MAX_TEXT = 256
-
-#: JSON Schema patterns stating what the validators below check (documentation for clients
-#: and schemathesis; the validators give the error messages)
-NO_CONTROL = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
-HEADER_NAME = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
-
-
-def _integral(value: Any) -> Any:
-    """JSON has one number type: `30000.0` is the integer 30000 (as in JSON Schema); a
-    fractional number or a string stays an error of the strict int check."""
-    if type(value) is float and value.is_integer() and abs(value) < 2**63:
-        return int(value)
-    return value
-
-
-#: on an integer field (after its Field constraints, so the JSON Schema keeps them):
-#: strict (no strings, no booleans), integral floats accepted
-INTEGRAL = BeforeValidator(_integral)
-PositiveInt = Annotated[int, Field(gt=0), INTEGRAL]
-NonNegInt = Annotated[int, Field(ge=0), INTEGRAL]
-NonNegNumber = Annotated[float, Field(ge=0)]
-Count = Annotated[int, Field(gt=0, le=MAX_COUNT), INTEGRAL]
-Price = Annotated[float, Field(ge=0, le=MAX_PRICE_PER_MILLION)]
-Usd = Annotated[float, Field(gt=0, le=MAX_USD)]
-TimeoutMs = Annotated[int, Field(ge=0, le=MAX_TIMEOUT_MS), INTEGRAL]
-Retries = Annotated[int, Field(ge=0, le=MAX_RETRIES), INTEGRAL]
-CooldownSeconds = Annotated[int, Field(ge=0, le=MAX_COOLDOWN_SECONDS), INTEGRAL]
-_PRINTABLE = Field(json_schema_extra={"pattern": NO_CONTROL})
-Name = Annotated[
-    str, Field(min_length=1, max_length=128), _PRINTABLE, AfterValidator(no_control_chars)
-]
-#: a free identifier (team_id, user_id, scope_ref, model_name): bounded, printable
-Ident = Annotated[
-    str, Field(min_length=1, max_length=MAX_TEXT), _PRINTABLE, AfterValidator(no_control_chars)
-]
-HeaderName = Annotated[str, Field(json_schema_extra={"pattern": HEADER_NAME})]
-#: an RFC 3339 timestamp with a zone
-Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 
 
 def parse_rfc3339(value: str) -> datetime:
@@ -242,29 +210,11 @@ class UpstreamTLS(_Strict):
 
 
 class ProviderKey(_Strict):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "allOf": [
-                {
-                    "if": {"properties": {"azure": {"type": "object"}}, "required": ["azure"]},
-                    "then": {"properties": {"adapter": {"const": "azure-openai"}}},
-                },
-                {
-                    "if": {"properties": {"adapter": {"const": "azure-openai"}}},
-                    "then": {
-                        "properties": {"api_base": {"type": "string"}},
-                        "required": ["api_base"],
-                    },
-                },
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=PROVIDER_KEY_RULES)
 
     display_name: Name
     secret: Annotated[str, Field(min_length=1, max_length=65_536)]
-    provider: Annotated[str, Field(max_length=64), _PRINTABLE, AfterValidator(no_control_chars)] = (
-        ""
-    )
+    provider: Annotated[str, Field(max_length=64), PRINTABLE, AfterValidator(no_control_chars)] = ""
     adapter: Adapter = "openai"
     api_base: Annotated[str, AfterValidator(http_url)] | None = None
     azure: AzureSettings | None = None
@@ -367,14 +317,6 @@ Model = DirectModel | RoutingModel
 # --- API keys ------------------------------------------------------------------------------
 
 
-def _string_implies(present: str, required: str) -> dict[str, Any]:
-    """JSON Schema: when `present` is a string, `required` must be one too."""
-    return {
-        "if": {"properties": {present: {"type": "string"}}, "required": [present]},
-        "then": {"properties": {required: {"type": "string"}}, "required": [required]},
-    }
-
-
 #: a SHA-256 hex digest; the pattern is also stated in the JSON Schema (validated below)
 KeyHash = Annotated[str, Field(json_schema_extra={"pattern": KEY_HASH_PATTERN.pattern})]
 
@@ -383,8 +325,8 @@ class ApiKey(_Strict):
     model_config = ConfigDict(
         json_schema_extra={
             "allOf": [
-                _string_implies("previous_key_hash", "previous_key_expires_at"),
-                _string_implies("previous_key_expires_at", "previous_key_hash"),
+                string_implies("previous_key_hash", "previous_key_expires_at"),
+                string_implies("previous_key_expires_at", "previous_key_hash"),
             ]
         }
     )

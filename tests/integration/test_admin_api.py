@@ -663,3 +663,20 @@ async def test_egress_policy_is_checked_on_provider_key_writes(tmp_path: Path) -
         ).status == 200
     finally:
         await store.close()
+
+
+async def test_egress_policy_covers_a_secrets_token_url(harness: Harness) -> None:
+    secret = (
+        '{"tenant_id": "t", "client_id": "c", "client_secret": "entra-secret-value", '
+        '"token_url": "http://169.254.169.254/token"}'
+    )
+    body = {
+        "display_name": "azure",
+        "adapter": "azure-openai",
+        "api_base": "https://example.openai.azure.com",
+        "secret": secret,
+    }
+    response = await harness.client.post("/admin/v1/provider_keys", json=body)
+    assert response.status == 400
+    assert response.error.startswith("secret: token_url: host 169.254.169.254")
+    assert "entra-secret-value" not in response.error

@@ -24,10 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aisix.admin.routing import AdminError, AdminRequest, AdminResponse, Handler, Route
 from aisix.egress import DEFAULT_DENIED_CIDRS, EgressPolicy
+from aisix.field_rules import secret_token_url
+from aisix.field_types import INTEGRAL
 from aisix.loader import Conflict, ResourceIndex, describe_referrer
 from aisix.resources import (
     ID_PATTERN,
-    INTEGRAL,
     SECRET_MASK,
     ProviderKey,
     Resource,
@@ -275,12 +276,18 @@ def _write(
 
 
 def _check_egress(value: Resource, egress: EgressPolicy) -> None:
-    """A provider key's api_base must name a host the egress policy allows (400)."""
-    if isinstance(value, ProviderKey) and value.api_base:
-        host = urlsplit(value.api_base).hostname or ""
-        reason = egress.check(host)
-        if reason is not None:
-            raise ResourceInvalid(f"api_base: {reason}")
+    """A provider key's api_base (and a secret's token_url) must name a host the egress
+    policy allows (400)."""
+    if not isinstance(value, ProviderKey):
+        return
+    for field_name, url in (
+        ("api_base", value.api_base),
+        ("secret: token_url", secret_token_url(value.secret)),
+    ):
+        if url:
+            reason = egress.check(urlsplit(url).hostname or "")
+            if reason is not None:
+                raise ResourceInvalid(f"{field_name}: {reason}")
 
 
 def _unavailable(exc: StoreUnavailable) -> str:

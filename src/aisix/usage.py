@@ -94,6 +94,7 @@ class UsageStore:
         self._lock = threading.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Future[None]] = set()
 
     def open(self) -> None:
         """Create the file and tables (idempotent); sync, for startup."""
@@ -113,10 +114,19 @@ class UsageStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for write in list(self._writes):  # batches still writing in their threads
+            with contextlib.suppress(Exception):
+                await write
         await self.flush()
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        await asyncio.to_thread(self._close_db)
+
+    def _close_db(self) -> None:
+        # under the lock: closing a connection another thread is using crashes the process
+        # (SIGSEGV at shutdown)
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     # --- writers (hot path: no I/O, no await) -----------------------------------------------
 
@@ -166,8 +176,15 @@ class UsageStore:
         rows, bad = _aggregate(events)
         if bad:
             self._skip(len(bad), f"numbers out of range (first: {bad[0]})")
+        write = asyncio.ensure_future(asyncio.to_thread(self._write, rows, spend))
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
         try:
-            await asyncio.to_thread(self._write, rows, spend)
+            # a cancelled flush leaves the write running in its thread (close() waits for
+            # it); giving its spend back here would count it twice
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            raise
         except BaseException:
             for slot, nano in spend.items():  # spend is kept for the next batch
                 self._spend[slot] = self._spend.get(slot, 0) + nano

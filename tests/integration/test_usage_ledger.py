@@ -121,3 +121,29 @@ async def _wait(predicate: Any, timeout: float = 5.0) -> None:
     while not predicate():
         assert loop.time() < deadline, "condition not reached"
         await asyncio.sleep(0.01)
+
+
+async def test_close_waits_for_a_batch_still_writing_in_its_thread(tmp_path: Path) -> None:
+    """A cancelled writer task leaves its thread running; closing the connection under it
+    crashed the gateway at shutdown (exit -11)."""
+    store = UsageStore(tmp_path / "usage.db", flush_interval_s=0.001)
+    await store.start()
+    entered, release = asyncio.Event(), __import__("threading").Event()
+    loop = asyncio.get_running_loop()
+    original = store._write
+
+    def slow_write(rows: Any, spend: Any) -> None:
+        loop.call_soon_threadsafe(entered.set)
+        release.wait(5)
+        original(rows, spend)
+
+    store._write = slow_write  # type: ignore[method-assign]
+    store.add_spend("k", 0, 1)
+    await asyncio.wait_for(entered.wait(), 5)
+    closing = asyncio.create_task(store.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # close waits for the write in flight
+    release.set()
+    await asyncio.wait_for(closing, 5)
+    with sqlite3.connect(tmp_path / "usage.db") as db:
+        assert db.execute("SELECT nano_usd FROM spend").fetchall() == [(1,)]

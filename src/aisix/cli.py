@@ -107,6 +107,13 @@ def _validate(config: str | None, resources: str | None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_FAIL
+    from aisix.app import check_startup
+
+    try:
+        check_startup(settings)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_FAIL
     path = resources or settings.resources_file
     if path is not None:
         from aisix.store.file import validate_resources_file

@@ -204,7 +204,8 @@ class Hold:
         if self._done:
             return
         self._done = True
-        spend = nano_usd(cost_usd, cap=MAX_AMOUNT)
+        nano = cost_usd * NANO_PER_USD  # nano_usd() inlined: settle runs on every request
+        spend = round(nano) if 0 <= nano < MAX_AMOUNT else (MAX_AMOUNT if nano > 0 else 0)
         tokens = usage.total_tokens
         if tokens > MAX_AMOUNT:  # an upstream's absurd count must not break the settle
             tokens = MAX_AMOUNT

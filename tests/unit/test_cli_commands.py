@@ -1,9 +1,11 @@
-"""`aisix schema` (issue 12 item 10): `--help` lists the kinds; a closed pipe is no traceback."""
+"""`aisix schema` and `aisix validate` (issue 12 items 6, 10): `--help` lists the kinds, a
+closed pipe is no traceback, validate applies the startup checks."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import orjson
 
@@ -41,3 +43,17 @@ def test_schema_of_one_kind_and_unknown_kind() -> None:
     assert orjson.loads(result.stdout)["title"] == "ApiKey"
     unknown = subprocess.run([*AISIX, "schema", "nope"], capture_output=True, text=True, timeout=30)
     assert unknown.returncode == 2 and "provider_keys" in unknown.stderr
+
+
+def test_validate_applies_the_startup_checks(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("admin: {admin_keys: [short-key]}\n")
+    bad = subprocess.run(
+        [*AISIX, "validate", "--config", str(config)], capture_output=True, text=True, timeout=30
+    )
+    assert bad.returncode == 1 and "admin.admin_keys[0]" in bad.stderr
+    config.write_text("admin: {admin_keys: [a-long-enough-admin-key]}\n")
+    good = subprocess.run(
+        [*AISIX, "validate", "--config", str(config)], capture_output=True, text=True, timeout=30
+    )
+    assert (good.returncode, good.stdout.strip()) == (0, "ok")

@@ -13,6 +13,7 @@ import ipaddress
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from aisix.redact import Redactor
 from aisix.resources import (
     ApiKey,
     BudgetPolicy,
@@ -239,11 +240,13 @@ def _build_targets(
         if target_factory is None:
             targets[mid] = None
             continue
+        pk = provider_keys[value.provider_key_id]
         try:
-            targets[mid] = target_factory(provider_keys[value.provider_key_id], value)
+            targets[mid] = target_factory(pk, value)
         except Exception as exc:
             failed.add(value.display_name)
-            _drop(index, valid, rejected, mid, f"cannot build the upstream target: {exc}")
+            reason = Redactor.from_provider_secrets([pk.value.secret]).redact(str(exc))
+            _drop(index, valid, rejected, mid, f"cannot build the upstream target: {reason}")
     for mid, value in list(models.items()):
         if isinstance(value, RoutingModel):
             missing = [t.model for t in value.routing.targets if t.model in failed]

@@ -200,7 +200,7 @@ class UpstreamTimeout(UpstreamError):
 
 
 def upstream_status_error(
-    status: int, body: bytes, retry_after: float | None, redactor: Redactor | None = None
+    status: int, body: bytes, retry_after: float | None, *, redactor: Redactor | None = None
 ) -> UpstreamError:
     """Classify a non-2xx upstream answer into the error the contract (§6.4) prescribes.
 

@@ -53,7 +53,7 @@ def test_upstream_4xx_message_code_and_param_are_redacted() -> None:
     body = orjson.dumps(
         {"error": {"message": f"Incorrect API key: {SECRET}", "code": SECRET, "param": SECRET}}
     )
-    err = upstream_status_error(400, body, None, Redactor([SECRET]))
+    err = upstream_status_error(400, body, None, redactor=Redactor([SECRET]))
     assert isinstance(err, UpstreamClientError)
     assert SECRET not in err.openai_body().decode()
     assert err.message == "Incorrect API key: ***"

@@ -5,6 +5,8 @@ transport, bind the proxy, admin and status listeners (uvicorn with httptools + 
 sockets we create, so `proxy.workers > 1` can share the proxy port with SO_REUSEPORT), then
 wait for a signal. SIGHUP reloads a resources file; SIGTERM/SIGINT drain: health endpoints
 answer 503, listeners stop accepting, in-flight requests get `shutdown_grace_secs`.
+`check_startup` refuses admin keys under 16 characters and warns about non-loopback admin or
+status listeners without TLS; every snapshot publish installs the secret redactor.
 """
 
 from __future__ import annotations

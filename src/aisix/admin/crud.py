@@ -5,7 +5,9 @@ references (400) → uniqueness and renames (409) → commit (503). References a
 are checked by `aisix.loader.ResourceIndex` against the transaction's own view of the store,
 so two concurrent writes can never both pass the same check. Provider key secrets are
 write-only: reads show `"***"`, and a PUT that omits the secret or sends `"***"` keeps the
-stored one. Nothing here builds snapshots; `on_write` tells the supervisor to reload.
+stored one. A provider key's `api_base` (and a secret's `token_url`) must pass the egress
+policy (`aisix.egress`). Nothing here builds snapshots; `on_write` tells the supervisor to
+reload.
 """
 
 from __future__ import annotations

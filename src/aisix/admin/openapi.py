@@ -3,8 +3,9 @@
 Both are generated from the pydantic models in `aisix.resources`, so they cannot drift from
 the validation the admin API, the stores and `aisix validate` apply. `resource_schemas()`
 backs `aisix schema` (draft 2020-12, one self-contained schema per kind);
-`openapi_document(routes)` describes every route the admin listener serves, the routes
-other modules contribute through `extra_routes` included.
+`openapi_document(routes)` describes every route the admin listener serves once (path
+aliases such as `/admin/v1/api_keys` are served but not listed), the routes other modules
+contribute through `extra_routes` included, with the constraints validation enforces.
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@ A route is a method plus a path pattern of literal segments and `{name}` placeho
 (`/admin/v1/apikeys/{id}/usage`); a placeholder matches exactly one non-empty segment. Other
 modules (model status, health, usage reads) plug their handlers in through `extra_routes`,
 a mapping `(method, pattern) -> handler`; a handler takes an `AdminRequest` and returns an
-`AdminResponse` or raises `AdminError`. Extra routes are matched before the built-in CRUD
-routes, and every route under `/admin/v1/` is authenticated before its handler runs.
+`AdminResponse` or raises `AdminError`. A path belongs to its most specific pattern (most
+literal segments: `/models/status` before `/models/{id}`); a method that pattern does not
+serve is a 405 whose `Allow` names the ones it does. Every route under `/admin/v1/` is
+authenticated before its handler runs.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ REPO_DIR = BENCH_DIR.parent
 # AISIX_BIN may point at another build (another checkout's venv) to compare branches
 AISIX_BIN = Path(os.environ.get("AISIX_BIN", REPO_DIR / ".venv" / "bin" / "aisix"))
 CALLER_KEY = "sk-bench-caller-0000000000000000"
-ADMIN_KEY = "bench-admin"
+ADMIN_KEY = "bench-admin-key-0123456789"
 KINDS = ("static", "sse", "paced", "slow")
 ALIASES = {
     "static": "bench-model",

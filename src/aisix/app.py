@@ -8,12 +8,15 @@ answer 503, listeners keep accepting for `shutdown.min_drain_secs`, then stop ac
 in-flight requests get `shutdown_grace_secs`. A store that cannot be reached at boot is not
 fatal: the last good snapshot from `managed.snapshot_cache_path` serves if there is one, else
 the gateway answers 503 `never_loaded` until the supervisor's first load succeeds.
+`check_startup` refuses admin keys under 16 characters and warns about non-loopback admin or
+status listeners without TLS; every snapshot publish installs the secret redactor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import os
 import signal
@@ -26,10 +29,12 @@ from typing import Any
 
 import uvicorn
 
+from aisix import redact
 from aisix.admin.app import build_admin_app
 from aisix.admin.audit import AuditLog
 from aisix.admin.routing import AdminRequest, AdminResponse
 from aisix.admin.ui.server import UiAssets
+from aisix.egress import EgressPolicy
 from aisix.events import EventBus
 from aisix.limits.factory import build_governor
 from aisix.limits.governor import Governor
@@ -39,7 +44,7 @@ from aisix.obs.budget_gauges import budget_rows
 from aisix.obs.config_status import ConfigStatus
 from aisix.obs.health import HealthFront
 from aisix.obs.metrics import Metrics
-from aisix.obs.status import StatusApp
+from aisix.obs.status import StatusApp, StoreOutage
 from aisix.obs.workers import WorkerLinks, serve_metrics_requests
 from aisix.providers.registry import Registry
 from aisix.providers.transport import Transport
@@ -48,10 +53,11 @@ from aisix.proxy.context import ProxyRuntime
 from aisix.proxy.cors import CorsApp
 from aisix.proxy.egress import Egress
 from aisix.proxy.server import ProxyApp
+from aisix.redact import Redactor
 from aisix.responses_store import ResponseStore
 from aisix.routing.health import HealthRegistry
 from aisix.routing.strategies import Router
-from aisix.settings import Settings, TLSFiles
+from aisix.settings import ConfigError, Settings, TLSFiles
 from aisix.snapshot import Snapshot, SnapshotHolder
 from aisix.store.base import ResourceStore
 from aisix.store.snapshot_cache import read_cache, write_cache
@@ -87,6 +93,15 @@ def _env_id(settings: Settings) -> str:
     return settings.etcd.env_id if settings.etcd is not None else ""
 
 
+def install_log_redaction() -> None:
+    """Every handler of the root and uvicorn loggers redacts provider secrets (idempotent;
+    uvicorn configures its loggers when a server config is made)."""
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, redact.RedactingFilter) for f in handler.filters):
+                handler.addFilter(redact.RedactingFilter())
+
+
 class StartupError(RuntimeError):
     """The gateway cannot start; the message names the cause (config key, path, port)."""
 
@@ -97,6 +112,56 @@ class Listener:
     key: str
     server: uvicorn.Server
     sock: socket.socket
+
+
+def listener_address(listener: Listener) -> str:
+    """`proxy http://127.0.0.1:3000`: the address the socket is bound to (a `:0` port shows
+    the port the kernel chose)."""
+    host, port = listener.sock.getsockname()[:2]
+    scheme = "https" if listener.server.config.ssl_certfile else "http"
+    shown = f"[{host}]" if ":" in host else host
+    return f"{listener.name} {scheme}://{shown}:{port}"
+
+
+#: an admin key shorter than this is refused at startup (exit 2)
+MIN_ADMIN_KEY_LENGTH = 16
+
+
+def check_startup(settings: Settings) -> list[str]:
+    """Raise ConfigError for settings that must not serve; return warnings to log.
+
+    Admin keys shorter than 16 characters are refused; an admin or status listener bound to
+    a non-loopback address without TLS is served with a warning (keys and status travel in
+    clear text)."""
+    if settings.admin.enabled:
+        for i, key in enumerate(settings.admin.admin_keys or ()):
+            if len(key) < MIN_ADMIN_KEY_LENGTH:
+                raise ConfigError(
+                    f"admin.admin_keys[{i}]: an admin key must be at least "
+                    f"{MIN_ADMIN_KEY_LENGTH} characters (it has {len(key)})"
+                )
+    warnings = []
+    prometheus = settings.observability.metrics.prometheus
+    listeners = [
+        ("admin.addr", settings.admin.addr, settings.admin.enabled, settings.admin.tls),
+        ("observability.metrics.prometheus.addr", prometheus.addr, prometheus.enabled, None),
+    ]
+    for key, addr, enabled, tls in listeners:
+        if enabled and tls is None and not _is_loopback(split_addr(addr)[0]):
+            warnings.append(
+                f"{key} {addr} is not a loopback address and is served without TLS: "
+                "bind it to 127.0.0.1 or put TLS in front of it"
+            )
+    return warnings
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -203,10 +268,15 @@ class Gateway:
         self.ledger: BatchingLedger | None = None
         self.usage_api: UsageApi | None = None
         self._cleanup: list[Callable[[], Awaitable[None]]] = []
+        self._snapshot_redactor = redact.NO_SECRETS
+        self.store_outage = StoreOutage()
 
     def _on_reload(self, ok: bool, snapshot: Snapshot | None) -> None:
         self.config_status.on_reload(ok, snapshot)
         failure = self.supervisor.last_failure
+        if snapshot is not None:
+            self._install_redactor(snapshot)
+        self.store_outage.observe(self.store.connected())
         self.metrics.on_reload(
             ok,
             snapshot,
@@ -354,6 +424,9 @@ class Gateway:
                     draining=lambda: runtime.draining,
                     audit=AuditLog(self.ledger) if self.ledger is not None else None,
                     ui=self._dashboard(),
+                    egress=EgressPolicy.build(
+                        settings.upstream.allowed_hosts, settings.upstream.denied_cidrs
+                    ),
                 ),
                 lambda: runtime.draining,
                 lambda: self.holder.current is not None,
@@ -376,6 +449,7 @@ class Gateway:
             server = _uvicorn_server(app, grace, tls, settings)
             await server.startup(sockets=[sock])
             self.listeners.append(Listener(name, key, server, sock))
+        install_log_redaction()
 
     def _dashboard(self) -> UiAssets | None:
         ui = self.settings.admin.ui
@@ -396,10 +470,22 @@ class Gateway:
             if rows is not None:
                 self.metrics.set_budgets(rows)
 
+    def _install_redactor(self, snapshot: Snapshot) -> None:
+        """Secrets of this snapshot and the previous one (requests may still run on it)."""
+        secrets = (pk.value.secret for pk in snapshot.provider_keys.values())
+        fresh = Redactor.from_provider_secrets(secrets)
+        redact.install(fresh.merged(self._snapshot_redactor))
+        self._snapshot_redactor = fresh
+
     def _models_status(self) -> list[dict[str, Any]]:
         self.health.sweep()
         snapshot = self.holder.current
-        return self.health.status(snapshot.models_by_id.values()) if snapshot else []
+        if snapshot is None:
+            return []
+        status: list[dict[str, Any]] = redact.current().redact_value(
+            self.health.status(snapshot.models_by_id.values())
+        )
+        return status
 
     def _admin_routes(
         self,
@@ -411,8 +497,10 @@ class Gateway:
             snapshot = self.holder.current
             models = self._models_status()
             cooling = any(m.get("status") == "cooldown" for m in models)
+            down_for = self.store_outage.observe(self.store.connected())
+            store_down = down_for > 0 and down_for >= self.settings.admin.store_degraded_after_secs
             body = {
-                "status": "degraded" if cooling or not self.store.connected() else "ok",
+                "status": "degraded" if cooling or store_down else "ok",
                 "models": [
                     {
                         "id": m["id"],
@@ -520,10 +608,7 @@ class Gateway:
             await self.drain_and_stop()
             raise
         settle_garbage_collector()
-        log.info(
-            "aisix listening: %s",
-            ", ".join(f"{listener.name} {listener.key}" for listener in self.listeners),
-        )
+        log.info("aisix listening: %s", ", ".join(map(listener_address, self.listeners)))
         await self.stop_event.wait()
         log.info("draining")
         if self.on_stop is not None:

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from aisix import __version__
+from aisix.resources import KINDS
 from aisix.settings import ConfigError, Settings, load_settings
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -49,8 +50,17 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--env-file", help="also write the secrets as VAR=value lines here (mode 0600)"
     )
-    schema = sub.add_parser("schema", help="print resource JSON Schemas")
-    schema.add_argument("kind", nargs="?")
+    schema = sub.add_parser(
+        "schema",
+        help="print resource JSON Schemas",
+        description="Print the JSON Schema (draft 2020-12) of one resource kind, or of all.",
+    )
+    schema.add_argument(
+        "kind",
+        nargs="?",
+        help=f"one of: {', '.join(KINDS)} (apikeys is accepted for api_keys); "
+        "all kinds when omitted",
+    )
     sub.add_parser(
         "demo-upstream", help="fake OpenAI upstream for demos and load tests", add_help=False
     )
@@ -83,9 +93,19 @@ def _schema(kind: str | None) -> int:
         if normalised not in schemas:
             print(f"aisix: unknown kind {kind!r} (one of {', '.join(schemas)})", file=sys.stderr)
             return EXIT_USAGE
-        print(orjson.dumps(schemas[normalised], option=orjson.OPT_INDENT_2).decode())
-        return EXIT_OK
-    print(orjson.dumps(schemas, option=orjson.OPT_INDENT_2).decode())
+        return _print(orjson.dumps(schemas[normalised], option=orjson.OPT_INDENT_2).decode())
+    return _print(orjson.dumps(schemas, option=orjson.OPT_INDENT_2).decode())
+
+
+def _print(text: str) -> int:
+    """Print to stdout; a reader that went away (`aisix schema | head`) is not an error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # nothing more can be written: point stdout at /dev/null so the exit flush is quiet
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     return EXIT_OK
 
 
@@ -107,6 +127,13 @@ def _validate(config: str | None, resources: str | None) -> int:
             print("warning: " + INERT_WARNING + ", ".join(inert), file=sys.stderr)
         if path is None and settings.resources_file is not None:
             path = settings.resolve(settings.resources_file)
+        from aisix.app import check_startup
+
+        try:
+            check_startup(settings)
+        except ConfigError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_FAIL
     if path is not None:
         from aisix.store.file import validate_resources_file
 
@@ -182,9 +209,18 @@ def serve(config: str | None) -> int:
     except ConfigError as exc:
         print(f"aisix: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    from aisix.app import check_startup
+
+    try:
+        warnings = check_startup(settings)
+    except ConfigError as exc:
+        print(f"aisix: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     _configure_logging(settings)
     if inert := settings.inert_keys():
         logging.getLogger("aisix").warning(INERT_WARNING + "%s", ", ".join(inert))
+    for warning in warnings:
+        logging.getLogger("aisix").warning("%s", warning)
     links = [multiprocessing.get_context("spawn").Pipe() for _ in range(settings.proxy.workers - 1)]
     workers = [_spawn_worker(config, worker_end) for _, worker_end in links]
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from aisix.redact import Redactor, current
+
 
 @dataclass(frozen=True, slots=True)
 class UpstreamFault:
@@ -236,9 +238,13 @@ def upstream_status_error(
     body: bytes,
     retry_after: float | None,
     parse: Callable[[bytes], UpstreamFault] | None = None,
+    *,
+    redactor: Redactor | None = None,
 ) -> UpstreamError:
     """Classify a non-2xx upstream answer into the error the contract (§6.4) prescribes;
-    `parse` reads the body in the target family's error shape (default: OpenAI's)."""
+    `parse` reads the body in the target family's error shape (default: OpenAI's). Text
+    taken from the body (message, code, param) has every known provider secret replaced by
+    `***` (`redactor`, else the process's current one)."""
     err: UpstreamError
     if status in (401, 403):
         err = UpstreamAuthError(f"upstream rejected the provider credentials ({status})")
@@ -246,8 +252,10 @@ def upstream_status_error(
         err = UpstreamServerError(f"upstream returned {status}")
     else:
         fault = (parse or openai_fault)(body)
-        message = fault.message or f"upstream returned {status}"
-        code, param = fault.code, fault.param
+        redact = (redactor or current()).redact
+        message = redact(fault.message or f"upstream returned {status}")
+        code = redact(fault.code) if fault.code is not None else None
+        param = redact(fault.param) if fault.param is not None else None
         headers = {}
         if status == 429 and retry_after is not None:
             # §6.5: whole seconds ≥ 1, whatever form (date, fraction, 0) the upstream used

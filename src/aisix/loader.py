@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
+from aisix.redact import Redactor
 from aisix.resources import (
     ApiKey,
     BudgetPolicy,
@@ -173,7 +174,7 @@ _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 MAX_DROPPED_FIELDS = 32
 
 
-def _drop(value: Any, path: str) -> bool:
+def _drop_field(value: Any, path: str) -> bool:
     parts = [int(i) if i else name for name, i in _PATH_PART.findall(path)]
     node = value
     for part in parts[:-1]:
@@ -201,7 +202,7 @@ def tolerant_validate(kind: str, raw: Mapping[str, Any]) -> tuple[Resource, list
                 raise
             if not dropped:
                 value = copy.deepcopy(dict(raw))
-            if not _drop(value, found.group(1)):
+            if not _drop_field(value, found.group(1)):
                 raise
             dropped.append(found.group(1))
 
@@ -257,7 +258,18 @@ def build_snapshot(
         rejected.append(
             Rejected(kind, record.id, name if isinstance(name, str) else None, error, since)
         )
-    snapshot = _compile(index, valid, revision, tuple(rejected), target_factory)
+    provider_keys = {
+        pid: ProviderKeyEntry(
+            pid,
+            valid["provider_keys"][pid].revision,
+            value,
+            adapter_was_explicit(valid["provider_keys"][pid].value),
+        )
+        for pid, value in index.items["provider_keys"].items()
+        if isinstance(value, ProviderKey)
+    }
+    targets = _build_targets(index, valid, rejected, provider_keys, target_factory)
+    snapshot = _compile(index, valid, revision, tuple(rejected), provider_keys, targets)
     if not partial:
         return snapshot
     fields = tuple(sorted((kind, path, n) for (kind, path), n in partial.items()))
@@ -292,34 +304,72 @@ def _accept(
     return None
 
 
+def _build_targets(
+    index: ResourceIndex,
+    valid: dict[str, dict[str, Record]],
+    rejected: list[Rejected],
+    provider_keys: dict[str, ProviderKeyEntry],
+    target_factory: TargetFactory | None,
+) -> dict[str, Any]:
+    """Each direct model's upstream target, by model id. A model whose target cannot be
+    built is rejected (with every routing alias that names it); the build goes on."""
+    targets: dict[str, Any] = {}
+    models = index.items["models"]
+    failed: set[str] = set()
+    for mid, value in list(models.items()):
+        if not isinstance(value, DirectModel):
+            continue
+        if target_factory is None:
+            targets[mid] = None
+            continue
+        pk = provider_keys[value.provider_key_id]
+        try:
+            targets[mid] = target_factory(pk, value)
+        except Exception as exc:
+            failed.add(value.display_name)
+            reason = Redactor.from_provider_secrets([pk.value.secret]).redact(str(exc))
+            _reject_model(
+                index, valid, rejected, mid, f"cannot build the upstream target: {reason}"
+            )
+    for mid, value in list(models.items()):
+        if isinstance(value, RoutingModel):
+            missing = [t.model for t in value.routing.targets if t.model in failed]
+            if missing:
+                message = f'routing target "{missing[0]}" was rejected'
+                _reject_model(index, valid, rejected, mid, message)
+    return targets
+
+
+def _reject_model(
+    index: ResourceIndex,
+    valid: dict[str, dict[str, Record]],
+    rejected: list[Rejected],
+    model_id: str,
+    error: str,
+) -> None:
+    value = index.items["models"].pop(model_id)
+    valid["models"].pop(model_id, None)
+    rejected.append(Rejected("models", model_id, identity_of("models", value), error, None))
+
+
 def _compile(
     index: ResourceIndex,
     valid: dict[str, dict[str, Record]],
     revision: int,
     rejected: tuple[Rejected, ...],
-    target_factory: TargetFactory | None,
+    provider_keys: dict[str, ProviderKeyEntry],
+    targets: dict[str, Any],
 ) -> Snapshot:
-    provider_keys = {
-        pid: ProviderKeyEntry(
-            pid,
-            valid["provider_keys"][pid].revision,
-            value,
-            adapter_was_explicit(valid["provider_keys"][pid].value),
-        )
-        for pid, value in index.items["provider_keys"].items()
-        if isinstance(value, ProviderKey)
-    }
     models_by_id: dict[str, ModelEntry] = {}
     for mid, value in index.items["models"].items():
         if isinstance(value, DirectModel):
             pk = provider_keys[value.provider_key_id]
-            target = target_factory(pk, value) if target_factory else None
             models_by_id[mid] = ModelEntry(
                 mid,
                 valid["models"][mid].revision,
                 value,
                 pk,
-                target,
+                targets[mid],
                 (),
                 networks := _networks(value),
                 bool(networks),

@@ -18,6 +18,8 @@ from aisix.events import Usage
 from aisix.resources import Pricing
 
 _PER_MILLION = 1_000_000
+#: a completion cap above this is taken as this (a token bucket holds at most 10**12)
+MAX_COMPLETION_CAP = 10**12
 #: fields of a message or content block that carry text a model reads
 _TEXT_FIELDS = ("content", "text", "arguments", "name", "input", "thinking", "reasoning_content")
 
@@ -102,7 +104,7 @@ class _TextCounter:
 
 def _positive_int(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
+        return value if value < MAX_COMPLETION_CAP else MAX_COMPLETION_CAP
     return None
 
 

@@ -26,6 +26,38 @@ from pydantic import (
     model_validator,
 )
 
+from aisix.field_rules import (
+    SecretFormatError,
+    check_secret,
+    header_name,
+    header_value,
+    no_control_chars,
+)
+from aisix.field_rules import (
+    api_base as api_base_rule,
+)
+from aisix.field_types import (
+    INTEGRAL,
+    MAX_BACKOFF_MS,
+    MAX_CONCURRENCY,
+    MAX_PRICE_PER_MILLION,
+    MAX_TEXT,
+    MAX_WEIGHT,
+    PRINTABLE,
+    PROVIDER_KEY_RULES,
+    CooldownSeconds,
+    Count,
+    HeaderName,
+    Ident,
+    Name,
+    Price,
+    Retries,
+    TimeoutMs,
+    Timestamp,
+    Usd,
+    string_implies,
+)
+
 KINDS = ("provider_keys", "models", "api_keys", "rate_limit_policies", "budget_policies")
 SECRET_MASK = "***"
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -51,12 +83,6 @@ class ResourceInvalid(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
-NonNegNumber = Annotated[float, Field(ge=0)]
-Name = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 def parse_rfc3339(value: str) -> datetime:
@@ -93,38 +119,38 @@ def _check_cidrs(values: list[str] | None) -> list[str] | None:
 
 
 class RateLimit(_Strict):
-    rps: PositiveInt | None = None
-    rpm: PositiveInt | None = None
-    rph: PositiveInt | None = None
-    rpd: PositiveInt | None = None
-    tpm: PositiveInt | None = None
-    tpd: PositiveInt | None = None
-    concurrency: PositiveInt | None = None
+    rps: Count | None = None
+    rpm: Count | None = None
+    rph: Count | None = None
+    rpd: Count | None = None
+    tpm: Count | None = None
+    tpd: Count | None = None
+    concurrency: Annotated[int, Field(gt=0, le=MAX_CONCURRENCY), INTEGRAL] | None = None
 
 
 class Budget(_Strict):
-    limit_usd: Annotated[float, Field(gt=0)]
+    limit_usd: Usd
     period: Literal["day", "week", "month", "total"]
     mode: Literal["block", "warn"] = "block"
 
 
 class Pricing(_Strict):
-    input_per_million: NonNegNumber
-    output_per_million: NonNegNumber
-    cached_input_per_million: NonNegNumber | None = None
+    input_per_million: Price
+    output_per_million: Price
+    cached_input_per_million: Price | None = None
 
 
 class LegacyCost(_Strict):
-    input_per_1k: NonNegNumber
-    output_per_1k: NonNegNumber
+    input_per_1k: Annotated[float, Field(ge=0, le=MAX_PRICE_PER_MILLION / 1000)]
+    output_per_1k: Annotated[float, Field(ge=0, le=MAX_PRICE_PER_MILLION / 1000)]
 
 
 class Cooldown(_Strict):
     enabled: bool = True
-    default_seconds: NonNegInt = 30
-    max_seconds: NonNegInt = 600
+    default_seconds: CooldownSeconds = 30
+    max_seconds: CooldownSeconds = 600
     honor_retry_after: bool = True
-    trigger_statuses: list[Annotated[int, Field(ge=100, le=599)]] | None = None
+    trigger_statuses: list[Annotated[int, Field(ge=100, le=599), INTEGRAL]] | None = None
     trigger_on_timeout: bool = True
     trigger_on_transport: bool = True
 
@@ -140,21 +166,43 @@ Adapter = Literal["openai", "anthropic", "azure-openai", "gemini", "vertex", "be
 
 
 class AzureSettings(_Strict):
-    api_version: Annotated[str, Field(min_length=1)] = "2024-10-21"
+    api_version: Annotated[
+        str, Field(min_length=1, max_length=64), AfterValidator(no_control_chars)
+    ] = "2024-10-21"
+
+
+FieldName = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
 
 
 class RequestOptions(_Strict):
-    param_renames: dict[str, str] | None = None
-    default_headers: dict[str, str] | None = None
+    param_renames: (
+        dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(min_length=1)]] | None
+    ) = None
+    default_headers: (
+        dict[HeaderName, Annotated[str, Field(json_schema_extra={"pattern": "^[^\\r\\n\\x00]*$"})]]
+        | None
+    ) = None
     default_body_fields: dict[str, Any] | None = None
 
     @field_validator("default_headers")
     @classmethod
     def _no_credential_headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        for name in value or {}:
+        for name, text in (value or {}).items():
+            header_name(name)
+            header_value(name, text)
             lowered = name.lower()
             if lowered in FORBIDDEN_DEFAULT_HEADERS or lowered.startswith("x-amz-"):
                 raise ValueError(f"header {name!r} may not be set in default_headers")
+        return value
+
+    @field_validator("param_renames")
+    @classmethod
+    def _plain_renames(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for source, target in (value or {}).items():
+            if not source or not target:
+                raise ValueError("field names may not be empty")
+            no_control_chars(source)
+            no_control_chars(target)
         return value
 
 
@@ -171,14 +219,16 @@ class Capabilities(_Strict):
 
 
 class ProviderKey(_Strict):
+    model_config = ConfigDict(json_schema_extra=PROVIDER_KEY_RULES)
+
     display_name: Name
-    secret: Annotated[str, Field(min_length=1)]
-    provider: str = ""
+    secret: Annotated[str, Field(min_length=1, max_length=65_536)]
+    provider: Annotated[str, Field(max_length=64), PRINTABLE, AfterValidator(no_control_chars)] = ""
     adapter: Adapter = "openai"
-    api_base: str | None = None
+    api_base: Annotated[str, AfterValidator(api_base_rule)] | None = None
     azure: AzureSettings | None = None
     request: RequestOptions | None = None
-    strip_headers: list[str] = Field(default_factory=lambda: list(DEFAULT_STRIP_HEADERS))
+    strip_headers: list[HeaderName] = Field(default_factory=lambda: list(DEFAULT_STRIP_HEADERS))
     tls: UpstreamTLS | None = None
     telemetry_tags: dict[str, Any] | None = None
     capabilities: Capabilities | None = None
@@ -191,15 +241,21 @@ class ProviderKey(_Strict):
     def _normalise_strip(cls, value: list[str]) -> list[str]:
         seen: dict[str, None] = {}
         for name in value:
-            seen.setdefault(name.lower(), None)
+            seen.setdefault(header_name(name).lower(), None)
         return list(seen)
 
     @model_validator(mode="after")
     def _adapter_rules(self) -> ProviderKey:
+        try:
+            check_secret(self.adapter, self.secret)
+        except SecretFormatError as exc:
+            raise ValueError(f"secret: {exc}") from None
         if self.azure is not None and self.adapter != "azure-openai":
             raise ValueError("azure: only allowed with adapter azure-openai")
         if self.adapter == "azure-openai" and not self.api_base:
             raise ValueError("api_base: required with adapter azure-openai")
+        if self.api_base and "://" not in self.api_base and self.adapter != "azure-openai":
+            raise ValueError("api_base: must be an http:// or https:// URL")
         if self.adapter == "openai" and self.provider not in ("", "openai") and not self.api_base:
             raise ValueError(f'api_base: required for provider "{self.provider}"')
         return self
@@ -215,7 +271,12 @@ def _no_star(value: str) -> str:
 
 
 #: a model's `display_name`: what callers send as `model`
-AliasName = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_no_star)]
+AliasName = Annotated[
+    str,
+    Field(min_length=1, max_length=128),
+    AfterValidator(no_control_chars),
+    AfterValidator(_no_star),
+]
 Cidrs = Annotated[list[str] | None, AfterValidator(_check_cidrs)]
 
 
@@ -229,11 +290,11 @@ class ModelLimits(_Strict):
 class DirectModel(_Strict):
     display_name: AliasName
     provider: Annotated[str, Field(min_length=1, max_length=64)]
-    model_name: Annotated[str, Field(min_length=1)]
-    provider_key_id: Annotated[str, Field(min_length=1)]
-    timeout: NonNegInt | None = None
-    stream_timeout: NonNegInt | None = None
-    retries: NonNegInt | None = None
+    model_name: Ident
+    provider_key_id: Ident
+    timeout: TimeoutMs | None = None
+    stream_timeout: TimeoutMs | None = None
+    retries: Retries | None = None
     rate_limit: RateLimit | None = None
     cooldown: Cooldown | None = None
     pricing: Pricing | None = None
@@ -243,15 +304,15 @@ class DirectModel(_Strict):
     @field_validator("provider")
     @classmethod
     def _provider_label(cls, value: str) -> str:
-        if not PROVIDER_LABEL.match(value):
+        if not PROVIDER_LABEL.fullmatch(value):
             raise ValueError("must match ^[a-z0-9][a-z0-9._-]*$")
         return value
 
 
 class RoutingTarget(_Strict):
-    model: Annotated[str, Field(min_length=1)]
-    weight: NonNegInt = 1
-    priority: int = 0
+    model: Annotated[str, Field(min_length=1, max_length=128)]
+    weight: Annotated[int, Field(ge=0, le=MAX_WEIGHT), INTEGRAL] = 1
+    priority: Annotated[int, Field(ge=-MAX_WEIGHT, le=MAX_WEIGHT), INTEGRAL] = 0
 
 
 class Routing(_Strict):
@@ -259,11 +320,11 @@ class Routing(_Strict):
         "failover", "round_robin", "weighted", "least_latency", "least_busy", "least_cost"
     ] = "failover"
     targets: Annotated[list[RoutingTarget], Field(min_length=1, max_length=64)]
-    retries: NonNegInt = 0
-    max_fallbacks: NonNegInt | None = None
+    retries: Retries = 0
+    max_fallbacks: Annotated[int, Field(ge=0, le=64), INTEGRAL] | None = None
     retry_on_429: bool = False
     on_all_filtered: Literal["fail", "original_order"] = "fail"
-    retry_backoff_ms: NonNegInt = 100
+    retry_backoff_ms: Annotated[int, Field(ge=0, le=MAX_BACKOFF_MS), INTEGRAL] = 100
 
 
 class RoutingModel(_Strict):
@@ -279,26 +340,39 @@ Model = DirectModel | RoutingModel
 # --- API keys ------------------------------------------------------------------------------
 
 
+#: a SHA-256 hex digest; the pattern is also stated in the JSON Schema (validated below)
+KeyHash = Annotated[str, Field(json_schema_extra={"pattern": KEY_HASH_PATTERN.pattern})]
+
+
 class ApiKey(_Strict):
-    key_hash: str
-    allowed_models: list[str]
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                string_implies("previous_key_hash", "previous_key_expires_at"),
+                string_implies("previous_key_expires_at", "previous_key_hash"),
+            ]
+        }
+    )
+
+    key_hash: KeyHash
+    allowed_models: Annotated[list[Annotated[str, Field(max_length=128)]], Field(max_length=10_000)]
     display_name: Name | None = None
-    team_id: Annotated[str, Field(min_length=1)] | None = None
-    user_id: Annotated[str, Field(min_length=1)] | None = None
+    team_id: Ident | None = None
+    user_id: Ident | None = None
     rate_limit: RateLimit | None = None
     budget: Budget | None = None
-    expires_at: str | None = None
+    expires_at: Timestamp | None = None
     disabled: bool = False
     metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] = (
         Field(default_factory=dict, max_length=32)
     )
-    previous_key_hash: str | None = None
-    previous_key_expires_at: str | None = None
+    previous_key_hash: KeyHash | None = None
+    previous_key_expires_at: Timestamp | None = None
 
     @field_validator("key_hash", "previous_key_hash")
     @classmethod
     def _hex_hash(cls, value: str | None) -> str | None:
-        if value is not None and not KEY_HASH_PATTERN.match(value):
+        if value is not None and not KEY_HASH_PATTERN.fullmatch(value):
             raise ValueError("must be 64 lowercase hex characters (SHA-256)")
         return value
 
@@ -317,12 +391,21 @@ class ApiKey(_Strict):
 
 
 class RateLimitPolicy(_Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["max_requests"], "properties": {"max_requests": {"type": "integer"}}},
+                {"required": ["max_tokens"], "properties": {"max_tokens": {"type": "integer"}}},
+            ]
+        }
+    )
+
     name: Name
     scope: Literal["api_key", "model", "team", "member", "team_member"]
-    scope_ref: Annotated[str, Field(min_length=1)]
+    scope_ref: Ident
     window: Literal["second", "minute", "hour", "day"]
-    max_requests: PositiveInt | None = None
-    max_tokens: PositiveInt | None = None
+    max_requests: Count | None = None
+    max_tokens: Count | None = None
 
     @model_validator(mode="after")
     def _one_limit(self) -> RateLimitPolicy:
@@ -334,8 +417,8 @@ class RateLimitPolicy(_Strict):
 class BudgetPolicy(_Strict):
     name: Name
     scope: Literal["team", "user", "provider_key", "model"]
-    scope_ref: Annotated[str, Field(min_length=1)]
-    limit_usd: Annotated[float, Field(gt=0)]
+    scope_ref: Ident
+    limit_usd: Usd
     period: Literal["day", "week", "month", "total"]
     mode: Literal["block", "warn"] = "block"
 

@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from aisix.egress import DEFAULT_DENIED_CIDRS
 from aisix.resources import format_path
 from aisix.settings_compat import (
     BucketSettings,
@@ -64,6 +65,15 @@ def _check_addr(value: str) -> str:
     return value
 
 
+def _check_cidrs(value: list[str]) -> list[str]:
+    for entry in value:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not a CIDR or IP address") from None
+    return value
+
+
 class TLSFiles(_Section):
     cert_file: str
     key_file: str
@@ -74,15 +84,7 @@ class RealIP(_Section):
     header: str = "x-forwarded-for"
     recursive: bool = False
 
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _cidrs(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ValueError(f"{entry!r} is not a CIDR or IP address") from None
-        return value
+    _cidrs = field_validator("trusted_proxies")(classmethod(lambda cls, v: _check_cidrs(v)))
 
 
 class CorsSettings(_Section):
@@ -143,6 +145,8 @@ class AdminSettings(_Section):
     admin_keys: list[Annotated[str, Field(min_length=1)]] | None = None
     tls: TLSFiles | None = None
     ui: AdminUISettings = Field(default_factory=AdminUISettings)
+    #: `GET /admin/v1/health` says `degraded` once the store has been unreachable this long
+    store_degraded_after_secs: Annotated[int, Field(ge=0, le=86_400)] = 300
 
     _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr(v)))
 
@@ -292,6 +296,12 @@ class UpstreamSettings(_Section):
             data = {**data, "idle_timeout_ms": as_ms}
         return data
 
+    #: egress policy for provider keys' api_base (aisix.egress): empty = every host
+    allowed_hosts: list[str] = Field(default_factory=list)
+    denied_cidrs: list[str] = Field(default_factory=lambda: list(DEFAULT_DENIED_CIDRS))
+
+    _cidrs = field_validator("denied_cidrs")(classmethod(lambda cls, v: _check_cidrs(v)))
+
 
 class DownstreamSettings(_Section):
     #: close a keep-alive connection idle this long between requests (0 = never, AISIX)
@@ -370,7 +380,7 @@ class UsageSettings(_Section):
     batch_size: Annotated[int, Field(ge=1)] = 1000
     #: events waiting in memory at most; more are dropped and counted
     max_pending: Annotated[int, Field(ge=1)] = 10_000
-    flush_interval_ms: Annotated[int, Field(gt=0)] = 500
+    flush_interval_ms: Annotated[int, Field(gt=0, le=60_000)] = 100
     #: postgres only: batches written here while the database is unreachable, then replayed
     spill_path: str | None = None
     spill_max_bytes: Annotated[int, Field(ge=0)] = 64 * 1024 * 1024
@@ -574,5 +584,7 @@ _LIST_KEYS = frozenset(
         "request_e2e_latency",
         "request_ttft",
         "guardrail_latency",
+        "allowed_hosts",
+        "denied_cidrs",
     }
 )

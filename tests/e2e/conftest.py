@@ -1,7 +1,7 @@
 """End-to-end helpers: run `aisix` as a subprocess on free ports and talk to it over HTTP only.
 
 `Gateway` writes a temporary config.yaml (proxy/admin/status on 127.0.0.1, `data_dir` in the
-test's tmp_path, admin key `test-admin-key`, overrides deep-merged in), starts
+test's tmp_path, admin key `test-admin-key-0123456789`, overrides deep-merged in), starts
 `python -m aisix --config <file>`, waits for `/readyz` with a deadline, and offers small sync
 HTTP helpers (urllib), a raw-socket sender for oversized or malformed requests, access-log
 parsing, restart/stop, and `seed()` for the contract's caller-key walkthrough.
@@ -39,7 +39,7 @@ from fakes.openai_upstream import FakeOpenAIUpstream
 _METRIC_LINE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$")
 _LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
-ADMIN_KEY = "test-admin-key"
+ADMIN_KEY = "test-admin-key-0123456789"
 CALLER_KEY = "sk-app-caller"
 PROVIDER_SECRET = "sk-provider-secret-for-tests"
 ALIAS = "gpt-4o-prod"

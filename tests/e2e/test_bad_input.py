@@ -288,7 +288,7 @@ def test_admin_body_over_20mb(seeded: tuple[Gateway, Seed]) -> None:
     prefix = b'{"display_name": "'
     suffix = b'", "secret": "sk-x"}'
     body = prefix + b"p" * (TWENTY_MB - len(prefix) - len(suffix)) + suffix
-    auth = {"Authorization": "Bearer test-admin-key"}
+    auth = {"Authorization": "Bearer test-admin-key-0123456789"}
     response = gw.raw_admin(raw_head("POST", "/admin/v1/provider_keys", auth, len(body)), body)
     admin_error(response, (400, 413))
     assert totals(gw) == before

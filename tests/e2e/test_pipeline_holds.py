@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import orjson
-from e2e_helpers import ALIAS, CALLER_KEY, Gateway, wait_for
+from e2e_helpers import ALIAS, CALLER_KEY, PROVIDER_SECRET, Gateway, wait_for
 
 from fakes.openai_upstream import FakeOpenAIUpstream, Reply
 
@@ -139,3 +139,25 @@ def test_translation_drops_are_counted(gateway: Any, fake_openai: FakeOpenAIUpst
         return top_k == 1 and thought == 1
 
     wait_for(counted, message="the dropped top_k and thinking block in the metric")
+
+
+def test_provider_secret_redacted_from_a_mid_stream_error(
+    gateway: Any, fake_openai: FakeOpenAIUpstream
+) -> None:
+    gw: Gateway = gateway()
+    gw.seed(fake_openai.url)
+    first = {"id": "c", "object": "chat.completion.chunk", "model": "m",
+             "choices": [{"index": 0, "delta": {"content": "hi"}}]}  # fmt: skip
+    leak = {"error": {"message": f"upstream rejected key {PROVIDER_SECRET} mid-stream"}}
+    frames = [
+        f"data: {orjson.dumps(first).decode()}\n\n",
+        f"data: {orjson.dumps(leak).decode()}\n\n",
+    ]
+    fake_openai.script(Reply(sse_frames=frames))
+    streamed = gw.proxy(
+        "POST", "/v1/chat/completions", {**CHAT, "stream": True}, api_key=CALLER_KEY
+    )
+    assert streamed.status == 200
+    last = orjson.loads(streamed.sse_data()[-1])
+    assert PROVIDER_SECRET not in streamed.text
+    assert "***" in last["error"]["message"]

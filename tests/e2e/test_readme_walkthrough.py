@@ -38,28 +38,36 @@ def test_readme_walkthrough_runs_as_written(
     script = script.replace("--port 8000", f"--port {demo_port}")
     script = script.replace("127.0.0.1:8000", f"127.0.0.1:{demo_port}")
     script = script.replace(".venv/bin/aisix", f"{sys.executable} -m aisix")
-    result = subprocess.run(
-        ["bash", "-c", "set -euo pipefail\n" + script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    assert result.returncode == 0, result.stderr + result.stdout
-    out = result.stdout
-    completion = json.loads(next(line for line in out.splitlines() if "chat.completion" in line))
+    for run in (1, 2):  # issue 12 item 10: a second run must not 409 or traceback
+        result = subprocess.run(
+            ["bash", "-c", "set -euo pipefail\n" + script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        assert result.returncode == 0, f"run {run}: " + result.stderr + result.stdout
+        assert "Traceback" not in result.stderr
+        check_output(result.stdout, result.stderr, first_run=run == 1)
+    gw.assert_alive()
+
+
+def check_output(out: str, err: str, first_run: bool) -> None:
+    lines = out.splitlines()
+    completion = json.loads(next(line for line in lines if "chat.completion" in line))
     assert completion["model"] == "gpt-4o-prod"
     assert completion["choices"][0]["message"]["content"] == "echo: Hello from AISIX."
-    models = json.loads(next(line for line in out.splitlines() if '"object":"list"' in line))
+    models = json.loads(next(line for line in lines if '"object":"list"' in line))
     assert [m["id"] for m in models["data"]] == ["gpt-4o-prod"]
-    rotated = json.loads(next(line for line in out.splitlines() if '"plaintext"' in line))
+    rotated = json.loads(next(line for line in lines if '"plaintext"' in line))
     assert re.fullmatch(r"sk-[0-9a-f]{32}", rotated["plaintext"])
-    assert rotated["entry"]["revision"] == 2
     assert rotated["entry"]["value"]["allowed_models"] == ["gpt-4o-prod"]
     assert "old key: 401" in out
     assert "new key: 200" in out
-    created = json.loads(next(line for line in result.stderr.splitlines() if '"key_hash"' in line))
+    created = json.loads(next(line for line in err.splitlines() if '"key_hash"' in line))
+    assert created["id"] == "app-caller"
     assert created["value"]["key_hash"] == (
         "43d758e3b4aa2aacdb4b49c09c26435fb5083148fda6cfc9c5e38078915c6bdb"
     )
-    gw.assert_alive()
+    # the first run creates (revision 1, rotated to 2); the second updates (3, rotated to 4)
+    assert (created["revision"], rotated["entry"]["revision"]) == ((1, 2) if first_run else (3, 4))

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from aisix.admin import AdminError, AdminRequest, AdminResponse, build_admin_app, resource_schemas
+from aisix.egress import DEFAULT_DENIED_CIDRS, EgressPolicy
 from aisix.resources import parse_rfc3339
 from aisix.store.sqlite import SqliteStore, StoreOpenError
 from fakes.asgi_client import AsgiClient
@@ -167,7 +168,7 @@ async def test_openapi_document_covers_every_route(harness: Harness) -> None:
     document = response.json()
     assert document["openapi"] == "3.1.0"
     paths = document["paths"]
-    for segment in ("provider_keys", "models", "apikeys", "api_keys", "rate_limit_policies"):
+    for segment in ("provider_keys", "models", "apikeys", "rate_limit_policies"):
         assert {"get", "post"} <= set(paths[f"/admin/v1/{segment}"])
         assert {"get", "put", "delete"} <= set(paths[f"/admin/v1/{segment}/{{id}}"])
     assert "post" in paths["/admin/v1/apikeys/{id}/rotate"]
@@ -221,8 +222,11 @@ async def test_extra_routes(harness: Harness) -> None:
     assert usage.json() == {"api_key_id": "k1", "from": "2026-01-01T00:00:00Z"}
     boom = await client.get("/admin/v1/apikeys/boom/usage")
     assert (boom.status, boom.error) == (400, "from is after to")
-    # `status` is never a valid id, so PUT there is a 400, not a route clash
-    assert (await client.put("/admin/v1/models/status", json={})).status == 400
+    # `/admin/v1/models/status` is its own resource (GET only), not `/models/{id}`
+    put = await client.put("/admin/v1/models/status", json={})
+    assert (put.status, put.headers["allow"]) == (405, "GET")
+    # elsewhere `status` is never a valid id: a 400, not a route clash
+    assert (await client.put("/admin/v1/api_keys/status", json={})).status == 400
 
 
 # -- CRUD -----------------------------------------------------------------------------------
@@ -564,3 +568,115 @@ async def test_corrupt_database_is_a_clear_open_error(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
     await store.close()
     assert path.read_bytes() == b"this is not a database" * 100
+
+
+# -- issue 12: bounds, Allow, the OpenAPI document ------------------------------------------
+
+
+async def test_huge_or_odd_paging_numbers_are_400(harness: Harness) -> None:
+    for query in (
+        "offset=9223372036854775808",
+        "offset=99999999999999999999999999",
+        "limit=99999999999999999999999999",
+        "offset=²",
+        "limit=１",
+        "offset=1e3",
+    ):
+        response = await harness.client.get(f"/admin/v1/provider_keys?{query}")
+        assert response.status == 400, query
+        assert query.split("=")[0] in response.error
+
+
+async def test_405_answers_carry_allow(harness: Harness) -> None:
+    client = harness.client
+    patch = await client.request("PATCH", "/admin/v1/models", json={})
+    assert patch.status == 405 and patch.headers["allow"] == "GET, POST"
+    item = await client.request("POST", "/admin/v1/models/abc")
+    assert item.status == 405 and item.headers["allow"] == "GET, PUT, DELETE"
+    public = await client.post("/admin/openapi.json", auth=False)
+    assert public.status == 405 and public.headers["allow"] == "GET, HEAD"
+    livez = await client.request("DELETE", "/livez", auth=False)
+    assert livez.status == 405 and livez.headers["allow"] == "GET, HEAD"
+
+
+async def test_out_of_range_numbers_are_400_on_write(harness: Harness) -> None:
+    policy = {"name": "b", "scope": "team", "scope_ref": "t", "period": "day", "limit_usd": 1e300}
+    response = await harness.client.post("/admin/v1/budget_policies", json=policy)
+    assert response.status == 400 and response.error.startswith("limit_usd:")
+    bad_base = await harness.client.post(
+        "/admin/v1/provider_keys",
+        json={"display_name": "pk", "secret": SECRET, "api_base": "http://exämple.com/v1"},
+    )
+    assert bad_base.status == 400 and bad_base.error.startswith("api_base:")
+
+
+async def test_openapi_lists_each_route_once_with_real_constraints(harness: Harness) -> None:
+    document = (await harness.client.get("/admin/openapi.json", auth=False)).json()
+    paths = document["paths"]
+    assert not [p for p in paths if p.startswith("/admin/v1/api_keys")]
+    operation_ids = [op["operationId"] for item in paths.values() for op in _operations(item)]
+    assert len(operation_ids) == len(set(operation_ids))
+    schemas = document["components"]["schemas"]
+    assert schemas["ApiKey"]["properties"]["key_hash"]["pattern"] == "^[0-9a-f]{64}$"
+    item = paths["/admin/v1/models/{id}"]
+    pattern = item["parameters"][0]["schema"]["pattern"]
+    assert pattern == "^(?!status$)[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+    put_pk = paths["/admin/v1/provider_keys/{id}"]["put"]["requestBody"]["content"]
+    put_schema = schemas[put_pk["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
+    assert "secret" not in put_schema.get("required", [])
+    assert "secret" in schemas["ProviderKey"]["required"]
+    assert schemas["BudgetPolicy"]["properties"]["limit_usd"]["maximum"] == 1e9
+
+
+def _operations(item: dict[str, Any]) -> list[dict[str, Any]]:
+    methods = ("get", "put", "post", "delete", "patch")
+    return [op for name, op in item.items() if name in methods]
+
+
+async def test_egress_policy_is_checked_on_provider_key_writes(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "egress.db")
+    await store.open()
+    try:
+        default = AsgiClient(build_admin_app(store, [ADMIN_KEY]), ADMIN_KEY)
+        for base in (
+            "http://169.254.169.254/latest/meta-data",
+            "http://[fd00:ec2::254]/",
+            "http://[::ffff:169.254.169.254]/",
+        ):
+            body = {"display_name": "pk", "secret": SECRET, "api_base": base}
+            response = await default.post("/admin/v1/provider_keys", json=body)
+            assert response.status == 400, base
+            assert response.error.startswith("api_base: host ") and "denied" in response.error
+        ok = {"display_name": "pk", "secret": SECRET, "api_base": "http://127.0.0.1:9/v1"}
+        created = await default.post("/admin/v1/provider_keys", json=ok)
+        assert created.status == 201
+        narrow = EgressPolicy.build(["api.openai.com"], DEFAULT_DENIED_CIDRS)
+        strict = AsgiClient(build_admin_app(store, [ADMIN_KEY], egress=narrow), ADMIN_KEY)
+        put = await strict.put(f"/admin/v1/provider_keys/{created.json()['id']}", json=ok)
+        assert (put.status, put.error) == (
+            400,
+            "api_base: host 127.0.0.1 is not in upstream.allowed_hosts",
+        )
+        fine = {**ok, "api_base": "https://api.openai.com/v1"}
+        assert (
+            await strict.put(f"/admin/v1/provider_keys/{created.json()['id']}", json=fine)
+        ).status == 200
+    finally:
+        await store.close()
+
+
+async def test_egress_policy_covers_a_secrets_token_url(harness: Harness) -> None:
+    secret = (
+        '{"tenant_id": "t", "client_id": "c", "client_secret": "entra-secret-value", '
+        '"token_url": "http://169.254.169.254/token"}'
+    )
+    body = {
+        "display_name": "azure",
+        "adapter": "azure-openai",
+        "api_base": "https://example.openai.azure.com",
+        "secret": secret,
+    }
+    response = await harness.client.post("/admin/v1/provider_keys", json=body)
+    assert response.status == 400
+    assert response.error.startswith("secret: token_url: host 169.254.169.254")
+    assert "entra-secret-value" not in response.error

@@ -65,7 +65,7 @@ def test_registry_knows_both_adapters() -> None:
     [
         (None, "https://generativelanguage.googleapis.com"),
         ("https://proxy.example/v1beta/", "https://proxy.example"),
-        (" http://127.0.0.1:9 ", "http://127.0.0.1:9"),
+        ("http://127.0.0.1:9/", "http://127.0.0.1:9"),  # admin writes refuse whitespace
     ],
 )
 def test_gemini_urls_and_headers(api_base: str | None, root: str) -> None:
@@ -98,12 +98,17 @@ def test_gemini_embedding_urls() -> None:
     assert provider.build(many).url.endswith("/models/gemini-embedding-001:batchEmbedContents")
 
 
+def stored(adapter: str, secret: str) -> ProviderKey:
+    """A value stored before admin writes checked secret formats (no validation here)."""
+    return ProviderKey.model_construct(display_name="k", adapter=adapter, secret=secret)
+
+
 def test_malformed_stored_secret_fails_the_attempt_without_echoing_it() -> None:
-    provider = gemini.build_provider(key("gemini", "bad key with spaces"), model(), TLS)
+    provider = gemini.build_provider(stored("gemini", "bad key with spaces"), model(), TLS)
     with pytest.raises(UpstreamAuthError) as caught:
         asyncio.run(provider.authorize(provider.build(chat_call())))
     assert "bad key" not in caught.value.message
-    broken = vertex.build_provider(key("vertex", '{"project": "p"}'), model(), TLS)
+    broken = vertex.build_provider(stored("vertex", '{"project": "p"}'), model(), TLS)
     with pytest.raises(UpstreamAuthError) as caught:
         asyncio.run(broken.authorize(broken.build(chat_call())))
     assert "region" in caught.value.message

@@ -275,3 +275,27 @@ def test_cancelled_admission_gives_everything_back(with_governors: Any) -> None:
             await asyncio.sleep(0.01)
 
     with_governors(body)
+
+
+def test_absurd_usage_and_cost_settle_without_a_script_error(with_governors: Any) -> None:
+    """Issue 12 item 3: `prompt_tokens: 2**63` from an upstream made the settle script fail
+    (and count as "Redis unreachable"); amounts are clamped to what Lua keeps exact."""
+    k = key(rate_limit={"tpm": 10**12}, budget={"limit_usd": 1e9, "period": "total"})
+    m = model("m1", pricing=price(1e6, 1e6))
+    snap = snapshot([k], [m])
+
+    async def body(gov: Governor) -> None:
+        backend = gov.backend
+        assert isinstance(backend, RedisBackend)
+        hold = await gov.admit_gate(snap, k, m, Estimate(10**12, 10**12), [m])
+        await hold.settle(Usage(2**63, 2**63, 0, 2**64), float("inf"))
+        assert backend.failures == {}
+        state = await gov.budget_state(snap, k)
+        assert state is not None and 0 < state["spent_usd"] < 1e9
+        # the counters still answer: the next admission is judged, not failed open
+        again = await try_gate(gov, snap, k, m, EST3)
+        assert backend.failures == {}
+        if again is not None:
+            await again.rollback()
+
+    with_governors(body)

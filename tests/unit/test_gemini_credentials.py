@@ -66,7 +66,10 @@ def test_vertex_access_token_and_adc() -> None:
     [
         ("not json ya29.tok", "not valid JSON"),
         ('["ya29.tok"]', "JSON object"),
-        ('{"project": "p", "region": "r", "access_token": "ya29.tok", "extra": 1}', "'extra'"),
+        (
+            '{"project": "p", "region": "r", "access_token": "ya29.tok", "extra": 1}',
+            "an unknown vertex field",
+        ),
         ('{"region": "us-central1", "access_token": "ya29.tok"}', "'project'"),
         ('{"project": "p", "access_token": "ya29.tok"}', "'region'"),
         ('{"project": "P/../x", "region": "us-central1", "access_token": "ya29.tok"}', "project"),

@@ -286,3 +286,27 @@ def test_check_rename() -> None:
     to_routing = validate_value("models", routing("m1", "a", "b").value)
     with pytest.raises(Conflict):
         index.check_rename("m1", to_routing)
+
+
+def test_a_model_whose_target_cannot_be_built_is_rejected_and_the_rest_serves() -> None:
+    """Issue 12 item 1: one bad resource must not fail the build (or every request)."""
+
+    def factory(pk_entry: Any, model: Any) -> object:
+        if model.display_name == "broken":
+            raise ValueError("cannot build target")
+        return object()
+
+    records = [
+        pk(),
+        direct("m1", "good"),
+        direct("m2", "broken"),
+        routing("r1", "chat", "broken"),
+        routing("r2", "chat-ok", "good"),
+    ]
+    snap = build_snapshot(records, revision=1, target_factory=factory)
+    assert set(snap.models_by_id) == {"m1", "r2"}
+    errors = rejected_ids(snap)
+    assert set(errors) == {"m2", "r1"}
+    assert "cannot build target" in errors["m2"]
+    assert "broken" in errors["r1"]
+    assert snap.models_by_alias["good"].target is not None

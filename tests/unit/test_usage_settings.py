@@ -12,7 +12,7 @@ KEYS = {"AISIX_ADMIN__ADMIN_KEYS": "admin-key"}
 def test_defaults_are_the_sqlite_ledger() -> None:
     usage = load_settings(None, KEYS).usage
     assert (usage.backend, usage.dsn, usage.retention_days) == ("sqlite", None, 30)
-    assert (usage.batch_size, usage.max_pending, usage.flush_interval_ms) == (1000, 10_000, 500)
+    assert (usage.batch_size, usage.max_pending, usage.flush_interval_ms) == (1000, 10_000, 100)
     assert (usage.spill_path, usage.spill_max_bytes, usage.timeout_ms) == (None, 64 << 20, 5000)
 
 

@@ -44,6 +44,7 @@ from aisix.asgi import (
     send_response,
     serve_lifespan,
 )
+from aisix.egress import EgressPolicy
 from aisix.store.base import ReadOnlyStore, ResourceStore
 
 ADMIN_BODY_LIMIT = 10 * 1024 * 1024
@@ -79,16 +80,19 @@ class AdminApp:
             return
         if scope["type"] != "http":
             return
+        extra: list[tuple[bytes, bytes]] | None = None
         try:
             response = await self._handle(scope, receive)
         except AdminError as exc:
             response = AdminResponse(exc.status, {"error_msg": exc.message})
+            extra = exc.headers
         except ClientGone:
             return
         if isinstance(response.body, RawBody):
             await send_response(send, response.status, response.body.data, response.body.headers)
         else:
-            await send_response(send, response.status, orjson.dumps(response.body), JSON_HEADERS)
+            body = orjson.dumps(response.body)
+            await send_response(send, response.status, body, JSON_HEADERS, extra)
 
     async def _handle(self, scope: Scope, receive: Receive) -> AdminResponse:
         method: str = scope["method"]
@@ -160,7 +164,7 @@ class AdminApp:
     @staticmethod
     def _require_get(method: str) -> None:
         if method not in ("GET", "HEAD"):
-            raise AdminError(405, "method not allowed")
+            raise AdminError(405, "method not allowed", ("GET", "HEAD"))
 
     def _openapi_bytes(self, openapi_version: str) -> bytes:
         cached = self._openapi.get(openapi_version)
@@ -197,6 +201,7 @@ def build_admin_app(
     draining: Callable[[], bool] | None = None,
     audit: AuditLog | None = None,
     ui: UiAssets | None = None,
+    egress: EgressPolicy | None = None,
 ) -> ASGIApp:
     """The admin ASGI app over `store`.
 
@@ -205,12 +210,13 @@ def build_admin_app(
     `{("GET", "/admin/v1/apikeys/{id}/usage"): usage_handler}`; see `aisix.admin.routing`.
     `draining()` returning True makes `/livez` answer 503 `draining`.
     `audit` records every committed write and serves `GET /admin/v1/audit`; `ui` serves the
-    dashboard at `/ui` (its files need no key; its API calls do).
+    dashboard at `/ui` (its files need no key; its API calls do). `egress` is checked on every
+    provider key write (default: metadata networks denied).
     """
     routes = dict(extra_routes or {})
     if audit is not None:
         routes[("GET", "/admin/v1/audit")] = audit.read
     extra = [Route(method, pattern, fn) for (method, pattern), fn in routes.items()]
-    table = RouteTable(extra + ResourceHandlers(store, on_write, audit).routes())
+    table = RouteTable(extra + ResourceHandlers(store, on_write, audit, egress).routes())
     patterns = [(r.method, r.pattern) for r in extra]
     return AdminApp(store, admin_keys, table, patterns, draining, ui)

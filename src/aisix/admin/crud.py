@@ -5,8 +5,9 @@ references (400) → uniqueness and renames (409) → commit (503). References a
 are checked by `aisix.loader.ResourceIndex` against the transaction's own view of the store,
 so two concurrent writes can never both pass the same check. Provider key secrets are
 write-only: reads show `"***"`, and a PUT that omits the secret or sends `"***"` keeps the
-stored one. Nothing here builds snapshots; `on_write` tells the supervisor to reload.
-Each committed write is handed to the audit log (`aisix.admin.audit`) as one `Change`.
+stored one. A provider key's `api_base` (and a secret's `token_url`) must pass the egress
+policy (`aisix.egress`). Nothing here builds snapshots; `on_write` tells the supervisor to
+reload. Each committed write is handed to the audit log (`aisix.admin.audit`) as one `Change`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -31,10 +33,15 @@ from aisix.admin.routing import (
     Route,
     page_param,
 )
+from aisix.egress import DEFAULT_DENIED_CIDRS, EgressPolicy
+from aisix.field_rules import secret_token_url
+from aisix.field_types import INTEGRAL
 from aisix.loader import Conflict, ResourceIndex, describe_referrer
 from aisix.resources import (
     ID_PATTERN,
     SECRET_MASK,
+    ProviderKey,
+    Resource,
     ResourceInvalid,
     describe_validation_error,
     format_rfc3339,
@@ -56,6 +63,8 @@ KIND_PATHS: dict[str, str] = {
 }
 RESERVED_KINDS = ("guardrails", "cache_policies", "observability_exporters")
 MAX_LIST_LIMIT = 1000
+#: the largest `?offset=` (a bigger one is a 400, not an overflow in the store)
+MAX_LIST_OFFSET = 1_000_000_000
 KindHandler = Callable[[str, AdminRequest], Awaitable[AdminResponse]]
 #: a write run inside the store transaction; it appends what it changed
 TxWrite = Callable[[StoreTx, list[Change]], AdminResponse]
@@ -67,7 +76,7 @@ class RotateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    grace_seconds: Annotated[int, Field(ge=0, le=86400)] = 0
+    grace_seconds: Annotated[int, Field(ge=0, le=86400), INTEGRAL] = 0
 
 
 def envelope(record: Record) -> dict[str, Any]:
@@ -91,7 +100,7 @@ def parse_json_body(body: bytes) -> Any:
 
 
 def _require_id(resource_id: str) -> None:
-    if resource_id == "status" or not ID_PATTERN.match(resource_id):
+    if resource_id == "status" or not ID_PATTERN.fullmatch(resource_id):
         shown = resource_id if len(resource_id) <= 80 else resource_id[:80] + "…"
         raise AdminError(
             400,
@@ -121,10 +130,12 @@ class ResourceHandlers:
         store: ResourceStore,
         on_write: Callable[[], None] | None,
         audit: AuditLog | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.store = store
         self.on_write = on_write
         self.audit = audit
+        self.egress = egress or EgressPolicy.build((), DEFAULT_DENIED_CIDRS)
 
     def routes(self) -> list[Route]:
         routes: list[Route] = []
@@ -178,7 +189,7 @@ class ResourceHandlers:
 
     async def list_resources(self, kind: str, request: AdminRequest) -> AdminResponse:
         limit = page_param(request.query, "limit", 1, MAX_LIST_LIMIT)
-        offset = page_param(request.query, "offset", 0, None) or 0
+        offset = page_param(request.query, "offset", 0, MAX_LIST_OFFSET) or 0
         try:
             records, total = await self.store.list(kind, limit, offset)
         except StoreUnavailable as exc:
@@ -201,8 +212,9 @@ class ResourceHandlers:
         resource_id = str(uuid.uuid4())
         if kind == "provider_keys":
             raw = _keep_secret(raw, None)
+        egress = self.egress
         return await self._transact(
-            request, lambda tx, changes: _write(tx, kind, resource_id, raw, None, changes)
+            request, lambda tx, changes: _write(tx, kind, resource_id, raw, None, changes, egress)
         )
 
     async def replace(self, kind: str, request: AdminRequest) -> AdminResponse:
@@ -213,7 +225,7 @@ class ResourceHandlers:
         def put(tx: StoreTx, changes: list[Change]) -> AdminResponse:
             current = tx.get(kind, resource_id)
             value = _keep_secret(raw, current) if kind == "provider_keys" else raw
-            return _write(tx, kind, resource_id, value, current, changes)
+            return _write(tx, kind, resource_id, value, current, changes, self.egress)
 
         return await self._transact(request, put)
 
@@ -256,7 +268,7 @@ class ResourceHandlers:
                 value["previous_key_hash"] = old_hash
                 until = time.time() + options.grace_seconds
                 value["previous_key_expires_at"] = format_rfc3339(until)
-            written = _write(tx, "api_keys", resource_id, value, current, changes)
+            written = _write(tx, "api_keys", resource_id, value, current, changes, self.egress)
             changes[-1] = dataclasses.replace(changes[-1], action="rotate")
             return AdminResponse(200, {"entry": written.body, "plaintext": plaintext})
 
@@ -270,9 +282,11 @@ def _write(
     raw: Any,
     current: Record | None,
     changes: list[Change],
+    egress: EgressPolicy,
 ) -> AdminResponse:
     """Validate `raw` as `kind` against the transaction's view and store it."""
     value = validate_value(kind, raw)
+    _check_egress(value, egress)
     index = ResourceIndex.from_records(tx.records())
     index.check_references(kind, value)
     index.check_unique(kind, resource_id, value)
@@ -283,6 +297,21 @@ def _write(
         Change(action, kind, resource_id, current.value if current else None, record.value)
     )
     return AdminResponse(201 if current is None else 200, envelope(record))
+
+
+def _check_egress(value: Resource, egress: EgressPolicy) -> None:
+    """A provider key's api_base (and a secret's token_url) must name a host the egress
+    policy allows (400)."""
+    if not isinstance(value, ProviderKey):
+        return
+    for field_name, url in (
+        ("api_base", value.api_base),
+        ("secret: token_url", secret_token_url(value.secret)),
+    ):
+        if url:
+            reason = egress.check(urlsplit(url).hostname or "")
+            if reason is not None:
+                raise ResourceInvalid(f"{field_name}: {reason}")
 
 
 def _unavailable(exc: StoreUnavailable) -> str:

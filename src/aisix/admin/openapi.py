@@ -3,8 +3,9 @@
 Both are generated from the pydantic models in `aisix.resources`, so they cannot drift from
 the validation the admin API, the stores and `aisix validate` apply. `resource_schemas()`
 backs `aisix schema` (draft 2020-12, one self-contained schema per kind);
-`openapi_document(routes)` describes every route the admin listener serves, the routes
-other modules contribute through `extra_routes` included.
+`openapi_document(routes)` describes every route the admin listener serves once (path
+aliases such as `/admin/v1/api_keys` are served but not listed), the routes other modules
+contribute through `extra_routes` included, with the constraints validation enforces.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from aisix.admin.crud import KIND_PATHS, RotateRequest
+from aisix.admin.crud import KIND_PATHS, MAX_LIST_OFFSET, RotateRequest
 from aisix.resources import (
+    ID_PATTERN,
     ApiKey,
     BudgetPolicy,
     DirectModel,
@@ -38,6 +40,15 @@ _SCHEMA_NAMES = {
     "api_keys": "ApiKey",
     "rate_limit_policies": "RateLimitPolicy",
     "budget_policies": "BudgetPolicy",
+}
+#: URL segments served but left out of the document: aliases of a documented segment
+_ALIAS_SEGMENTS = frozenset({"api_keys"})
+#: a chosen id (contract §3.1): the pattern, and never `status`
+_ID_SCHEMA = {"type": "string", "pattern": "^(?!status$)" + ID_PATTERN.pattern.removeprefix("^")}
+#: statuses the routes other modules serve can answer besides 200 and 401
+_EXTRA_ERRORS = {
+    ("GET", "/admin/v1/apikeys/{id}/usage"): (400, 404, 503),
+    ("GET", "/admin/v1/usage"): (400, 503),
 }
 #: summaries of the routes other modules serve through `extra_routes`
 _EXTRA_SUMMARIES = {
@@ -130,6 +141,11 @@ def _components() -> dict[str, Any]:
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in classes]
     _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
+    # PUT may omit the write-only secret (or send "***"): the stored one is kept (§5.1)
+    update = dict(schemas["ProviderKey"])
+    update["required"] = [name for name in update.get("required", []) if name != "secret"]
+    update["title"] = "ProviderKeyUpdate"
+    schemas["ProviderKeyUpdate"] = update
     schemas["Model"] = {
         "oneOf": [
             {"$ref": "#/components/schemas/DirectModel"},
@@ -276,24 +292,34 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 
 def _id_param() -> dict[str, Any]:
-    return {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {"name": "id", "in": "path", "required": True, "schema": dict(_ID_SCHEMA)}
+
+
+def _body(schema_name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(schema_name)}}}
 
 
 def _kind_paths(segment: str, kind: str) -> dict[str, Any]:
     name = _SCHEMA_NAMES[kind]
     tag = [kind]
-    body = {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+    body = _body(name)
+    put_body = _body("ProviderKeyUpdate") if kind == "provider_keys" else body
     page = [
         {
             "name": "limit",
             "in": "query",
             "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
         },
-        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+        {
+            "name": "offset",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_LIST_OFFSET},
+        },
     ]
     envelope = _ref(f"{name}Envelope")
     collection = {
         "get": {
+            "operationId": f"list_{kind}",
             "tags": tag,
             "summary": f"List {kind}",
             "parameters": page,
@@ -303,6 +329,7 @@ def _kind_paths(segment: str, kind: str) -> dict[str, Any]:
             },
         },
         "post": {
+            "operationId": f"create_{kind}",
             "tags": tag,
             "summary": f"Create one of {kind}",
             "requestBody": body,
@@ -312,14 +339,16 @@ def _kind_paths(segment: str, kind: str) -> dict[str, Any]:
     item = {
         "parameters": [_id_param()],
         "get": {
+            "operationId": f"read_{kind}",
             "tags": tag,
             "summary": "Read one",
             "responses": {"200": _json("The entry", envelope), **_errors(404, 503)},
         },
         "put": {
+            "operationId": f"replace_{kind}",
             "tags": tag,
             "summary": "Replace (or create under this id)",
-            "requestBody": body,
+            "requestBody": put_body,
             "responses": {
                 "200": _json("Updated", envelope),
                 "201": _json("Created", envelope),
@@ -327,6 +356,7 @@ def _kind_paths(segment: str, kind: str) -> dict[str, Any]:
             },
         },
         "delete": {
+            "operationId": f"delete_{kind}",
             "tags": tag,
             "summary": "Delete",
             "responses": {"200": _json("Deleted", _ref("Deleted")), **_errors(404, 405, 409, 503)},
@@ -341,6 +371,7 @@ def _kind_paths(segment: str, kind: str) -> dict[str, Any]:
         paths[f"/admin/v1/{segment}/{{id}}/rotate"] = {
             "parameters": [_id_param()],
             "post": {
+                "operationId": "rotate_api_key",
                 "tags": tag,
                 "summary": "Rotate the key; the only response with a plaintext",
                 "requestBody": rotate_body,
@@ -354,14 +385,22 @@ def _kind_paths(segment: str, kind: str) -> dict[str, Any]:
 
 
 def openapi_document(extra_routes: list[tuple[str, str]], version: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the admin listener."""
+    """The OpenAPI 3.1 document of the admin listener: each route once (aliases such as
+    `/admin/v1/api_keys` are served but not listed)."""
     paths: dict[str, Any] = {}
     for segment, kind in KIND_PATHS.items():
-        paths.update(_kind_paths(segment, kind))
+        if segment not in _ALIAS_SEGMENTS:
+            paths.update(_kind_paths(segment, kind))
     for method, pattern in extra_routes:
+        if pattern.split("/")[3:4] and pattern.split("/")[3] in _ALIAS_SEGMENTS:
+            continue
         operation: dict[str, Any] = {
+            "operationId": _operation_id(method, pattern),
             "summary": _EXTRA_SUMMARIES.get((method, pattern), pattern),
-            "responses": {"200": _json("OK"), **_errors()},
+            "responses": {
+                "200": _json("OK"),
+                **_errors(*_EXTRA_ERRORS.get((method, pattern), ())),
+            },
         }
         details = _EXTRA_DETAILS.get((method, pattern))
         if details is not None:
@@ -375,10 +414,16 @@ def openapi_document(extra_routes: list[tuple[str, str]], version: str) -> dict[
         "content": {"text/plain": {"schema": {"type": "string"}}},
     }
     paths["/livez"] = {
-        "get": {"summary": "Liveness", "security": [], "responses": {"200": plain, "503": plain}}
+        "get": {
+            "operationId": "livez",
+            "summary": "Liveness",
+            "security": [],
+            "responses": {"200": plain, "503": plain},
+        }
     }
     paths["/admin/openapi.json"] = {
         "get": {
+            "operationId": "openapi_document",
             "summary": "This document",
             "security": [],
             "responses": {"200": _json("OpenAPI 3.1")},
@@ -398,3 +443,8 @@ def openapi_document(extra_routes: list[tuple[str, str]], version: str) -> dict[
         },
         "security": [{"bearer": []}, {"apiKeyHeader": []}],
     }
+
+
+def _operation_id(method: str, pattern: str) -> str:
+    words = [p.strip("{}") for p in pattern.removeprefix("/admin/v1/").split("/")]
+    return "_".join([method.lower(), *words]).replace(".", "_")

@@ -4,12 +4,15 @@ A route is a method plus a path pattern of literal segments and `{name}` placeho
 (`/admin/v1/apikeys/{id}/usage`); a placeholder matches exactly one non-empty segment. Other
 modules (model status, health, usage reads) plug their handlers in through `extra_routes`,
 a mapping `(method, pattern) -> handler`; a handler takes an `AdminRequest` and returns an
-`AdminResponse` or raises `AdminError`. Extra routes are matched before the built-in CRUD
-routes, and every route under `/admin/v1/` is authenticated before its handler runs.
+`AdminResponse` or raises `AdminError`. A path belongs to its most specific pattern (most
+literal segments: `/models/status` before `/models/{id}`); a method that pattern does not
+serve is a 405 whose `Allow` names the ones it does. Every route under `/admin/v1/` is
+authenticated before its handler runs.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,10 +23,16 @@ from aisix.asgi import Scope, header
 class AdminError(Exception):
     """An admin error answered as `{"error_msg": message}` with `status`."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, allow: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        #: the methods a 405 names in its `Allow` header
+        self.allow = allow
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"allow", ", ".join(self.allow).encode())] if self.allow else []
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +69,17 @@ def presented_key(scope: Scope) -> bytes | None:
     return token or None
 
 
+_DIGITS = re.compile(r"[0-9]{1,10}")
+
+
 def page_param(query: dict[str, str], name: str, low: int, high: int | None) -> int | None:
     """An integer query parameter within [low, high], None when absent; 400 otherwise."""
     raw = query.get(name)
     if raw is None:
         return None
     bound = f"between {low} and {high}" if high is not None else f">= {low}"
-    if not raw.isdigit() or int(raw) < low or (high is not None and int(raw) > high):
+    # ASCII digits only ("²".isdigit() is True), and at most 10 (no 20-digit offsets)
+    if not _DIGITS.fullmatch(raw) or int(raw) < low or (high is not None and int(raw) > high):
         raise AdminError(400, f"{name} must be an integer {bound}")
     return int(raw)
 
@@ -83,9 +96,14 @@ class Route:
     #: a resource write: refused with 405 on a read-only (file-managed) store
     writes: bool = False
     segments: tuple[str, ...] = field(init=False)
+    #: how specific the pattern is: a path matched by several patterns belongs to the one
+    #: with the most literal segments (`/models/status` is not `/models/{id}`)
+    literal_segments: int = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "segments", tuple(self.pattern.strip("/").split("/")))
+        literal = sum(1 for s in self.segments if not s.startswith("{"))
+        object.__setattr__(self, "literal_segments", literal)
 
     def match(self, parts: list[str]) -> dict[str, str] | None:
         if len(parts) != len(self.segments):
@@ -108,18 +126,22 @@ class RouteTable:
         self.routes = routes
 
     def resolve(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        """The route of the most specific pattern matching `path`; 405 (with the methods
+        that pattern serves) when it does not serve `method`, 404 when nothing matches."""
         parts = path.strip("/").split("/") if path != "/" else [""]
-        path_known = False
-        for route in self.routes:
-            params = route.match(parts)
-            if params is None:
+        matches = [(r, p) for r in self.routes if (p := r.match(parts)) is not None]
+        if not matches:
+            raise AdminError(404, "resource not found")
+        best = max(route.literal_segments for route, _ in matches)
+        allowed: list[str] = []
+        for route, params in matches:
+            if route.literal_segments != best:
                 continue
-            path_known = True
             if route.method == method:
                 return route, params
-        if path_known:
-            raise AdminError(405, "method not allowed")
-        raise AdminError(404, "resource not found")
+            if route.method not in allowed:
+                allowed.append(route.method)
+        raise AdminError(405, "method not allowed", tuple(allowed))
 
     def patterns(self) -> list[tuple[str, str]]:
         return [(route.method, route.pattern) for route in self.routes]

@@ -77,7 +77,8 @@ def _parse_entra(text: str) -> EntraCredential:
         raise ValueError("secret: the Entra ID secret must be a JSON object")
     unknown = sorted(set(data) - {*_ENTRA_FIELDS, "token_url"})
     if unknown:
-        raise ValueError(f"secret: unknown Entra ID field {unknown[0]!r}")
+        known = ", ".join(sorted({*_ENTRA_FIELDS, "token_url"}))
+        raise ValueError(f"secret: an unknown Entra ID field (the fields are {known})")
     for name in _ENTRA_FIELDS:
         value = data.get(name)
         if not isinstance(value, str) or not value.strip():

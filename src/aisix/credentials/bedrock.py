@@ -46,7 +46,8 @@ def parse(secret: str) -> BedrockCredential:
         raise ValueError("secret: a bedrock secret must be a JSON object")
     unknown = sorted(set(raw) - _FIELDS)
     if unknown:
-        raise ValueError(f"secret: unknown bedrock secret field {unknown[0]!r}")
+        known = ", ".join(sorted(_FIELDS))
+        raise ValueError(f"secret: an unknown bedrock secret field (the fields are {known})")
     for name, value in raw.items():
         if not isinstance(value, str) or not value:
             raise ValueError(f"secret: bedrock secret field {name!r} must be a non-empty string")

@@ -61,7 +61,8 @@ def parse(secret: str) -> VertexCredential:
         raise ValueError("secret: the vertex secret must be a JSON object")
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
-        raise ValueError(f"secret: unknown vertex field {unknown[0]!r}")
+        known = ", ".join(sorted(_FIELDS))
+        raise ValueError(f"secret: an unknown vertex field (the fields are {known})")
     project = _string(data, "project")
     region = _string(data, "region")
     if not _PROJECT.match(project):

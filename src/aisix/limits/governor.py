@@ -18,7 +18,6 @@ model's prices.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
 
@@ -39,7 +38,14 @@ from aisix.limits.base import (
     SpendLedger,
     Ticket,
 )
-from aisix.limits.layers import BudgetSpec, LayerIndex, RateSpec, key_budget_spec
+from aisix.limits.layers import (
+    MAX_AMOUNT,
+    BudgetSpec,
+    LayerIndex,
+    RateSpec,
+    key_budget_spec,
+    nano_usd,
+)
 from aisix.limits.memory import MemoryBackend, MemoryTicket
 from aisix.limits.metrics import NO_METRICS, LimitMetrics
 from aisix.limits.windows import Clock, seconds_until
@@ -198,10 +204,11 @@ class Hold:
         if self._done:
             return
         self._done = True
-        spend = round(cost_usd * NANO_PER_USD)
-        if spend < 0:
-            spend = 0
+        nano = cost_usd * NANO_PER_USD  # nano_usd() inlined: settle runs on every request
+        spend = round(nano) if 0 <= nano < MAX_AMOUNT else (MAX_AMOUNT if nano > 0 else 0)
         tokens = usage.total_tokens
+        if tokens > MAX_AMOUNT:  # an upstream's absurd count must not break the settle
+            tokens = MAX_AMOUNT
         ticket = self._ticket
         if type(ticket) is MemoryTicket:
             ticket.finish_now(SETTLE, tokens if tokens > 0 else 0, spend)  # skip a coroutine
@@ -445,7 +452,7 @@ def _checks(plan: _Plan, est: Estimate, worst_usd: float) -> list[Check]:
             limit = t.limit
             checks[i] = Check(t.key, TOKENS, t.window, limit, total if total < limit else limit)
     if plan.spends:
-        worst = math.ceil(worst_usd * NANO_PER_USD)
+        worst = nano_usd(worst_usd, ceil=True, cap=MAX_AMOUNT)
         for i, s in plan.spends:
             limit = s.limit
             amount = worst if worst < limit else limit

@@ -9,6 +9,7 @@ added later, by the governor. Bucket names: `key:<id>`, `model:<id>`, `policy:<i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from aisix.limits.base import CONCURRENCY, NANO_PER_USD, REQUESTS, SPEND, TOKENS
@@ -25,6 +26,11 @@ _INLINE_FIELDS = (
     ("tpd", TOKENS, DAY),
 )
 _DIM_NAMES = {REQUESTS: "requests", TOKENS: "tokens"}
+#: the largest budget limit or stored spend sum: every backend keeps it exact (int64)
+MAX_NANO_USD = 2**62
+#: the largest amount one request reserves or settles (nano-USD, tokens): Redis scripts see
+#: numbers as Lua doubles, exact (and sent back to Redis as integers) only up to 2**53
+MAX_AMOUNT = 2**53 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,15 @@ class BudgetSpec:
     name: str
 
     dim = SPEND
+
+
+def nano_usd(usd: float, ceil: bool = False, cap: int = MAX_NANO_USD) -> int:
+    """USD as bucket nano-USD, clamped to [0, cap]: a non-finite or huge amount (an
+    unvalidated old value, an absurd upstream usage) saturates instead of raising."""
+    nano = usd * NANO_PER_USD
+    if 0 <= nano < cap:  # False for NaN too
+        return math.ceil(nano) if ceil else round(nano)
+    return cap if nano > 0 else 0
 
 
 def _bucket_key(bucket: str, dimension: str) -> str:
@@ -90,7 +105,7 @@ def budget_spec(
     return BudgetSpec(
         key=_bucket_key(bucket, f"spend.{budget.period}"),
         window=PERIODS[budget.period],
-        limit=round(budget.limit_usd * NANO_PER_USD),
+        limit=nano_usd(budget.limit_usd),
         enforce=budget.mode == "block",
         scope=scope,
         scope_ref=scope_ref,

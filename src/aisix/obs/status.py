@@ -1,11 +1,14 @@
 """The status listener's ASGI app: `/metrics`, `/status/config`, `/status/ready`, `/status/models`.
 
-Unauthenticated and bound to loopback by default; it exposes no secret and no key.
+Unauthenticated and bound to loopback by default; it exposes no secret and no key (the
+gateway redacts provider secrets from `/status/models`' `last_error`).
 `/status/ready` (and `/readyz`, `/livez`) answer as `aisix.obs.health` says, `?verbose` too.
+Also `StoreOutage`, which tells admin health how long the resource store has been unreachable.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,6 +19,25 @@ from aisix.obs import health
 
 _HEALTH_PATHS = frozenset({"/status/ready", "/readyz", "/livez"})
 PROMETHEUS_TYPE = [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
+_ALLOW = [(b"allow", b"GET, HEAD")]
+
+
+class StoreOutage:
+    """Since when the store has been unreachable, from observations (health reads, reloads)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._down_since: float | None = None
+
+    def observe(self, connected: bool) -> float:
+        """Record the store's state now; return how long it has been unreachable (0 if up)."""
+        now = self._clock()
+        if connected:
+            self._down_since = None
+            return 0.0
+        if self._down_since is None:
+            self._down_since = now
+        return now - self._down_since
 
 
 class StatusApp:
@@ -52,7 +74,7 @@ class StatusApp:
             return
         if scope["method"] not in ("GET", "HEAD"):
             body = b'{"error_msg": "method not allowed"}'
-            await send_response(send, 405, body, JSON_HEADERS)
+            await send_response(send, 405, body, JSON_HEADERS, _ALLOW)
             return
         status, body, headers = route()
         if scope["path"] == self._metrics_path:

@@ -14,6 +14,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from aisix import redact
 from aisix.asgi import Headers, Send
 from aisix.errors import GatewayError, UpstreamConnectionError, UpstreamDecodeError
 from aisix.providers.transport import timeout_error
@@ -66,6 +67,7 @@ async def relay_rest(response: Response, state: StreamState, send: Send, timeout
             if not data:
                 break
     except GatewayError as err:
+        err.message = redact.current().redact(err.message)  # upstream text: no secret leaves
         state.error = err
         state.finished = True
         # the error event is the final body message: it ends the response (no terminal)

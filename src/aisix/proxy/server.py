@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 import orjson
 
-from aisix import __version__
+from aisix import __version__, redact
 from aisix.asgi import (
     JSON_HEADERS,
     TEXT_HEADERS,
@@ -120,7 +120,7 @@ class ProxyApp:
             return
         path: str = rewrite_path(scope, self.rewrites) if self.rewrites else scope["path"]
         if path == "/livez" or path == "/readyz":
-            await self._health(path, scope, send)
+            await self._health(path, scope, send, scan_headers(scope, self.request_id_headers)[0])
             return
         request_id, user_agent = scan_headers(scope, self.request_id_headers)
         rt = self.rt
@@ -250,16 +250,18 @@ class ProxyApp:
         ctx.status = err.status
         ctx.error_type = err.type
         ctx.error_code = err.code
+        if err.reached_upstream:  # its text may quote the upstream: no provider secret leaves
+            err.message = redact.current().redact(err.message)
         body = envelope.error_body(err)
         headers = JSON_HEADERS + common
         if err.headers:
             headers = headers + [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
         await send_response(send, err.status, body, headers)
 
-    async def _health(self, path: str, scope: Scope, send: Send) -> None:
+    async def _health(self, path: str, scope: Scope, send: Send, request_id: str) -> None:
         rt = self.rt
         status, body = health.answer(path, scope, rt.draining, rt.holder.current is not None)
-        headers = [*TEXT_HEADERS, SERVER_HEADER]
+        headers = [*TEXT_HEADERS, SERVER_HEADER, (b"x-aisix-request-id", request_id.encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from aisix.events import RequestFinished
+from aisix.limits.layers import MAX_NANO_USD
 from aisix.usage.rows import AuditRow, Batch, build_batch
 
 log = logging.getLogger("aisix.usage")
@@ -82,6 +83,7 @@ class BatchingLedger:
         self._spend_at_start: dict[tuple[str, int], int] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Future[None]] = set()
         self._next_prune = 0.0
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -97,6 +99,9 @@ class BatchingLedger:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for write in list(self._writes):  # writes a cancelled flush left running
+            with contextlib.suppress(Exception):
+                await write
         try:
             await self.flush()
         finally:
@@ -117,7 +122,8 @@ class BatchingLedger:
 
     def add_spend(self, key: str, period_start: int, nano_usd: int) -> None:
         slot = (key, period_start)
-        self._spend[slot] = self._spend.get(slot, 0) + nano_usd
+        total = self._spend.get(slot, 0) + nano_usd
+        self._spend[slot] = total if total < MAX_NANO_USD else MAX_NANO_USD
 
     def load_spend(self) -> dict[tuple[str, int], int]:
         """Spend as read at `start` (the governor reads it once, when it is built)."""
@@ -152,7 +158,14 @@ class BatchingLedger:
         spend, self._spend = self._spend, {}
         if not events and not spend:
             return
-        await self._write(build_batch(events, spend, keep_requests=self.retention_days > 0))
+        # the backend keeps spend it could not write for the next batch (and spills or counts
+        # the events). The write runs as its own task: a cancelled flush (shutdown) leaves it
+        # to finish, and `close` waits for it before closing the database under it
+        batch = build_batch(events, spend, keep_requests=self.retention_days > 0)
+        write = asyncio.ensure_future(self._write(batch))
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+        await asyncio.shield(write)
 
     async def record_audit(self, row: AuditRow) -> None:
         await self._write(Batch(audit=[row]))

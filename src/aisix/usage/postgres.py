@@ -26,7 +26,7 @@ from aisix.usage.schema import (
     SCHEMA_VERSION_TABLE,
     UPSERT_DAILY,
     UPSERT_HOURLY,
-    UPSERT_SPEND,
+    UPSERT_SPEND_PG,
     UPSERT_TOTALS,
     numbered,
 )
@@ -173,7 +173,7 @@ class PostgresLedger(BatchingLedger):
                     "usage_requests", records=batch.requests, columns=REQUEST_COLUMNS
                 )
             if batch.spend:
-                await conn.executemany(numbered(UPSERT_SPEND), batch.spend)
+                await conn.executemany(numbered(UPSERT_SPEND_PG), batch.spend)
             if batch.audit:
                 await conn.executemany(numbered(INSERT_AUDIT), [a.values() for a in batch.audit])
         return True

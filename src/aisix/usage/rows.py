@@ -19,8 +19,12 @@ from typing import Any
 import orjson
 
 from aisix.events import RequestFinished
-from aisix.limits.base import NANO_PER_USD
+from aisix.limits.layers import nano_usd
 from aisix.limits.windows import HOUR
+
+#: the most one request may add to the ledger (tokens, cost): beyond these a row saturates
+MAX_ROW_TOKENS = 10**12
+MAX_ROW_NANO_USD = 2**53 - 1
 
 #: upper bounds (ms, inclusive) of the latency histogram buckets; one overflow bucket follows
 LATENCY_BOUNDS_MS: tuple[float, ...] = (
@@ -168,10 +172,11 @@ def build_batch(
     for ev in events:
         dims = (ev.api_key_id or "", ev.model_id or "", ev.team_id or "", ev.provider_key_id or "")
         usage = ev.usage
-        prompt = usage.prompt_tokens if usage else 0
-        completion = usage.completion_tokens if usage else 0
-        total = usage.total_tokens if usage else 0
-        nano = round(ev.cost_usd * NANO_PER_USD)
+        # untrusted numbers saturate: sums over years of rows stay inside 64-bit integers
+        prompt = min(usage.prompt_tokens, MAX_ROW_TOKENS) if usage else 0
+        completion = min(usage.completion_tokens, MAX_ROW_TOKENS) if usage else 0
+        total = min(usage.total_tokens, MAX_ROW_TOKENS) if usage else 0
+        nano = nano_usd(ev.cost_usd, cap=MAX_ROW_NANO_USD)
         error = 0 if ev.outcome == "success" else 1
         bucket = latency_bucket(ev.latency_ms)
         row = sums.setdefault((math.floor(ev.ts / HOUR) * HOUR, *dims), [0] * width)

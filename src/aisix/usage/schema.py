@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from functools import cache
 
+from aisix.limits.layers import MAX_NANO_USD
 from aisix.usage.rows import (
     DAILY_COLUMNS,
     DIMENSIONS,
@@ -134,10 +135,15 @@ UPSERT_DAILY = (
     f"ON CONFLICT ({', '.join(('day', *DIMENSIONS))}) DO UPDATE SET "
     + ", ".join(f"{c} = usage_daily.{c} + excluded.{c}" for c in HOURLY_SUMS)
 )
-UPSERT_SPEND = (
+#: spend saturates at MAX_NANO_USD (2^62) without an intermediate sum past 64 bits (SQLite
+#: would turn it into a float, PostgreSQL raise): LEAST(old, cap - add) + add
+_SPEND_SQL = (
     "INSERT INTO spend (key, period_start, nano_usd) VALUES (?, ?, ?) "
-    "ON CONFLICT (key, period_start) DO UPDATE SET nano_usd = spend.nano_usd + excluded.nano_usd"
+    "ON CONFLICT (key, period_start) DO UPDATE SET nano_usd = "
+    "{least}(spend.nano_usd, " + str(MAX_NANO_USD) + " - excluded.nano_usd) + excluded.nano_usd"
 )
+UPSERT_SPEND = _SPEND_SQL.format(least="MIN")  # SQLite's two-argument MIN is a scalar
+UPSERT_SPEND_PG = _SPEND_SQL.format(least="LEAST")
 INSERT_AUDIT = (
     "INSERT INTO audit_log (id, at_ms, actor, action, kind, resource_id, diff) "
     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"

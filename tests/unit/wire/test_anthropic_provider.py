@@ -144,7 +144,10 @@ def test_unsupported_endpoints_are_501() -> None:
 
 
 def test_a_bad_secret_fails_the_build_without_echo() -> None:
-    key = ProviderKey(display_name="ant", secret="sk ant secret", adapter="anthropic")
+    # admin writes refuse it already; a value stored before that check still must not build
+    key = ProviderKey.model_construct(
+        display_name="ant", secret="sk ant secret", adapter="anthropic"
+    )
     model = DirectModel(display_name="c", provider="anthropic", model_name="m", provider_key_id="k")
     with pytest.raises(ValueError) as refused:
         build_provider(key, model, TLSConfig())

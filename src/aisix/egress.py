@@ -72,6 +72,17 @@ class EgressPolicy:
             return None
         return f"host {bare} is not in upstream.allowed_hosts"
 
+    def check_resolved(self, ip: str) -> str | None:
+        """On connect: None when a resolved address may be called, else why not (a name that
+        resolves into a denied network is refused even though the name itself passed)."""
+        address = _address(ip)
+        if address is None:
+            return None
+        for network in self.denied_networks:
+            if address.version == network.version and address in network:
+                return f"the upstream resolves into a denied network ({network})"
+        return None
+
 
 def _address(text: str) -> IPAddress | None:
     """An IP literal (zone ids dropped, IPv4-mapped IPv6 as IPv4), or None for a name."""

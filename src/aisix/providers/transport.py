@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from aisix.egress import EgressPolicy
 from aisix.errors import (
     GatewayError,
     UpstreamDecodeError,
@@ -86,6 +87,9 @@ class Transport:
             keepalive_interval_s=upstream.tcp_keepalive_interval_secs,
             keepalive_count=upstream.tcp_keepalive_retries,
             max_idle_per_host=upstream.pool_max_idle_per_host or 0,
+            egress=EgressPolicy.build(upstream.allowed_hosts, upstream.denied_cidrs)
+            if upstream.denied_cidrs
+            else None,
         )
         return cls(upstream.connect_timeout_ms, client=client)
 

@@ -23,6 +23,7 @@ from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
+from aisix.egress import EgressPolicy
 from aisix.providers.base import TLSConfig, UpstreamRequest
 from aisix.transport.connection import DRAIN_BYTES, DRAIN_SECONDS, HIGH_WATER, Response
 from aisix.transport.errors import LocalProtocolError, RemoteProtocolError, TransportError
@@ -85,6 +86,7 @@ class H1Transport:
         keepalive_interval_s: int = 30,
         keepalive_count: int = 5,
         max_idle_per_host: int = 0,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.connect_timeout_s = connect_timeout_s
         self.limit_per_host = limit_per_host
@@ -93,6 +95,7 @@ class H1Transport:
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
         self.max_idle_per_host = max_idle_per_host
+        self.egress = egress
         self._keepalive_options = (
             (keepalive_idle_s, keepalive_interval_s, keepalive_count) if keepalive else None
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from collections import deque
 from typing import TYPE_CHECKING
@@ -79,6 +80,8 @@ class Pool:
         self.tls = tls
         self.proxy = proxy
         self.limit = client.limit_per_host
+        #: resolved addresses are checked against it on connect (None: no policy)
+        self.egress = client.egress
         #: idle connections kept at most (0: no cap); one more released is closed
         self.max_idle = client.max_idle_per_host
         self.max_response_bytes = client.max_response_bytes
@@ -146,9 +149,10 @@ class Pool:
                 if self.proxy is not None:
                     conn = await self._connect_via_proxy(loop, self.proxy)
                 else:
+                    target = await self._resolve(loop) if self.egress is not None else self.host
                     transport, conn = await loop.create_connection(
                         lambda: Connection(self, loop),
-                        self.host,
+                        target,
                         self.port,
                         ssl=self.tls,
                         server_hostname=self.host if self.tls is not None else None,
@@ -162,6 +166,20 @@ class Pool:
             raise ConnectError("could not connect to the upstream") from None
         self._members.add(conn)
         return conn
+
+    async def _resolve(self, loop: asyncio.AbstractEventLoop) -> str:
+        """The first resolved address the egress policy allows (`upstream.denied_cidrs`,
+        checked again here: a name may resolve into a metadata network); ConnectError if none."""
+        assert self.egress is not None
+        infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        reason = "the upstream name did not resolve"
+        for _family, _type, _proto, _name, sockaddr in infos:
+            address = str(sockaddr[0])
+            refused = self.egress.check_resolved(address)
+            if refused is None:
+                return address
+            reason = refused
+        raise ConnectError(reason)
 
     async def _connect_via_proxy(
         self, loop: asyncio.AbstractEventLoop, proxy: ProxyURL

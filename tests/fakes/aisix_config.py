@@ -40,7 +40,7 @@ def full_aisix_config(
                 {"name": "legacy-chat", "match": "^/openai/v1/(.*)$", "rewrite": "/v1/$1"}
             ],
         },
-        "admin": {"enabled": True, "addr": admin_addr, "admin_keys": ["aisix-admin-key"]},
+        "admin": {"enabled": True, "addr": admin_addr, "admin_keys": ["aisix-admin-key-for-tests"]},
         "observability": {
             "service_name": "aisix-edge",
             "log_level": "warn",

@@ -94,6 +94,16 @@ class ModelEntry:
     networks: tuple[Any, ...] = ()
     #: this alias or one of its targets has `allowed_cidrs`, so the client IP matters
     ip_sensitive: bool = False
+    #: the value resolved once, as exactly one of the two kinds (no isinstance checks on the
+    #: request path: `entry.direct` / `entry.routing`)
+    direct: DirectModel | None = field(default=None, init=False)
+    routing: RoutingModel | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.value, RoutingModel):
+            object.__setattr__(self, "routing", self.value)
+        else:
+            object.__setattr__(self, "direct", self.value)
 
     @property
     def alias(self) -> str:
@@ -101,7 +111,7 @@ class ModelEntry:
 
     @property
     def is_routing(self) -> bool:
-        return isinstance(self.value, RoutingModel)
+        return self.routing is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,7 @@ from aisix.limits.memory import MemoryBackend, MemoryTicket
 from aisix.limits.metrics import NO_METRICS, LimitMetrics
 from aisix.limits.windows import Clock, seconds_until
 from aisix.pricing import Estimate, worst_case_usd
-from aisix.resources import DirectModel, format_rfc3339
+from aisix.resources import format_rfc3339
 from aisix.settings import RateLimitSettings
 from aisix.snapshot import KeyEntry, ModelEntry, Snapshot
 
@@ -461,7 +461,7 @@ def _checks(plan: _Plan, est: Estimate, worst_usd: float) -> list[Check]:
 
 
 def _pricing(model: ModelEntry) -> Any:
-    return model.value.pricing if isinstance(model.value, DirectModel) else None
+    return model.direct.pricing if model.direct is not None else None
 
 
 def _rate_refusal(spec: RateSpec, adm: Admission) -> RateLimitRefusal:

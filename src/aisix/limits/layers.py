@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from aisix.limits.base import CONCURRENCY, NANO_PER_USD, REQUESTS, SPEND, TOKENS
 from aisix.limits.windows import DAY, HOUR, MINUTE, PERIODS, POLICY_WINDOWS, SECOND
-from aisix.resources import Budget, BudgetPolicy, DirectModel, RateLimit, RateLimitPolicy
+from aisix.resources import Budget, BudgetPolicy, RateLimit, RateLimitPolicy
 from aisix.snapshot import KeyEntry, ModelEntry, Snapshot
 
 _INLINE_FIELDS = (
@@ -181,6 +181,6 @@ class LayerIndex:
         return self._budget.get(("model", model.id), ())
 
     def provider_key_budgets(self, model: ModelEntry) -> tuple[BudgetSpec, ...]:
-        if not isinstance(model.value, DirectModel):
+        if model.direct is None:
             return ()
-        return self._budget.get(("provider_key", model.value.provider_key_id), ())
+        return self._budget.get(("provider_key", model.direct.provider_key_id), ())

@@ -64,12 +64,12 @@ _NO_TARGET = Target("", "", "", "")
 
 
 def target_of(entry: ModelEntry | None) -> Target:
-    if entry is None or entry.provider_key is None:
+    if entry is None or entry.provider_key is None or entry.direct is None:
         return _NO_TARGET
-    value = entry.value
+    value = entry.direct
     return Target(
-        getattr(value, "provider", ""),
-        getattr(value, "model_name", ""),
+        value.provider,
+        value.model_name,
         entry.provider_key.id,
         entry.provider_key.value.display_name,
     )

@@ -19,7 +19,6 @@ from aisix.providers.base import Endpoint
 from aisix.providers.transport import Transport
 from aisix.proxy.client_ip import ClientIPResolver
 from aisix.proxy.egress import Egress
-from aisix.resources import DirectModel
 from aisix.responses_store import ResponseStore
 from aisix.routing.health import HealthRegistry
 from aisix.routing.strategies import Router
@@ -98,9 +97,9 @@ class RequestContext:
 
     @staticmethod
     def cost_of(target: ModelEntry | None, usage: Usage) -> float:
-        if target is None or not isinstance(target.value, DirectModel):
+        if target is None or target.direct is None:
             return 0.0
-        return cost_usd(target.value.pricing, usage)
+        return cost_usd(target.direct.pricing, usage)
 
     def partial_usage(self) -> tuple[Usage, float] | None:
         """What a stream cancelled after its head delivered: (usage, cost), recorded on the
@@ -130,7 +129,7 @@ class RequestContext:
     def finished(self) -> RequestFinished:
         key = self.key.value if self.key else None
         served = self.served
-        target: Any = served.target if served else None
+        direct = served.direct if served else None
         return RequestFinished(
             event_id=uuid4_str(),
             request_id=self.request_id,
@@ -149,9 +148,9 @@ class RequestContext:
             requested_model=self.alias.alias if self.alias else None,
             model_id=served.id if served else None,
             served_model=served.alias if served else None,
-            provider=getattr(served.value, "provider", None) if served else None,
+            provider=served.direct.provider if served and served.direct else None,
             provider_key_id=served.provider_key.id if served and served.provider_key else None,
-            upstream_model=target.model_name if target is not None else None,
+            upstream_model=direct.model_name if direct is not None else None,
             error_type=self.error_type,
             error_code=self.error_code,
             attempts=self.attempts,

@@ -27,7 +27,7 @@ from aisix.proxy.context import ProxyRuntime, RequestContext
 from aisix.proxy.relay import Keepalive as Keepalive
 from aisix.proxy.relay import StreamState, read_first, relay_rest, send_chunk
 from aisix.proxy.reservations import Reservations
-from aisix.resources import DirectModel, RoutingModel
+from aisix.resources import DirectModel
 from aisix.routing.retry import (
     backoff_base_ms,
     backoff_seconds,
@@ -131,7 +131,7 @@ async def dispatch(
     snapshot = ctx.snapshot
     assert alias is not None and snapshot is not None and ctx.key is not None
     endpoint = call.inbound.endpoint
-    routing = alias.value.routing if isinstance(alias.value, RoutingModel) else None
+    routing = alias.routing.routing if alias.routing is not None else None
     default_retries = uses_default_retries(alias)
     backoff_ms = backoff_base_ms(alias)
     last_error: GatewayError | None = None
@@ -209,8 +209,7 @@ def _finish_attempt(
 def _log_attempt(
     ctx: RequestContext, target: ModelEntry, status: int, started: float, error: str | None
 ) -> None:
-    value = target.value
-    provider = value.provider if isinstance(value, DirectModel) else ""
+    provider = target.direct.provider if target.direct is not None else ""
     ctx.attempt_log.append(
         AttemptFinished(
             model_id=target.id,
@@ -234,10 +233,11 @@ async def _attempt(
     hold: Hold,
     holds: Reservations,
 ) -> Outcome:
-    assert isinstance(target.value, DirectModel) and ctx.alias is not None
+    model = target.direct
+    assert model is not None and ctx.alias is not None
     inbound = call.inbound
     alias = ctx.alias.alias
-    timeout_ms, stream_timeout_ms = upstream_timeouts(rt, target.value)
+    timeout_ms, stream_timeout_ms = upstream_timeouts(rt, model)
     # the endpoint names the wire format (chat, messages, responses…): a provider that serves
     # it natively takes the client's body as is
     native = upstream.native(inbound.endpoint)
@@ -251,7 +251,7 @@ async def _attempt(
         spec.embedding = inbound.to_embeddings(call.body)
     else:
         spec.canonical = canonical = call.canonical()
-        limits = target.value.limits
+        limits = model.limits
         cap = limits.max_output_tokens if limits is not None else None
         if cap is not None and (canonical.max_tokens is None or canonical.max_tokens > cap):
             canonical.max_tokens = cap

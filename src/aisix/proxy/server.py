@@ -278,5 +278,5 @@ def _model_object(model: ModelEntry, created: int) -> dict[str, object]:
         "id": model.alias,
         "object": "model",
         "created": created,
-        "owned_by": getattr(model.value, "provider", ""),
+        "owned_by": model.direct.provider if model.direct is not None else "",
     }

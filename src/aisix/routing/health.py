@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from aisix.errors import GatewayError
-from aisix.resources import Cooldown, DirectModel, format_rfc3339
+from aisix.resources import Cooldown, format_rfc3339
 from aisix.snapshot import ModelEntry
 
 #: smoothing factor of the latency EWMA (contract §8.2)
@@ -265,8 +265,8 @@ class HealthRegistry:
 
 def _cooldown_config(entry: ModelEntry) -> Cooldown | None:
     """The model's cooldown settings, or None when cooldown is off for it."""
-    value = entry.value
-    if not isinstance(value, DirectModel):
+    value = entry.direct
+    if value is None:
         return None
     config = value.cooldown or _DEFAULT_COOLDOWN
     if not config.enabled or config.default_seconds == 0:

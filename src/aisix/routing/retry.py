@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 
 from aisix.errors import GatewayError, UpstreamRateLimited
-from aisix.resources import DirectModel, Routing, RoutingModel
+from aisix.resources import Routing
 from aisix.snapshot import ModelEntry
 
 #: ceiling of the computed (exponential) part of the backoff
@@ -37,34 +37,29 @@ def backoff_seconds(
 
 def backoff_base_ms(alias: ModelEntry) -> int:
     """`routing.retry_backoff_ms` for a routing alias, 100 otherwise."""
-    value = alias.value
-    if isinstance(value, RoutingModel):
-        return value.routing.retry_backoff_ms
+    if alias.routing is not None:
+        return alias.routing.routing.retry_backoff_ms
     return DEFAULT_RETRY_BACKOFF_MS
 
 
 def routing_of(alias: ModelEntry) -> Routing | None:
-    value = alias.value
-    return value.routing if isinstance(value, RoutingModel) else None
+    return alias.routing.routing if alias.routing is not None else None
 
 
 def retries_for(alias: ModelEntry, target: ModelEntry, default_retries: int) -> int:
     """Extra attempts on `target`: routing.retries for a routing alias; for a single-target
     alias the model's `retries`, else `upstream.retries` (`default_retries`)."""
-    value = alias.value
-    if isinstance(value, RoutingModel):
-        return value.routing.retries
-    target_value = target.value
-    if isinstance(target_value, DirectModel) and target_value.retries is not None:
-        return target_value.retries
+    if alias.routing is not None:
+        return alias.routing.routing.retries
+    if target.direct is not None and target.direct.retries is not None:
+        return target.direct.retries
     return default_retries
 
 
 def uses_default_retries(alias: ModelEntry) -> bool:
     """A single-target alias without its own `retries`: it runs on `upstream.retries`, under
     which timeouts are not retried (§8.4)."""
-    value = alias.value
-    return isinstance(value, DirectModel) and value.retries is None
+    return alias.direct is not None and alias.direct.retries is None
 
 
 def is_retryable(

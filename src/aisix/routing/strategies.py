@@ -23,7 +23,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Final
 
 from aisix.errors import AllCandidatesUnavailable, PermissionDenied
-from aisix.resources import DirectModel, Routing, RoutingModel
+from aisix.resources import Routing
 from aisix.routing.health import HealthRegistry
 from aisix.snapshot import ModelEntry
 
@@ -244,8 +244,8 @@ class Router:
     # --- compilation ------------------------------------------------------------------------
 
     def _compile(self, alias: ModelEntry) -> _Plan:
-        value = alias.value
-        assert isinstance(value, RoutingModel)
+        value = alias.routing
+        assert value is not None
         routing = value.routing
         priorities = sorted({priority for _, _, priority in alias.routes})
         tiers = []
@@ -282,8 +282,8 @@ class Router:
 
 
 def _cost_key(target: ModelEntry) -> float:
-    value = target.value
-    if not isinstance(value, DirectModel) or value.pricing is None:
+    value = target.direct
+    if value is None or value.pricing is None:
         return math.inf
     return value.pricing.input_per_million + value.pricing.output_per_million
 

@@ -27,6 +27,8 @@ class UpstreamFault:
     code: str | None = None
     param: str | None = None
     type: str | None = None
+    #: seconds to wait, when the body says so (Google's RetryInfo) and no header did
+    retry_after: float | None = None
 
 
 class GatewayError(Exception):
@@ -256,6 +258,8 @@ def upstream_status_error(
         message = redact(fault.message or f"upstream returned {status}")
         code = redact(fault.code) if fault.code is not None else None
         param = redact(fault.param) if fault.param is not None else None
+        if retry_after is None:
+            retry_after = fault.retry_after  # a hint in the body (Google's RetryInfo)
         headers = {}
         if status == 429 and retry_after is not None:
             # §6.5: whole seconds ≥ 1, whatever form (date, fraction, 0) the upstream used

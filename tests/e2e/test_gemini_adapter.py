@@ -23,7 +23,7 @@ import pytest
 from e2e_helpers import Gateway, wait_for
 from routing_lab import free_port
 
-from fakes.gemini_upstream import FakeGeminiUpstream, GeminiReply, ServiceAccount
+from fakes.gemini_upstream import FakeGeminiUpstream, GeminiReply, ServiceAccount, google_error
 
 CALLER = "sk-gemini-caller"
 API_KEY = "AIza-gemini-provider-secret"
@@ -560,6 +560,17 @@ def test_upstream_429_forwards_retry_after(gw: Gateway, fake: FakeGeminiUpstream
             model=alias, max_tokens=5, messages=[{"role": "user", "content": "x"}]
         )
     assert caught.value.response.headers["retry-after"] == "3"
+    # the real API puts its hint only in the body (google.rpc.RetryInfo): forwarded too
+    info = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "36s"}
+    body = google_error(429, "Resource has been exhausted", details=[info])
+    fake.script(GeminiReply(status=429, json=body))
+    hinted = gw.proxy(
+        "POST",
+        "/v1/chat/completions",
+        {"model": alias, "messages": [{"role": "user", "content": "x"}]},
+        api_key=CALLER,
+    )
+    assert hinted.status == 429 and hinted.headers["retry-after"] == "36"
 
 
 def test_upstream_5xx_is_a_502_and_auth_failures_hide_the_secret(

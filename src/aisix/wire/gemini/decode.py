@@ -112,6 +112,7 @@ def parse_error(body: bytes) -> UpstreamFault:
         message=message if isinstance(message, str) and message else None,
         code=status if isinstance(status, str) else (str(code) if code is not None else None),
         type=status if isinstance(status, str) else None,
+        retry_after=retry_delay(body),
     )
 
 

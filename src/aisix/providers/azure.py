@@ -27,7 +27,7 @@ import orjson
 from aisix.credentials import azure as azure_secret
 from aisix.errors import GatewayError, UpstreamConnectionError, UpstreamTimeout
 from aisix.providers.base import Endpoint, TLSConfig, UpstreamCall, UpstreamRequest
-from aisix.providers.openai import USER_AGENT, OpenAIBody, static_headers
+from aisix.providers.openai import USER_AGENT, OpenAIBody, call_headers, static_headers
 from aisix.providers.tokens import Token, TokenSource, TokenUnavailable, shared_source
 from aisix.resources import AzureSettings, DirectModel, ProviderKey
 from aisix.wire.base import UpstreamCodec
@@ -378,12 +378,7 @@ class AzureProvider:
         if endpoint not in _NATIVE and call.canonical is None:
             raise ValueError(f"{endpoint}: a translated call needs a canonical request")
         upstream = endpoint if endpoint in _NATIVE else "chat"
-        headers = dict(self.headers)
-        headers["x-aisix-request-id"] = call.request_id
-        if call.stream:
-            headers["Accept"] = "text/event-stream"
-        if self._extra_headers:
-            headers.update(self._extra_headers)
+        headers = call_headers(self.headers, self._extra_headers, call.request_id, call.stream)
         body = self._body.shape(call, self.codec, upstream)
         return UpstreamRequest("POST", self.urls[upstream], headers, body, self.tls)
 

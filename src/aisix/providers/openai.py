@@ -90,6 +90,20 @@ def static_headers(key: ProviderKey) -> tuple[dict[str, str], dict[str, str]]:
     return headers, dict(request.default_headers or {}) if request else {}
 
 
+def call_headers(
+    static: dict[str, str], extra: dict[str, str], request_id: str, stream: bool
+) -> dict[str, str]:
+    """One attempt's headers for the OpenAI family: static ones, the request id, `Accept` for
+    streams, then the key's literal default headers (they win, contract §7.1)."""
+    headers = dict(static)
+    headers["x-aisix-request-id"] = request_id
+    if stream:
+        headers["Accept"] = "text/event-stream"
+    if extra:
+        headers.update(extra)
+    return headers
+
+
 class OpenAIProvider:
     adapter = "openai"
     family = "openai"
@@ -127,12 +141,7 @@ class OpenAIProvider:
 
     def build(self, call: UpstreamCall) -> UpstreamRequest:
         endpoint = call.endpoint if call.body is not None else "chat"
-        headers = dict(self.headers)
-        headers["x-aisix-request-id"] = call.request_id
-        if call.stream:
-            headers["Accept"] = "text/event-stream"
-        if self._extra_headers:
-            headers.update(self._extra_headers)
+        headers = call_headers(self.headers, self._extra_headers, call.request_id, call.stream)
         body = self._body.shape(call, self.codec, endpoint)
         return UpstreamRequest("POST", self.urls[endpoint], headers, body, self.tls)
 

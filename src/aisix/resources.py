@@ -112,6 +112,14 @@ class Pricing(_Strict):
     input_per_million: NonNegNumber
     output_per_million: NonNegNumber
     cached_input_per_million: NonNegNumber | None = None
+    #: USD per generated image (images API)
+    per_image: NonNegNumber = 0.0
+    #: USD per second of input audio (audio transcriptions and translations)
+    per_audio_second: NonNegNumber = 0.0
+    #: USD per 1000 characters of speech input (audio speech: what TTS providers bill)
+    per_1k_characters: NonNegNumber = 0.0
+    #: USD per request, on every endpoint (rerank, moderations, passthrough-free calls…)
+    per_request: NonNegNumber = 0.0
 
 
 class LegacyCost(_Strict):

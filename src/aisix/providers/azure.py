@@ -41,6 +41,11 @@ _PATHS: dict[str, str] = {
     "chat": "/chat/completions",
     "completions": "/completions",
     "embeddings": "/embeddings",
+    # Azure OpenAI deployments serve images and audio; it has no moderations or rerank API
+    "images": "/images/generations",
+    "audio_transcriptions": "/audio/transcriptions",
+    "audio_translations": "/audio/translations",
+    "audio_speech": "/audio/speech",
 }
 _NATIVE = frozenset(_PATHS)
 #: Anthropic Messages and Responses API calls are translated to chat
@@ -380,8 +385,7 @@ class AzureProvider:
         upstream = endpoint if endpoint in _NATIVE else "chat"
         headers = dict(self.headers)
         headers["x-aisix-request-id"] = call.request_id
-        if call.stream:
-            headers["Accept"] = "text/event-stream"
+        self._body.headers_for(call, headers)
         if self._extra_headers:
             headers.update(self._extra_headers)
         body = self._body.shape(call, self.codec, upstream)

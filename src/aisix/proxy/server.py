@@ -1,7 +1,8 @@
 """The proxy listener's ASGI app: route table, health endpoints, error rendering, events.
 
 A thin callable: one dict lookup maps a path to its inbound codec (OpenAI chat, completions,
-embeddings, Anthropic Messages), and the pipeline serves it; every outcome is rendered here
+embeddings, images, audio, moderations, rerank, Anthropic Messages, Responses), and the
+pipeline serves it; every outcome is rendered here
 exactly once, in that codec's error envelope. Every response carries `Server`,
 `x-aisix-request-id` and its SDK-facing copies (`x-request-id`, `request-id`); every request
 publishes one `RequestFinished` event, which metrics and the access log consume. The request
@@ -50,6 +51,7 @@ from aisix.snapshot import ModelEntry
 from aisix.wire.anthropic import COUNT_TOKENS, MESSAGES
 from aisix.wire.base import InboundCodec
 from aisix.wire.openai_in import CHAT, COMPLETIONS, EMBEDDINGS
+from aisix.wire.openai_media import MEDIA_ROUTES
 from aisix.wire.responses import RESPONSES
 
 log = logging.getLogger("aisix.proxy")
@@ -64,6 +66,7 @@ MODEL_ROUTES: dict[str, InboundCodec] = {
     "/v1/messages": MESSAGES,
     "/v1/messages/count_tokens": COUNT_TOKENS,
     "/v1/responses": RESPONSES,
+    **MEDIA_ROUTES,
 }
 #: routes that answer in an inbound codec's envelope without being model calls
 ENVELOPES: dict[str, InboundCodec] = {**MODEL_ROUTES}

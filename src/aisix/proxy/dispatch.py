@@ -39,8 +39,8 @@ from aisix.routing.retry import (
 from aisix.snapshot import ModelEntry
 from aisix.wire.anthropic import CountTokens
 from aisix.wire.base import InboundCodec, StreamRelay
-from aisix.wire.openai_media import MediaInbound
 from aisix.wire.openai_in import EmbeddingsInbound
+from aisix.wire.openai_media import MediaInbound
 from aisix.wire.translate import TranslatingRelay
 from aisix.wire.types import ChatRequest, Usage
 

@@ -42,13 +42,13 @@ from aisix.proxy.dispatch import CallBody, Outcome, StreamSink, dispatch
 from aisix.proxy.relay import SSE_HEADERS
 from aisix.proxy.reservations import Reservations
 from aisix.proxy.responses import expand_previous, remember
-from aisix.snapshot import ModelEntry
 from aisix.resources import DirectModel
+from aisix.snapshot import ModelEntry
 from aisix.wire.base import InboundCodec
 from aisix.wire.openai_media import MediaInbound, TranscriptionsInbound
 from aisix.wire.request import client_wants_usage
-from aisix.wire.types import Usage
 from aisix.wire.responses import RESPONSES
+from aisix.wire.types import Usage
 
 IP_RESTRICTED = "Access denied: your client IP is not allowed to access this model"
 #: a non-stream call running longer than this gets a disconnect watcher (fast calls never do)

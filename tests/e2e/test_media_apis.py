@@ -17,8 +17,8 @@ from typing import Any
 
 import openai
 import pytest
-
 from e2e_helpers import ALIAS, CALLER_KEY, UPSTREAM_MODEL, Gateway, http_request, wait_for
+
 from fakes.openai_upstream import SPEECH_MAGIC, FakeOpenAIUpstream, Reply, form_fields
 
 

@@ -193,6 +193,9 @@ class ProviderKey(_Strict):
     #: the bootstrap egress proxy (`upstream.proxy`) for this key: false never, true always,
     #: unset follows `upstream.proxy.only_opted_in`
     egress_proxy: bool | None = None
+    #: USD charged to the caller's budgets per `/passthrough` call through this key (answers
+    #: carry no price the gateway can read); reserved before the call
+    passthrough_price_usd: NonNegNumber = 0.0
 
     @field_validator("strip_headers")
     @classmethod
@@ -302,6 +305,9 @@ class ApiKey(_Strict):
     )
     previous_key_hash: str | None = None
     previous_key_expires_at: str | None = None
+    #: provider key display names this key may call raw through `/passthrough/{name}/…`
+    #: (`["*"]`: every key); default none
+    allow_passthrough: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
 
     @field_validator("key_hash", "previous_key_hash")
     @classmethod

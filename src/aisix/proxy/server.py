@@ -43,6 +43,8 @@ from aisix.ids import uuid4_str
 from aisix.obs import health
 from aisix.proxy.auth import authenticate
 from aisix.proxy.context import ProxyRuntime, RequestContext
+from aisix.proxy.passthrough import PREFIX as PASSTHROUGH_PREFIX
+from aisix.proxy.passthrough import serve_passthrough
 from aisix.proxy.pipeline import handle_model_call
 from aisix.proxy.responses import PREFIX as RESPONSES_PREFIX
 from aisix.proxy.responses import serve_stored
@@ -133,6 +135,8 @@ class ProxyApp:
                 label = "/v1/models/{id}"
             elif path.startswith(RESPONSES_PREFIX):
                 label = "/v1/responses/{id}"
+            elif path.startswith(PASSTHROUGH_PREFIX):
+                label = "/passthrough/{provider_key}"
             else:
                 label = "other"
         ctx = RequestContext(
@@ -206,6 +210,8 @@ class ProxyApp:
                 )
             rid = path[len(RESPONSES_PREFIX) :]
             return serve_stored(self.rt, ctx, scope, send, common, rid)
+        if path.startswith(PASSTHROUGH_PREFIX):
+            return serve_passthrough(self.rt, ctx, scope, receive, send, common)
         raise UnknownRoute(f"unknown route {ctx.method} {path}")
 
     async def _list_models(

@@ -4,8 +4,9 @@
 `admit_attempt` a routing target's own (§8.3), `admit_key` the key's alone (passthrough);
 each makes ONE backend call that reserves in all buckets or none, and raises
 `RateLimitRefusal` / `BudgetRefusal` (429, §9.4 / §10.3) with nothing left taken. The
-returned `Hold` is finished exactly once: `settle` (tokens and spend become actual usage), `fail` (reached upstream: request counts stay) or `rollback` (never
-reached upstream: everything given back). Concurrency slots are released by all three.
+returned `Hold` is finished exactly once: `settle` (tokens and spend become actual usage),
+`fail` (reached upstream: request counts stay) or `rollback` (never reached upstream:
+everything given back). Concurrency slots are released by all three.
 
 Budget overshoot bound: a block budget admits only while spent + reserved + this request's
 worst case ≤ limit, and settlement replaces each reservation by the actual cost. So spend can

@@ -25,6 +25,7 @@ from aisix.errors import (
     ServiceUnavailable,
     UnknownRoute,
 )
+from aisix.events import AttemptFinished
 from aisix.limits.governor import ratelimit_headers
 from aisix.pricing import Estimate
 from aisix.providers.base import Provider, TLSConfig, UpstreamRequest
@@ -177,7 +178,20 @@ async def serve_passthrough(
         if rt.egress is not None:
             request.proxy = rt.egress.proxy(model, request.url)
         head = common + ratelimit_headers(hold)
+        ctx.attempts = 1
+        started = time.perf_counter()
         usage = await _relay(rt, ctx, request, send, head, timeout_ms, stream_timeout_ms)
+        ctx.attempt_log.append(
+            AttemptFinished(
+                model_id=model.id,
+                served_model=model.alias,
+                provider=model.value.provider,
+                status=ctx.status,
+                latency_s=time.perf_counter() - started,
+                error_type=ctx.error_type,
+                is_fallback=False,
+            )
+        )
         if ctx.status >= 400:
             await holds.fail(hold)
             return

@@ -155,6 +155,10 @@ def test_deployment_urls_carry_the_api_version() -> None:
         "chat": prefix + "/chat/completions?api-version=2024-10-21",
         "completions": prefix + "/completions?api-version=2024-10-21",
         "embeddings": prefix + "/embeddings?api-version=2024-10-21",
+        "images": prefix + "/images/generations?api-version=2024-10-21",
+        "audio_transcriptions": prefix + "/audio/transcriptions?api-version=2024-10-21",
+        "audio_translations": prefix + "/audio/translations?api-version=2024-10-21",
+        "audio_speech": prefix + "/audio/speech?api-version=2024-10-21",
     }
     other = provider(azure={"api_version": "2025-01-01-preview"})
     assert other.urls["chat"].endswith("/chat/completions?api-version=2025-01-01-preview")

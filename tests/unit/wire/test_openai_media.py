@@ -17,7 +17,6 @@ from aisix.wire.openai_media import (
     SPEECH,
     TRANSCRIPTIONS,
     media_body,
-    parse_multipart,
 )
 from aisix.wire.types import Usage
 

@@ -444,3 +444,12 @@ def test_error_codes_of_any_json_type() -> None:
 def test_retry_after_from_azure_headers(headers: dict[str, str], seconds: float | None) -> None:
     assert retry_after_of(headers) == seconds
     assert AzureProvider.retry_after(headers) == seconds
+
+
+def test_media_apis_azure_serves_and_refuses() -> None:
+    target = provider()
+    assert target.native("images") and target.native("audio_speech")
+    assert not target.supports("moderations") and not target.supports("rerank")
+    request = target.build(UpstreamCall("images", False, "r", body={"model": "a", "prompt": "p"}))
+    assert "/images/generations?api-version=" in request.url
+    assert orjson.loads(request.body)["prompt"] == "p"

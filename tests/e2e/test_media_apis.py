@@ -128,6 +128,12 @@ def test_media_apis_through_the_gateway(
     assert ranked.json["model"] == ALIAS
     assert fake_openai.model_requests()[-1].json["model"] == UPSTREAM_MODEL
 
+    def units(endpoint: str, unit: str) -> float:
+        return gw.metric("aisix_media_units_total", endpoint=endpoint, unit=unit)
+
+    assert units("/v1/images/generations", "images") == 3
+    assert units("/v1/audio/transcriptions", "audio_seconds") == 2  # usage.seconds
+    assert units("/v1/audio/speech", "characters") == len("hello there")
     for endpoint in ("/v1/images/generations", "/v1/audio/speech", "/v1/rerank"):
         assert gw.metric("aisix_requests_total", endpoint=endpoint, status="200") >= 1
 

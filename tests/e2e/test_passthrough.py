@@ -144,3 +144,47 @@ def test_passthrough_permission_unknown_keys_and_limits(
         return usage["budget"]["spent_usd"] if usage["requests"] == 2 else None
 
     wait_for(lambda: spent() == 0.08, 5.0, "passthrough spend")
+    # the answers' OpenAI-shaped usage was read and counted against token limits
+    usage = gw.admin("GET", f"/apikeys/{budget_id}/usage").json
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0, usage
+
+
+def test_passthrough_to_bedrock_is_re_signed(gateway: Any) -> None:
+    """A raw Converse call through a bedrock key: aisix signs the exact request it sends
+    (the fake recomputes SigV4 from the known secret and refuses a bad signature)."""
+    from fakes.bedrock_upstream import ACCESS_KEY, REGION, SECRET_KEY, FakeBedrock
+
+    fake = FakeBedrock().start()
+    try:
+        gw: Gateway = gateway()
+        secret = {"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY, "region": REGION}
+        pk = gw.create(
+            "provider_keys",
+            {
+                "display_name": "aws",
+                "adapter": "bedrock",
+                "provider": "bedrock",
+                "secret": orjson.dumps(secret).decode(),
+                "api_base": fake.url,
+            },
+        )
+        model_id = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+        gw.create_model("claude-aws", pk, provider="bedrock", model_name=model_id)
+        gw.create_api_key("sk-aws", ["claude-aws"], allow_passthrough=["aws"])
+        gw.wait_for_key("sk-aws", "claude-aws")
+        body = {"messages": [{"role": "user", "content": [{"text": "raw ping"}]}]}
+        answer = gw.proxy(
+            "POST",
+            f"/passthrough/aws/model/{model_id}/converse",
+            body,
+            api_key="sk-aws",
+            headers={"X-Custom": "signed too"},
+        )
+        assert answer.status == 200, answer.text
+        assert answer.json["output"]["message"]["content"][0]["text"] == "echo: raw ping"
+        [seen] = fake.requests
+        assert seen.signature_ok and seen.json == body
+        assert seen.headers["x-custom"] == "signed too"
+        assert "sk-aws" not in str(seen.headers)
+    finally:
+        fake.stop()

@@ -211,3 +211,29 @@ def test_media_limits_budget_and_unsupported_adapter(
         budget.images.generate(model="claude", prompt="fox")
     assert unsupported.value.status_code == 501
     assert "images are not supported by the anthropic adapter" in str(unsupported.value)
+
+
+def test_cohere_sdk_rerank_through_the_gateway(
+    seeded: tuple[Gateway, Any], fake_openai: FakeOpenAIUpstream
+) -> None:
+    """The official Cohere SDK (`ClientV2.rerank`, POST /v2/rerank) against aisix."""
+    import cohere
+
+    gw, _ = seeded
+    client = cohere.ClientV2(api_key=CALLER_KEY, base_url=gw.proxy_url, timeout=10)
+    ranked = client.rerank(
+        model=ALIAS,
+        query="red fox",
+        documents=["blue sky", "a red fox jumps", "red"],
+        top_n=2,
+    )
+    assert [r.index for r in ranked.results] == [1, 2]
+    assert ranked.results[0].relevance_score == 1.0
+    sent = fake_openai.model_requests()[-1]
+    assert sent.path == "/v1/rerank" and sent.json["model"] == UPSTREAM_MODEL
+    assert sent.json["top_n"] == 2
+    with pytest.raises(cohere.core.api_error.ApiError) as refused:
+        cohere.ClientV2(api_key="sk-wrong", base_url=gw.proxy_url).rerank(
+            model=ALIAS, query="q", documents=["d"]
+        )
+    assert refused.value.status_code == 401

@@ -237,3 +237,16 @@ def test_cohere_sdk_rerank_through_the_gateway(
             model=ALIAS, query="q", documents=["d"]
         )
     assert refused.value.status_code == 401
+
+
+def test_speech_stream_gets_no_sse_keepalive(gateway: Any, fake_openai: FakeOpenAIUpstream) -> None:
+    """Binary audio is relayed byte for byte: the SSE `: ping` keepalive never lands in it."""
+    gw = gateway({"downstream": {"sse_keepalive_interval_secs": 1}})
+    gw.seed(fake_openai.url)
+    fake_openai.chunks = 2
+    fake_openai.default = Reply(chunk_delay_s=2.5)  # a gap longer than the keepalive interval
+    with gw.openai_client().audio.speech.with_streaming_response.create(
+        model=ALIAS, voice="alloy", input="slow"
+    ) as speech:
+        audio = speech.read()
+    assert audio == SPEECH_MAGIC + b"slow#0;" + SPEECH_MAGIC + b"slow#1;"

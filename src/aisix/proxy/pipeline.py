@@ -117,7 +117,9 @@ async def handle_model_call(
         sink = None
         if ctx.stream:
             keepalive = rt.settings.downstream.sse_keepalive_interval_secs
-            framing = [] if media is not None else SSE_HEADERS  # binary: the upstream's type
+            framing = SSE_HEADERS
+            if media is not None:  # binary audio: the upstream's type, and no `: ping` inside
+                framing, keepalive = [], 0
             sink = StreamSink(send, framing + head, keepalive, gate)
         outcome = await _dispatch_watching(rt, ctx, candidates, call, est, sink, holds, receive)
         if outcome.body is not None or outcome.raw is not None:

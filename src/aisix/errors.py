@@ -163,8 +163,11 @@ class AllCandidatesUnavailable(GatewayError):
 
 
 class UpstreamError(GatewayError):
-    """An attempt reached (or tried to reach) the upstream and failed."""
+    """An attempt reached (or tried to reach) the upstream and failed. Its status is 502
+    unless a subclass says otherwise: an upstream's error event before the first byte is a
+    bad gateway answer, never a 500 (issue 12 item 9)."""
 
+    status = 502
     type = "upstream_error"
     reached_upstream = True
 

@@ -14,7 +14,19 @@ from dataclasses import dataclass, field
 
 from aisix.wire.types import Usage
 
-__all__ = ["AttemptFinished", "EventBus", "RequestFinished", "Usage"]
+__all__ = ["AttemptFinished", "EventBus", "MediaUnits", "RequestFinished", "Usage"]
+
+
+@dataclass(frozen=True, slots=True)
+class MediaUnits:
+    """Billable units of a media call besides tokens (priced by `pricing.media_cost_usd`)."""
+
+    #: images generated
+    images: int = 0
+    #: seconds of input audio (transcriptions, translations), as the upstream reported them
+    audio_seconds: float = 0.0
+    #: characters of text to speak (audio speech)
+    characters: int = 0
 
 
 @dataclass(slots=True)
@@ -67,6 +79,8 @@ class RequestFinished:
     user_agent: str | None = None
     #: "<target family>:<field>" a translated attempt dropped (bounded names from the codecs)
     dropped: list[str] = field(default_factory=list)
+    #: media calls: images, audio seconds, speech characters (their cost is in `cost_usd`)
+    media: MediaUnits | None = None
 
 
 Subscriber = Callable[[RequestFinished], None]

@@ -4,7 +4,9 @@
 UTF-8 bytes of all text in the request (messages, system, prompt, input) divided by 4 and
 rounded up; token-id arrays count one token per id; the completion cap is
 `max_completion_tokens`, else `max_tokens`, else the configured default, and zero for
-embeddings. `cost_usd` is §10.1's cost; `worst_case_usd` is §10.2's reservation.
+embeddings. `cost_usd` is §10.1's cost (plus the model's `per_request` price);
+`media_cost_usd` prices images, audio seconds and speech characters; `worst_case_usd` is §10.2's
+reservation, media units asked for included.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from aisix.events import Usage
+from aisix.events import MediaUnits, Usage
 from aisix.resources import Pricing
 
 _PER_MILLION = 1_000_000
@@ -28,6 +30,8 @@ _TEXT_FIELDS = ("content", "text", "arguments", "name", "input", "thinking", "re
 class Estimate:
     prompt_tokens: int
     completion_cap: int
+    #: media calls: the most units the request may be billed for (images asked for, …)
+    media: MediaUnits | None = None
 
     @property
     def total(self) -> int:
@@ -120,7 +124,18 @@ def cost_usd(pricing: Pricing | None, usage: Usage) -> float:
         (usage.prompt_tokens - cached) * pricing.input_per_million
         + cached * cached_price
         + usage.completion_tokens * pricing.output_per_million
-    ) / _PER_MILLION
+    ) / _PER_MILLION + pricing.per_request
+
+
+def media_cost_usd(pricing: Pricing | None, units: MediaUnits | None) -> float:
+    """The price of a media call's units besides tokens (images, audio seconds, characters)."""
+    if pricing is None or units is None:
+        return 0.0
+    return (
+        units.images * pricing.per_image
+        + units.audio_seconds * pricing.per_audio_second
+        + units.characters * pricing.per_1k_characters / 1000
+    )
 
 
 def worst_case_usd(pricing: Pricing | None, est: Estimate) -> float:
@@ -128,6 +143,7 @@ def worst_case_usd(pricing: Pricing | None, est: Estimate) -> float:
     if pricing is None:
         return 0.0
     input_price = max(pricing.input_per_million, pricing.cached_input_per_million or 0.0)
-    return (
+    tokens = (
         est.prompt_tokens * input_price + est.completion_cap * pricing.output_per_million
     ) / _PER_MILLION
+    return tokens + pricing.per_request + media_cost_usd(pricing, est.media)

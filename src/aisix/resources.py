@@ -138,6 +138,14 @@ class Pricing(_Strict):
     input_per_million: Price
     output_per_million: Price
     cached_input_per_million: Price | None = None
+    #: USD per generated image (images API)
+    per_image: Price = 0.0
+    #: USD per second of input audio (audio transcriptions and translations)
+    per_audio_second: Price = 0.0
+    #: USD per 1000 characters of speech input (audio speech: what TTS providers bill)
+    per_1k_characters: Price = 0.0
+    #: USD per request, on every endpoint (rerank, moderations, passthrough-free calls…)
+    per_request: Price = 0.0
 
 
 class LegacyCost(_Strict):
@@ -235,6 +243,9 @@ class ProviderKey(_Strict):
     #: the bootstrap egress proxy (`upstream.proxy`) for this key: false never, true always,
     #: unset follows `upstream.proxy.only_opted_in`
     egress_proxy: bool | None = None
+    #: USD charged to the caller's budgets per `/passthrough` call through this key (answers
+    #: carry no price the gateway can read); reserved before the call
+    passthrough_price_usd: Price = 0.0
 
     @field_validator("strip_headers")
     @classmethod
@@ -368,6 +379,9 @@ class ApiKey(_Strict):
     )
     previous_key_hash: KeyHash | None = None
     previous_key_expires_at: Timestamp | None = None
+    #: provider key display names this key may call raw through `/passthrough/{name}/…`
+    #: (`["*"]`: every key); default none
+    allow_passthrough: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
 
     @field_validator("key_hash", "previous_key_hash")
     @classmethod

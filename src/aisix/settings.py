@@ -119,6 +119,8 @@ class ProxySettings(_Section):
     addr: str = "0.0.0.0:3000"
     workers: Annotated[int, Field(ge=1)] = 1
     request_body_limit_bytes: Annotated[int, Field(ge=0)] = 10 * 1024 * 1024
+    #: multipart uploads (audio transcriptions/translations) and passthrough request bodies
+    upload_body_limit_bytes: Annotated[int, Field(ge=0)] = 25 * 1024 * 1024
     shutdown_grace_secs: Annotated[int, Field(ge=0)] = 30
     real_ip: RealIP = Field(default_factory=RealIP)
     tls: TLSFiles | None = None

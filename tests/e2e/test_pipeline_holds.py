@@ -153,7 +153,7 @@ def test_provider_secret_redacted_from_a_mid_stream_error(
         f"data: {orjson.dumps(first).decode()}\n\n",
         f"data: {orjson.dumps(leak).decode()}\n\n",
     ]
-    fake_openai.script(Reply(sse_frames=frames))
+    fake_openai.script(Reply(sse_frames=frames, chunk_delay_s=0.2))  # the head goes out first
     streamed = gw.proxy(
         "POST", "/v1/chat/completions", {**CHAT, "stream": True}, api_key=CALLER_KEY
     )
@@ -161,3 +161,15 @@ def test_provider_secret_redacted_from_a_mid_stream_error(
     last = orjson.loads(streamed.sse_data()[-1])
     assert PROVIDER_SECRET not in streamed.text
     assert "***" in last["error"]["message"]
+
+
+def test_a_stream_error_before_the_first_byte_is_502(
+    gateway: Any, fake_openai: FakeOpenAIUpstream
+) -> None:
+    gw: Gateway = gateway()
+    gw.seed(fake_openai.url)
+    fail = {"error": {"message": "model overloaded", "type": "server_error"}}
+    fake_openai.script(*[Reply(sse_frames=[f"data: {orjson.dumps(fail).decode()}\n\n"])] * 3)
+    answer = gw.proxy("POST", "/v1/chat/completions", {**CHAT, "stream": True}, api_key=CALLER_KEY)
+    assert answer.status == 502, answer.text
+    assert answer.json["error"] == {"message": "model overloaded", "type": "upstream_error"}

@@ -8,6 +8,7 @@ and must exit 0 with the answer text the fake upstream produced.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -98,3 +99,54 @@ def test_codex_exec_through_the_responses_api(
     assert sent, "codex's call never reached the upstream"
     assert "Authorization" not in sent[-1].json  # sanity: a chat body, no caller key inside
     assert sent[-1].headers["authorization"] != f"Bearer {CALLER_KEY}"
+
+
+def test_node_openai_sdk_responses_create(
+    gateway: Any, fake_openai: FakeOpenAIUpstream, tmp_path: Path
+) -> None:
+    """The Node openai SDK (pinned in tests/clients) calls `responses.create`, stream and not,
+    through aisix; the chat-only upstream is reached by translation."""
+    gw: Gateway = gateway()
+    gw.seed(fake_openai.url)
+    script = Path(__file__).resolve().parents[1] / "clients" / "responses.mjs"
+    if not (script.parent / "node_modules" / "openai").exists():
+        pytest.fail("tests/clients/node_modules/openai is missing: run scripts/test.sh")
+    node = shutil.which("node")
+    assert node is not None, "node is required (scripts/test.sh installs it)"
+    env = clean_env(
+        tmp_path, AISIX_BASE_URL=gw.proxy_url + "/v1", AISIX_API_KEY=CALLER_KEY, AISIX_MODEL=ALIAS
+    )
+    done = run([node, str(script)], env, script.parent)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["text"] == "echo: hello from node"
+    assert result["status"] == "completed"
+    assert result["request_id"]  # the x-request-id header the SDK reads
+    assert result["streamed"] == "echo: stream from node"
+    assert result["completed"] == "completed"
+    chats = [r for r in fake_openai.model_requests() if r.path == "/v1/chat/completions"]
+    assert len(chats) == 2
+
+
+def test_langchain_chat_openai_with_the_responses_api(
+    gateway: Any, fake_openai: FakeOpenAIUpstream
+) -> None:
+    """LangChain's `ChatOpenAI(use_responses_api=True)` (langchain-openai, pinned) through aisix."""
+    from langchain_openai import ChatOpenAI
+
+    gw: Gateway = gateway()
+    gw.seed(fake_openai.url)
+    llm = ChatOpenAI(
+        model=ALIAS,
+        base_url=gw.proxy_url + "/v1",
+        api_key=CALLER_KEY,  # type: ignore[arg-type]
+        use_responses_api=True,
+        max_retries=0,
+        timeout=20,
+    )
+    answer = llm.invoke("hello from langchain")
+    assert answer.text == "echo: hello from langchain"
+    streamed = "".join(chunk.text for chunk in llm.stream("stream from langchain"))
+    assert streamed == "echo: stream from langchain"
+    chats = [r for r in fake_openai.model_requests() if r.path == "/v1/chat/completions"]
+    assert len(chats) == 2

@@ -4,17 +4,24 @@
 synchronous tests (and the official `openai` SDK) can talk to it. It records every request
 (method, path, headers, body, parsed JSON) and answers each one with the next scripted `Reply`
 (status and error body, Retry-After, delays, stream cuts, malformed bodies, missing `[DONE]` or
-usage, raw SSE frames), falling back to a good answer built by `aisix.demo_upstream`.
+usage, raw SSE frames), falling back to a good answer built by `aisix.demo_upstream`. It also
+serves the media APIs: images, audio transcriptions/translations (multipart uploads: the WAV's
+real duration is reported), audio speech (binary audio streamed in chunks), moderations and a
+Cohere/Jina-shaped rerank.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import email.parser
+import io
+import math
 import ssl
 import threading
 import time
-from collections.abc import Callable
+import wave
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,6 +241,9 @@ class FakeOpenAIUpstream:
         if reply.sse_frames is not None:
             frames = [f.encode() for f in reply.sse_frames]
             return await self._stream(request, reply, extra, frames)
+        media = _MEDIA.get(request.path)
+        if media is not None and request.method == "POST":
+            return await media(self, request, reply, extra, body)
         return await self._good_answer(request, reply, extra, parsed)
 
     async def _good_answer(
@@ -436,4 +446,139 @@ _BUILDERS: dict[str, _Builder] = {
     "/v1/completions": _completions,
     "/v1/embeddings": _embeddings,
     "/v1/responses": _responses,
+}
+
+
+# --- media APIs -------------------------------------------------------------------------------
+
+#: the first bytes of every fake speech answer (an MP3 frame sync), then the text, repeated
+SPEECH_MAGIC = b"\xff\xfbFAKEAUDIO:"
+
+
+def form_fields(content_type: str, body: bytes) -> dict[str, bytes]:
+    """The parts of a multipart/form-data body by name (values as bytes)."""
+    message = email.parser.BytesParser().parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
+    )
+    fields: dict[str, bytes] = {}
+    for part in message.get_payload():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        fields[str(name)] = payload if isinstance(payload, bytes) else b""
+    return fields
+
+
+def wav_seconds(data: bytes) -> float:
+    with wave.open(io.BytesIO(data)) as audio:
+        return audio.getnframes() / audio.getframerate()
+
+
+def _bad(message: str, extra: dict[str, str]) -> web.Response:
+    return _json(demo.error_body(message), extra, 400)
+
+
+async def _images(
+    fake: FakeOpenAIUpstream, request: web.Request, reply: Reply, extra: dict[str, str], raw: bytes
+) -> web.StreamResponse:
+    body = orjson.loads(raw)
+    n = int(body.get("n") or 1)
+    data = [
+        {"url": f"https://fake.invalid/img/{i}.png", "revised_prompt": body["prompt"]}
+        for i in range(n)
+    ]
+    return _json({"created": int(time.time()), "data": data}, extra)
+
+
+async def _transcribe(
+    fake: FakeOpenAIUpstream, request: web.Request, reply: Reply, extra: dict[str, str], raw: bytes
+) -> web.StreamResponse:
+    try:
+        fields = form_fields(request.headers.get("Content-Type", ""), raw)
+        seconds = wav_seconds(fields["file"])
+    except (KeyError, wave.Error, EOFError, TypeError):
+        return _bad("fake upstream: expected a multipart upload with a WAV file", extra)
+    model = fields.get("model", b"").decode()
+    text = f"fake transcript of {seconds:.2f}s by {model}"
+    fmt = fields.get("response_format", b"json").decode()
+    if fmt == "text":
+        return web.Response(text=text, headers=extra, content_type="text/plain")
+    if fmt == "verbose_json":
+        task = "translate" if request.path.endswith("translations") else "transcribe"
+        answer = {"task": task, "language": "english", "duration": seconds, "text": text}
+        return _json(answer, extra)
+    usage = {"type": "duration", "seconds": math.ceil(seconds)}
+    return _json({"text": text, "usage": usage}, extra)
+
+
+async def _speech(
+    fake: FakeOpenAIUpstream, request: web.Request, reply: Reply, extra: dict[str, str], raw: bytes
+) -> web.StreamResponse:
+    body = orjson.loads(raw)
+    kind = "audio/wav" if body.get("response_format") == "wav" else "audio/mpeg"
+    response = web.StreamResponse(headers={"Content-Type": kind, **extra})
+    await response.prepare(request)
+    chunks = reply.chunks or fake.chunks
+    for i in range(chunks):
+        if i and reply.chunk_delay_s > 0:
+            await _pause(request, reply.chunk_delay_s)
+        await response.write(SPEECH_MAGIC + body["input"].encode() + b"#%d;" % i)
+    await response.write_eof()
+    return response
+
+
+async def _moderations(
+    fake: FakeOpenAIUpstream, request: web.Request, reply: Reply, extra: dict[str, str], raw: bytes
+) -> web.StreamResponse:
+    body = orjson.loads(raw)
+    inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    results = []
+    for text in inputs:
+        flagged = "kill" in str(text).lower()
+        names = ("harassment", "hate", "self-harm", "sexual", "violence")
+        results.append(
+            {
+                "flagged": flagged,
+                "categories": {n: flagged and n == "violence" for n in names},
+                "category_scores": {n: 0.9 if flagged and n == "violence" else 0.01 for n in names},
+            }
+        )
+    answer = {"id": demo.new_id("modr-"), "model": body.get("model"), "results": results}
+    return _json(answer, extra)
+
+
+async def _rerank(
+    fake: FakeOpenAIUpstream, request: web.Request, reply: Reply, extra: dict[str, str], raw: bytes
+) -> web.StreamResponse:
+    """Jina/Cohere shape: documents scored by the share of query words they contain."""
+    body = orjson.loads(raw)
+    words = set(str(body["query"]).lower().split())
+    scored = []
+    for i, doc in enumerate(body["documents"]):
+        text = doc if isinstance(doc, str) else str(doc.get("text", ""))
+        hits = len(words & set(text.lower().split()))
+        scored.append(
+            {"index": i, "relevance_score": hits / max(len(words), 1), "document": {"text": text}}
+        )
+    scored.sort(key=lambda r: -r["relevance_score"])
+    top = body.get("top_n") or len(scored)
+    tokens = demo.estimate_tokens(str(body["query"])) * len(scored)
+    answer = {
+        "id": demo.new_id("rerank-"),
+        "model": body.get("model"),
+        "results": scored[:top],
+        "usage": {"total_tokens": tokens},
+    }
+    return _json(answer, extra)
+
+
+_Media = Callable[
+    [FakeOpenAIUpstream, web.Request, Reply, dict[str, str], bytes], Awaitable[web.StreamResponse]
+]
+_MEDIA: dict[str, _Media] = {
+    "/v1/images/generations": _images,
+    "/v1/audio/transcriptions": _transcribe,
+    "/v1/audio/translations": _transcribe,
+    "/v1/audio/speech": _speech,
+    "/v1/moderations": _moderations,
+    "/v1/rerank": _rerank,
 }

@@ -155,6 +155,10 @@ def test_deployment_urls_carry_the_api_version() -> None:
         "chat": prefix + "/chat/completions?api-version=2024-10-21",
         "completions": prefix + "/completions?api-version=2024-10-21",
         "embeddings": prefix + "/embeddings?api-version=2024-10-21",
+        "images": prefix + "/images/generations?api-version=2024-10-21",
+        "audio_transcriptions": prefix + "/audio/transcriptions?api-version=2024-10-21",
+        "audio_translations": prefix + "/audio/translations?api-version=2024-10-21",
+        "audio_speech": prefix + "/audio/speech?api-version=2024-10-21",
     }
     other = provider(azure={"api_version": "2025-01-01-preview"})
     assert other.urls["chat"].endswith("/chat/completions?api-version=2025-01-01-preview")
@@ -440,3 +444,12 @@ def test_error_codes_of_any_json_type() -> None:
 def test_retry_after_from_azure_headers(headers: dict[str, str], seconds: float | None) -> None:
     assert retry_after_of(headers) == seconds
     assert AzureProvider.retry_after(headers) == seconds
+
+
+def test_media_apis_azure_serves_and_refuses() -> None:
+    target = provider()
+    assert target.native("images") and target.native("audio_speech")
+    assert not target.supports("moderations") and not target.supports("rerank")
+    request = target.build(UpstreamCall("images", False, "r", body={"model": "a", "prompt": "p"}))
+    assert "/images/generations?api-version=" in request.url
+    assert orjson.loads(request.body)["prompt"] == "p"

@@ -197,3 +197,31 @@ def test_retry_after_http_date() -> None:
     assert future is not None and 110 <= future <= 121
     assert parse_retry_after(formatdate(time.time() - 120, usegmt=True)) == 0.0
     assert parse_retry_after("Wed, 99 Foo 2015 07:28:00 GMT") is None
+
+
+def test_media_requests_keep_their_shape() -> None:
+    """Speech streams are binary (no stream_options, no SSE Accept); uploads are re-encoded
+    multipart with their own Content-Type; each goes to its own path under the base."""
+    from aisix.wire.openai_media import SPEECH, TRANSCRIPTIONS
+
+    t = target("https://api.example.com/v1")
+    speech = SPEECH.parse(b'{"model": "alias", "input": "hi", "voice": "alloy"}')
+    request = t.build(UpstreamCall("audio_speech", True, "r", body=speech))
+    assert request.url == "https://api.example.com/v1/audio/speech"
+    assert orjson.loads(request.body) == {"model": "gpt-4o-2024", "input": "hi", "voice": "alloy"}
+    assert "Accept" not in request.headers
+    raw = (
+        b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nalias\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\nRIFF\r\n'
+        b"--b--\r\n"
+    )
+    upload = TRANSCRIPTIONS.parse_upload(raw, "multipart/form-data; boundary=b")
+    request = t.build(UpstreamCall("audio_transcriptions", False, "r", body=upload))
+    assert request.url == "https://api.example.com/v1/audio/transcriptions"
+    assert request.headers["Content-Type"] == "multipart/form-data; boundary=b"
+    assert request.body == raw.replace(b"alias", b"gpt-4o-2024")
+    for endpoint, path in (("images", "/images/generations"), ("rerank", "/rerank")):
+        built = t.build(UpstreamCall(endpoint, False, "r", body={"model": "alias"}))  # type: ignore[arg-type]
+        assert built.url == "https://api.example.com/v1" + path
+        assert orjson.loads(built.body) == {"model": "gpt-4o-2024"}
+    assert t.native("moderations") and t.supports("rerank")

@@ -1,11 +1,12 @@
 """The governor: admits a request against every rate-limit layer and budget, and settles it.
 
 `admit_gate` takes the key's and the requested alias's layers and budgets (§6.3), and
-`admit_attempt` a routing target's own (§8.3); each makes ONE backend call that reserves in
-all buckets or none, and raises `RateLimitRefusal` / `BudgetRefusal` (429, §9.4 / §10.3) with
-nothing left taken. The returned `Hold` is finished exactly once: `settle` (tokens and spend
-become actual usage), `fail` (reached upstream: request counts stay) or `rollback` (never
-reached upstream: everything given back). Concurrency slots are released by all three.
+`admit_attempt` a routing target's own (§8.3), `admit_key` the key's alone (passthrough);
+each makes ONE backend call that reserves in all buckets or none, and raises
+`RateLimitRefusal` / `BudgetRefusal` (429, §9.4 / §10.3) with nothing left taken. The
+returned `Hold` is finished exactly once: `settle` (tokens and spend become actual usage),
+`fail` (reached upstream: request counts stay) or `rollback` (never reached upstream:
+everything given back). Concurrency slots are released by all three.
 
 Budget overshoot bound: a block budget admits only while spent + reserved + this request's
 worst case ≤ limit, and settlement replaces each reservation by the actual cost. So spend can
@@ -369,6 +370,26 @@ class Governor:
             adm = await backend.acquire(checks)
         return self._hold(plan, checks, adm)
 
+    async def admit_key(
+        self, snap: Snapshot, key: KeyEntry, est: Estimate, worst_usd: float
+    ) -> Hold:
+        """The key's own layers and budgets only (a `/passthrough` call: no model), with
+        `worst_usd` reserved against its budgets."""
+        plans = self._plans(snap)
+        plan = plans.gates.get((key.id, _KEY_ONLY))
+        if plan is None:
+            index = plans.index
+            rates, budgets = index.key_rate(key), index.key_budgets(key)
+            plan = _Plan(rates, budgets) if rates or budgets else _EMPTY
+            if len(plans.gates) >= MAX_PLANS:
+                plans.gates.clear()
+            plans.gates[(key.id, _KEY_ONLY)] = plan
+        if plan is _EMPTY:
+            return NOOP_HOLD
+        checks = _checks(plan, est, worst_usd)
+        adm = await self.backend.acquire(checks)
+        return self._hold(plan, checks, adm)
+
     async def admit_attempt(
         self,
         snap: Snapshot,
@@ -440,6 +461,10 @@ class Governor:
             "reserved_usd": reserved,
             "remaining_usd": max(0.0, round(spec.limit_usd - spent - reserved, 9)),
         }
+
+
+#: the plan-cache slot of a key's own layers (never a model id: ids are not empty)
+_KEY_ONLY = ""
 
 
 def _checks(plan: _Plan, est: Estimate, worst_usd: float) -> list[Check]:

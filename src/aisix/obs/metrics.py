@@ -258,6 +258,13 @@ class Metrics:
         self.usage_replayed = c(
             "aisix_usage_replayed_total", "Spilled usage events replayed into the database"
         )
+        self.media_units = c(
+            "aisix_media_units_total",
+            "Billable media units served (images, audio seconds, speech characters)",
+            "endpoint",
+            "model",
+            "unit",
+        )
         self.redis_failures = c("aisix_redis_failures_total", "Redis failures", "operation")
         self.worker_scrape_failures = c(
             "aisix_metrics_worker_scrape_failures_total",
@@ -356,6 +363,16 @@ class Metrics:
         for dropped in event.dropped:
             family, _, name = dropped.partition(":")
             self.translation_dropped.child(family, self._drop_label(name)).inc()
+        media = event.media
+        if media is not None:
+            model = event.served_model or ""
+            for unit, amount in (
+                ("images", media.images),
+                ("audio_seconds", media.audio_seconds),
+                ("characters", media.characters),
+            ):
+                if amount:
+                    self.media_units.child(event.endpoint, model, unit).inc(amount)
         self.usage_emitted.inc()
 
     def _drop_label(self, name: str) -> str:

@@ -41,6 +41,11 @@ _PATHS: dict[str, str] = {
     "chat": "/chat/completions",
     "completions": "/completions",
     "embeddings": "/embeddings",
+    # Azure OpenAI deployments serve images and audio; it has no moderations or rerank API
+    "images": "/images/generations",
+    "audio_transcriptions": "/audio/transcriptions",
+    "audio_translations": "/audio/translations",
+    "audio_speech": "/audio/speech",
 }
 _NATIVE = frozenset(_PATHS)
 #: Anthropic Messages and Responses API calls are translated to chat
@@ -378,7 +383,7 @@ class AzureProvider:
         if endpoint not in _NATIVE and call.canonical is None:
             raise ValueError(f"{endpoint}: a translated call needs a canonical request")
         upstream = endpoint if endpoint in _NATIVE else "chat"
-        headers = call_headers(self.headers, self._extra_headers, call.request_id, call.stream)
+        headers = call_headers(self.headers, self._extra_headers, call)
         body = self._body.shape(call, self.codec, upstream)
         return UpstreamRequest("POST", self.urls[upstream], headers, body, self.tls)
 

@@ -16,6 +16,12 @@ from aisix.providers.base import Endpoint, TLSConfig, UpstreamCall, UpstreamRequ
 from aisix.resources import DirectModel, ProviderKey
 from aisix.wire.base import UpstreamCodec
 from aisix.wire.openai import CODEC
+from aisix.wire.openai_media import (
+    MEDIA_ENDPOINTS,
+    MEDIA_PATHS,
+    media_body,
+    upload_content_type,
+)
 
 DEFAULT_BASE = "https://api.openai.com/v1"
 _SUFFIXES = ("/chat/completions", "/completions", "/embeddings")
@@ -24,9 +30,13 @@ _PATHS: dict[str, str] = {
     "completions": "/completions",
     "embeddings": "/embeddings",
     "responses": "/responses",
+    **MEDIA_PATHS,
 }
-#: endpoints every OpenAI-compatible server takes in its own wire format
-_NATIVE = frozenset({"chat", "completions", "embeddings"})
+#: endpoints every OpenAI-compatible server takes in its own wire format (media APIs too:
+#: a server without one answers its own 404)
+_NATIVE = frozenset({"chat", "completions", "embeddings"}) | MEDIA_ENDPOINTS
+#: endpoints whose stream is the family's SSE (the others' answers come whole or binary)
+_SSE = frozenset({"chat", "completions", "responses"})
 #: endpoints served by translating to chat
 _TRANSLATED = frozenset({"messages", "responses"})
 USER_AGENT = f"aisix/{__version__}"
@@ -59,6 +69,10 @@ class OpenAIBody:
     def shape(self, call: UpstreamCall, codec: UpstreamCodec, endpoint: str) -> bytes:
         """The body for `endpoint` (the upstream API called, which may differ from the
         client's when translating)."""
+        if call.body is not None and endpoint in MEDIA_ENDPOINTS:
+            upload = media_body(call.body, self.model_name)
+            if upload is not None:
+                return upload[0]
         if call.body is not None:
             out = dict(call.body)
         else:
@@ -70,12 +84,23 @@ class OpenAIBody:
                 out[new] = out.pop(old)
         for name, value in self._defaults.items():
             out.setdefault(name, value)
-        if call.stream and endpoint != "responses":
+        if call.stream and endpoint in _SSE and endpoint != "responses":
             options = out.get("stream_options")
             options = dict(options) if isinstance(options, dict) else {}
             options["include_usage"] = True
             out["stream_options"] = options
         return orjson.dumps(out)
+
+    @staticmethod
+    def headers_for(call: UpstreamCall, headers: dict[str, str]) -> None:
+        """Accept and Content-Type of `call` (SSE streams; multipart uploads)."""
+        if call.endpoint not in MEDIA_ENDPOINTS:
+            if call.stream:
+                headers["Accept"] = "text/event-stream"
+        elif call.body is not None:
+            content_type = upload_content_type(call.body)
+            if content_type is not None:
+                headers["Content-Type"] = content_type
 
 
 def static_headers(key: ProviderKey) -> tuple[dict[str, str], dict[str, str]]:
@@ -91,14 +116,14 @@ def static_headers(key: ProviderKey) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def call_headers(
-    static: dict[str, str], extra: dict[str, str], request_id: str, stream: bool
+    static: dict[str, str], extra: dict[str, str], call: UpstreamCall
 ) -> dict[str, str]:
     """One attempt's headers for the OpenAI family: static ones, the request id, `Accept` for
-    streams, then the key's literal default headers (they win, contract §7.1)."""
+    streams / `Content-Type` for uploads, then the key's literal default headers (they win,
+    contract §7.1)."""
     headers = dict(static)
-    headers["x-aisix-request-id"] = request_id
-    if stream:
-        headers["Accept"] = "text/event-stream"
+    headers["x-aisix-request-id"] = call.request_id
+    OpenAIBody.headers_for(call, headers)
     if extra:
         headers.update(extra)
     return headers
@@ -141,7 +166,7 @@ class OpenAIProvider:
 
     def build(self, call: UpstreamCall) -> UpstreamRequest:
         endpoint = call.endpoint if call.body is not None else "chat"
-        headers = call_headers(self.headers, self._extra_headers, call.request_id, call.stream)
+        headers = call_headers(self.headers, self._extra_headers, call)
         body = self._body.shape(call, self.codec, endpoint)
         return UpstreamRequest("POST", self.urls[endpoint], headers, body, self.tls)
 

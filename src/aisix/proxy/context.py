@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aisix.events import AttemptFinished, EventBus, RequestFinished, Usage
+from aisix.events import AttemptFinished, EventBus, MediaUnits, RequestFinished, Usage
 from aisix.ids import uuid4_str
 from aisix.limits.governor import Governor
 from aisix.pricing import cost_usd
@@ -82,6 +82,8 @@ class RequestContext:
     forward_headers: dict[str, str] = field(default_factory=dict)
     #: "<family>:<field>" a translated attempt could not express (counted in metrics)
     dropped: list[str] = field(default_factory=list)
+    #: media calls: the billable units besides tokens
+    media: MediaUnits | None = None
     #: embeddings: the vector encoding the client asked for
     embedding_format: str | None = None
     #: Responses API: the stored response this call continued
@@ -163,4 +165,5 @@ class RequestContext:
             attempt_log=self.attempt_log,
             user_agent=self.user_agent.decode("latin-1") if self.user_agent else None,
             dropped=self.dropped,
+            media=self.media,
         )

@@ -19,11 +19,12 @@ from typing import Any
 
 from aisix.asgi import Headers, Send
 from aisix.errors import BudgetExceeded, GatewayError, NotImplementedByAdapter, RateLimited
-from aisix.events import AttemptFinished
+from aisix.events import AttemptFinished, MediaUnits
 from aisix.limits.governor import Hold, ratelimit_headers
 from aisix.pricing import Estimate
 from aisix.providers.base import Provider, UpstreamCall
 from aisix.proxy.context import ProxyRuntime, RequestContext
+from aisix.proxy.media import send_media
 from aisix.proxy.relay import Keepalive as Keepalive
 from aisix.proxy.relay import StreamState, read_first, relay_rest, send_chunk
 from aisix.proxy.reservations import Reservations
@@ -39,6 +40,7 @@ from aisix.snapshot import ModelEntry
 from aisix.wire.anthropic import CountTokens
 from aisix.wire.base import InboundCodec, StreamRelay
 from aisix.wire.openai_in import EmbeddingsInbound
+from aisix.wire.openai_media import MediaInbound
 from aisix.wire.translate import TranslatingRelay
 from aisix.wire.types import ChatRequest, Usage
 
@@ -58,6 +60,10 @@ class Outcome:
     stream: StreamState | None = None
     #: the answer came from a same-family relay (not translated)
     native: bool = False
+    #: a non-JSON answer relayed as is: (content type, bytes)
+    raw: tuple[str, bytes] | None = None
+    #: media calls: the units billed besides tokens
+    media: MediaUnits | None = None
 
 
 class StreamSink:
@@ -139,7 +145,7 @@ async def dispatch(
     for index, target in enumerate(candidates):
         upstream: Provider | None = target.target
         if upstream is None or not (upstream.supports(endpoint) or endpoint == "count_tokens"):
-            last_error = _unsupported(target, endpoint)
+            last_error = _unsupported(target, call.inbound)
             continue
         try:
             admitted = await rt.governor.admit_attempt(snapshot, ctx.key, target, est, alias)
@@ -182,9 +188,11 @@ async def dispatch(
     raise NotImplementedByAdapter(f"{endpoint} is not supported by this model")
 
 
-def _unsupported(target: ModelEntry, endpoint: str) -> NotImplementedByAdapter:
+def _unsupported(target: ModelEntry, inbound: InboundCodec) -> NotImplementedByAdapter:
     adapter = target.provider_key.value.adapter if target.provider_key else "?"
-    return NotImplementedByAdapter(f"{endpoint} is not supported by the {adapter} adapter")
+    if isinstance(inbound, MediaInbound):  # "images are not supported by the … adapter"
+        return NotImplementedByAdapter(f"{inbound.subject} not supported by the {adapter} adapter")
+    return NotImplementedByAdapter(f"{inbound.endpoint} is not supported by the {adapter} adapter")
 
 
 def _finish_attempt(
@@ -262,6 +270,11 @@ async def _attempt(
     if rt.egress is not None:
         request.proxy = rt.egress.proxy(target, request.url)
     parse = upstream.codec.parse_error
+    media = inbound if isinstance(inbound, MediaInbound) else None
+    if sink is None and media is not None:
+        content_type, raw = await send_media(rt.transport, request, timeout_ms, parse)
+        answer = media.answer(content_type, raw, alias, call.body)
+        return Outcome(target, hold, answer.body, answer.usage, raw=answer.raw, media=answer.units)
     if sink is None:
         parsed, _ = await rt.transport.send_json(request, timeout_ms, parse)
         return _answer(ctx, target, upstream, inbound, hold, parsed, native, alias, call.body)
@@ -279,6 +292,9 @@ async def _attempt(
         ctx.ttft = state.first_chunk_at - ctx.started
         ctx.status = 200
         head = sink.head + ratelimit_headers(sink.gate, hold)
+        if media is not None:  # binary audio: the upstream's content type
+            kind = response.headers.get("content-type") or "application/octet-stream"
+            head.append((b"content-type", kind.encode("latin-1")))
         if ctx.alias.is_routing:
             head.append((b"x-aisix-served-by", target.alias.encode()))
         await sink.send({"type": "http.response.start", "status": 200, "headers": head})
@@ -297,7 +313,8 @@ async def _attempt(
             keepalive.stop()
         if relay.done:
             response.release()  # the connection may go back to the pool once the message ends
-    return Outcome(target, hold, stream=state, native=native)
+    units = media.units(call.body, None) if media is not None else None
+    return Outcome(target, hold, stream=state, native=native, media=units)
 
 
 def _answer(

@@ -34,7 +34,7 @@ from aisix.errors import (
     ServiceUnavailable,
 )
 from aisix.limits.governor import ratelimit_headers
-from aisix.pricing import estimate_request
+from aisix.pricing import Estimate, estimate_request, media_cost_usd
 from aisix.proxy.auth import authenticate
 from aisix.proxy.client_ip import parse_ip
 from aisix.proxy.context import ProxyRuntime, RequestContext
@@ -42,10 +42,13 @@ from aisix.proxy.dispatch import CallBody, Outcome, StreamSink, dispatch
 from aisix.proxy.relay import SSE_HEADERS
 from aisix.proxy.reservations import Reservations
 from aisix.proxy.responses import expand_previous, remember
+from aisix.resources import DirectModel
 from aisix.snapshot import ModelEntry
 from aisix.wire.base import InboundCodec
+from aisix.wire.openai_media import MediaInbound, TranscriptionsInbound
 from aisix.wire.request import client_wants_usage
 from aisix.wire.responses import RESPONSES
+from aisix.wire.types import Usage
 
 IP_RESTRICTED = "Access denied: your client IP is not allowed to access this model"
 #: a non-stream call running longer than this gets a disconnect watcher (fast calls never do)
@@ -68,13 +71,19 @@ async def handle_model_call(
     ctx.snapshot = snapshot
     ctx.kind = inbound.endpoint
     ctx.key = authenticate(scope, snapshot, time.time())
+    media = inbound if isinstance(inbound, MediaInbound) else None
+    upload = isinstance(media, TranscriptionsInbound)
+    proxy = rt.settings.proxy
+    limit = proxy.upload_body_limit_bytes if upload else proxy.request_body_limit_bytes
     try:
-        raw = await read_body(receive, scope, rt.settings.proxy.request_body_limit_bytes)
+        raw = await read_body(receive, scope, limit)
     except BodyTooLarge:
-        limit = rt.settings.proxy.request_body_limit_bytes
         raise RequestTooLarge(f"request body exceeds {limit}-byte limit") from None
-    body = inbound.parse(raw)
-    ctx.stream = body.get("stream") is True
+    if isinstance(media, TranscriptionsInbound):
+        body = media.parse_upload(raw, _header(scope, b"content-type"))
+    else:
+        body = inbound.parse(raw)
+    ctx.stream = body.get("stream") is True or (media is not None and media.binary_stream)
     alias = snapshot.models_by_alias.get(body["model"])
     if alias is None:
         raise ModelNotFound(f'model "{body["model"]}" not found')
@@ -85,9 +94,12 @@ async def handle_model_call(
     if alias.networks and (client_ip is None or not any(client_ip in n for n in alias.networks)):
         raise PermissionDenied(IP_RESTRICTED, code="ip_restricted")
     candidates = rt.router.candidates(alias, client_ip)
-    est = estimate_request(
-        body, rt.settings.ratelimit.estimate_completion_tokens, inbound.endpoint == "embeddings"
-    )
+    if media is not None:  # no completion tokens; the units asked for are reserved
+        est = Estimate(estimate_request(body, 0, True).prompt_tokens, 0, media.requested(body))
+    else:
+        est = estimate_request(
+            body, rt.settings.ratelimit.estimate_completion_tokens, inbound.endpoint == "embeddings"
+        )
     ctx.prompt_estimate = est.prompt_tokens
     if inbound.forward_headers:
         ctx.forward_headers = _forwarded(scope, inbound.forward_headers)
@@ -105,20 +117,34 @@ async def handle_model_call(
         sink = None
         if ctx.stream:
             keepalive = rt.settings.downstream.sse_keepalive_interval_secs
-            sink = StreamSink(send, SSE_HEADERS + head, keepalive, gate)
+            framing = SSE_HEADERS
+            if media is not None:  # binary audio: the upstream's type, and no `: ping` inside
+                framing, keepalive = [], 0
+            sink = StreamSink(send, framing + head, keepalive, gate)
         outcome = await _dispatch_watching(rt, ctx, candidates, call, est, sink, holds, receive)
-        if outcome.body is not None:
-            headers = JSON_HEADERS + head
+        if outcome.body is not None or outcome.raw is not None:
+            if outcome.raw is not None:
+                content_type, payload = outcome.raw
+                headers = [(b"content-type", content_type.encode("latin-1")), *head]
+            else:
+                headers = JSON_HEADERS + head
+                payload = orjson.dumps(outcome.body)
             if alias.is_routing:
                 headers = [*headers, (b"x-aisix-served-by", outcome.target.alias.encode())]
             headers += ratelimit_headers(gate, outcome.hold)
-            payload = orjson.dumps(outcome.body)
             ctx.status = 200
             await send_response(send, 200, payload, headers)
         await _settle(ctx, outcome, holds)
         if responses:
             remember(rt, ctx, outcome, body, call.effective)
         ctx.budget_warnings = [*gate.budget_warnings, *outcome.hold.budget_warnings]
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _forwarded(scope: Scope, names: frozenset[bytes]) -> dict[str, str]:
@@ -175,16 +201,26 @@ async def _watch_disconnect(receive: Receive, ctx: RequestContext, task: asyncio
 
 async def _settle(ctx: RequestContext, outcome: Outcome, holds: Reservations) -> None:
     stream = outcome.stream
+    media = outcome.media
     if stream is not None:
         if stream.error is not None:
             ctx.error_type = stream.error.type
             ctx.error_code = stream.error.code
         relay = stream.relay
-        usage = relay.usage or ctx.estimated_usage(relay.generated_chars)
+        usage = relay.usage
+        if usage is None:  # media calls bill by their units, not by estimated tokens
+            usage = Usage() if media is not None else ctx.estimated_usage(relay.generated_chars)
+    elif media is not None:
+        usage = outcome.usage or Usage()
     else:
         usage = outcome.usage or ctx.estimated_usage(outcome.answer_chars)
     ctx.usage = usage
     ctx.cost_usd = ctx.cost_of(outcome.target, usage)
+    if media is not None:
+        ctx.media = media
+        value = outcome.target.value
+        if isinstance(value, DirectModel):
+            ctx.cost_usd += media_cost_usd(value.pricing, media)
     await holds.settle_all(usage, ctx.cost_usd)
 
 

@@ -1,7 +1,8 @@
 """The proxy listener's ASGI app: route table, health endpoints, error rendering, events.
 
 A thin callable: one dict lookup maps a path to its inbound codec (OpenAI chat, completions,
-embeddings, Anthropic Messages), and the pipeline serves it; every outcome is rendered here
+embeddings, images, audio, moderations, rerank, Anthropic Messages, Responses), and the
+pipeline serves it; every outcome is rendered here
 exactly once, in that codec's error envelope. Every response carries `Server`,
 `x-aisix-request-id` and its SDK-facing copies (`x-request-id`, `request-id`); every request
 publishes one `RequestFinished` event, which metrics and the access log consume. The request
@@ -42,6 +43,8 @@ from aisix.ids import uuid4_str
 from aisix.obs import health
 from aisix.proxy.auth import authenticate
 from aisix.proxy.context import ProxyRuntime, RequestContext
+from aisix.proxy.passthrough import PREFIX as PASSTHROUGH_PREFIX
+from aisix.proxy.passthrough import serve_passthrough
 from aisix.proxy.pipeline import handle_model_call
 from aisix.proxy.responses import PREFIX as RESPONSES_PREFIX
 from aisix.proxy.responses import serve_stored
@@ -50,6 +53,7 @@ from aisix.snapshot import ModelEntry
 from aisix.wire.anthropic import COUNT_TOKENS, MESSAGES
 from aisix.wire.base import InboundCodec
 from aisix.wire.openai_in import CHAT, COMPLETIONS, EMBEDDINGS
+from aisix.wire.openai_media import MEDIA_ROUTES
 from aisix.wire.responses import RESPONSES
 
 log = logging.getLogger("aisix.proxy")
@@ -64,6 +68,7 @@ MODEL_ROUTES: dict[str, InboundCodec] = {
     "/v1/messages": MESSAGES,
     "/v1/messages/count_tokens": COUNT_TOKENS,
     "/v1/responses": RESPONSES,
+    **MEDIA_ROUTES,
 }
 #: routes that answer in an inbound codec's envelope without being model calls
 ENVELOPES: dict[str, InboundCodec] = {**MODEL_ROUTES}
@@ -130,6 +135,8 @@ class ProxyApp:
                 label = "/v1/models/{id}"
             elif path.startswith(RESPONSES_PREFIX):
                 label = "/v1/responses/{id}"
+            elif path.startswith(PASSTHROUGH_PREFIX):
+                label = "/passthrough/{provider_key}"
             else:
                 label = "other"
         ctx = RequestContext(
@@ -203,6 +210,8 @@ class ProxyApp:
                 )
             rid = path[len(RESPONSES_PREFIX) :]
             return serve_stored(self.rt, ctx, scope, send, common, rid)
+        if path.startswith(PASSTHROUGH_PREFIX):
+            return serve_passthrough(self.rt, ctx, scope, receive, send, common)
         raise UnknownRoute(f"unknown route {ctx.method} {path}")
 
     async def _list_models(

@@ -25,7 +25,20 @@ from aisix.wire.types import (
 )
 
 #: what a client asks of a target (the upstream API it needs)
-Endpoint = Literal["chat", "completions", "embeddings", "messages", "count_tokens", "responses"]
+Endpoint = Literal[
+    "chat",
+    "completions",
+    "embeddings",
+    "messages",
+    "count_tokens",
+    "responses",
+    "images",
+    "audio_transcriptions",
+    "audio_translations",
+    "audio_speech",
+    "moderations",
+    "rerank",
+]
 
 
 class StreamDecoder(Protocol):

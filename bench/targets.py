@@ -111,6 +111,8 @@ def check_chat(
                 error = f"200 without {answer_field}: {payload}"
         except urllib.error.HTTPError as exc:
             error = f"{exc.code}: {exc.read()[:300]!r}"
+            if exc.code == 501:  # not implemented: final, waiting does not change it
+                return error
         except (urllib.error.URLError, OSError, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         time.sleep(0.2)

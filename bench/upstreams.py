@@ -12,6 +12,7 @@ Each start function returns the Managed process and its base URL, or raises Star
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
@@ -77,7 +78,11 @@ def nginx_config(workdir: Path, port: int) -> str:
         f"{kind}_temp_path {workdir}/{kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
+    # started as root, nginx runs its workers as `nobody`, who cannot read the frame file in
+    # a private work directory: keep them as root (loopback only, like the whole harness)
+    user = "user root;" if os.geteuid() == 0 else ""
     return f"""
+{user}
 worker_processes 1;
 worker_rlimit_nofile 20000;
 daemon off;
@@ -128,13 +133,8 @@ def start_nginx(group: ProcessGroup, workdir: Path, cpus: str | None) -> Upstrea
     ngx_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     missing: dict[str, str] = {}
-    # nginx's workers (user nobody when started as root) read the frame file: let them
-    # traverse the private work directories (not list them)
-    for directory in (workdir, ngx_dir):
-        directory.chmod(directory.stat().st_mode | 0o011)
     try:
         (ngx_dir / BEDROCK_FRAMES).write_bytes(bedrock_stream_body())
-        (ngx_dir / BEDROCK_FRAMES).chmod(0o644)
     except ImportError as exc:  # the Bedrock row is skipped with this reason
         missing["bedrock"] = f"cannot encode the ConverseStream frames: {exc}"
     conf = ngx_dir / "nginx.conf"

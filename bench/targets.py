@@ -320,7 +320,11 @@ def start_aisix(
     config_path = workdir / f"aisix-{variant.name}.yaml"
     config_path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
     managed = group.start(
-        f"aisix-{variant.name}", [str(AISIX_BIN), "--config", str(config_path)], cpus=cpus
+        f"aisix-{variant.name}",
+        [str(AISIX_BIN), "--config", str(config_path)],
+        cpus=cpus,
+        # the gateway reads AISIX_* variables as settings: AISIX_BIN is the harness's own
+        drop_env=("AISIX_BIN",),
     )
     if not wait_http(f"http://127.0.0.1:{port}/readyz", 30, alive=managed):
         raise StartError(f"aisix did not become ready ({exit_note(managed)}): {managed.log_tail()}")

@@ -37,21 +37,23 @@ HAS_GEMINI = importlib.util.find_spec("aisix.providers.gemini") is not None
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path, ProcessGroup]]:
     workdir = tmp_path_factory.mktemp("bench-rows")
     group = ProcessGroup(workdir)
-    saved = targets.AISIX_BIN
-    targets.AISIX_BIN = Path(sys.executable).parent / "aisix"  # this interpreter's gateway
-    try:
-        nginx = start_nginx(group, workdir, None)
-        bases = targets.UpstreamBases(
-            static=f"{nginx.root}/v1",
-            sse=f"{nginx.root}/stream/v1",
-            paced=f"{nginx.root}/unused/v1",
-            slow=f"{nginx.root}/unused/v1",
-            nginx=nginx.root,
-        )
-        yield bases, workdir, group
-    finally:
-        targets.AISIX_BIN = saved
-        group.stop_all()
+    binary = Path(sys.executable).parent / "aisix"  # this interpreter's gateway
+    with pytest.MonkeyPatch.context() as patch:
+        # as `AISIX_BIN=... bench/run.py` sets it: the gateway must not read it as a setting
+        patch.setenv("AISIX_BIN", str(binary))
+        patch.setattr(targets, "AISIX_BIN", binary)
+        try:
+            nginx = start_nginx(group, workdir, None)
+            bases = targets.UpstreamBases(
+                static=f"{nginx.root}/v1",
+                sse=f"{nginx.root}/stream/v1",
+                paced=f"{nginx.root}/unused/v1",
+                slow=f"{nginx.root}/unused/v1",
+                nginx=nginx.root,
+            )
+            yield bases, workdir, group
+        finally:
+            group.stop_all()
 
 
 def start(bench: tuple[Any, Path, ProcessGroup], name: str) -> targets.Target:

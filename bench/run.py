@@ -285,7 +285,7 @@ def load_previous() -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="aisix benchmark harness (see bench/README.md)")
-    parser.add_argument("--quick", action="store_true", help="short smoke run (~2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="short smoke run (~3-4 minutes)")
     parser.add_argument("--soak", action="store_true", help="run only the soak (10 min)")
     parser.add_argument(
         "--profile",

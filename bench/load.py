@@ -142,8 +142,10 @@ def run_probe(
     timeout: float,
     pids: Sequence[int] = (),
     warmup: int = 5,
+    fmt: str = "openai",
 ) -> dict[str, Any]:
-    """Run stream_probe.py in a subprocess and return its JSON."""
+    """Run stream_probe.py in a subprocess and return its JSON; `fmt` is the stream format
+    the probe reads (openai, anthropic, gemini, bedrock)."""
     argv = [
         sys.executable,
         str(BENCH_DIR / "stream_probe.py"),
@@ -160,6 +162,8 @@ def run_probe(
         str(warmup),
         "--timeout",
         str(timeout),
+        "--format",
+        fmt,
     ]
     for pid in pids:
         argv += ["--pid", str(pid)]

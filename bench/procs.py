@@ -85,8 +85,10 @@ class ProcessGroup:
         cpus: str | None = None,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        drop_env: Sequence[str] = (),
     ) -> Managed:
-        """Start argv (optionally pinned to `cpus` with taskset); output goes to a log file."""
+        """Start argv (optionally pinned to `cpus` with taskset); output goes to a log file.
+        The child inherits this environment plus `env`, without the variables in `drop_env`."""
         full = ["taskset", "-c", cpus, *argv] if cpus else list(argv)
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("ab") as log:
@@ -96,7 +98,7 @@ class ProcessGroup:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                env={**os.environ, **(env or {})},
+                env={k: v for k, v in {**os.environ, **(env or {})}.items() if k not in drop_env},
                 cwd=cwd,
             )
         managed = Managed(name, proc, log_path)

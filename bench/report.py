@@ -1,8 +1,10 @@
 """Turns raw results into figures, ratios, bench/RESULTS.md and the PNG chart.
 
 `derive` computes the headline figures per target (added latency against the direct floor,
-requests/s, TTFT overhead, chunk-gap p99, CPU-seconds per 1,000 requests, RSS), `ratios` the
-comparisons (aisix vs bare proxy, aisix vs LiteLLM), `checks` the issue's targets. The chart is
+requests/s, TTFT overhead, chunk-gap p99, CPU-seconds per 1,000 requests, RSS; for the adapter
+rows also the TTFT on the fixed stream against the direct floor of the same family and the
+throughput relative to the OpenAI passthrough row), `ratios` the comparisons (aisix vs bare
+proxy, aisix vs LiteLLM), `checks` the issue's targets. The chart is
 drawn by bench/chart.py inside bench/.tools-venv (matplotlib is never a gateway dependency).
 """
 
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from families import FAMILIES
 from report_md import render
 from upstreams import BENCH_DIR
 from venvs import TOOLS_VENV, ensure_tools
@@ -27,7 +30,10 @@ LABELS = {
     "aisix-gov-redis": "aisix, governance on, Redis counters",
     "aisix-gemini": "aisix, governance on, OpenAI in → Gemini translated",
     "litellm": "LiteLLM proxy",
+    **{name: f"aisix, {family.label}" for name, family in FAMILIES.items()},
 }
+#: the row every adapter row is compared with: OpenAI in, OpenAI passthrough, governance on
+PASSTHROUGH = "aisix-gov"
 MB_PER_MIB = 1.048576
 
 
@@ -52,6 +58,8 @@ def figures(raw: dict[str, Any], direct: dict[str, Any]) -> dict[str, Any]:
     p50 = _ms(_get(raw, "latency_c1", "latency_us", "p50"))
     p99 = _ms(_get(raw, "latency_c1", "latency_us", "p99"))
     ttft = _get(raw, "stream_ttft", "ttft_ms", "p50")
+    fixed = _get(raw, "stream_ttft_fixed", "ttft_ms", "p50")
+    wire = _get(raw, "info", "upstream_wire") or "openai"
     loads = [raw.get(k) or {} for k in ("load_c50", "load_c200", "stream_load_c50")]
     return {
         "p50_ms": p50,
@@ -65,6 +73,8 @@ def figures(raw: dict[str, Any], direct: dict[str, Any]) -> dict[str, Any]:
         "ttft_p50_ms": ttft,
         "ttft_overhead_ms": _sub(ttft, _get(direct, "stream_ttft", "ttft_ms", "p50")),
         "gap_p99_ms": _get(raw, "stream_ttft", "gap_ms", "p99"),
+        "ttft_fixed_p50_ms": fixed,
+        "ttft_fixed_overhead_ms": _sub(fixed, _get(direct, "fixed_ttft", wire, "ttft_ms", "p50")),
         "rss_idle_mib": raw.get("rss_idle_mib"),
         "rss_load_mib": max((x.get("rss_peak_mib") or 0 for x in loads), default=None) or None,
         "rss_hold_mib": _get(raw, "hold", "rss_mib_at_max_open"),
@@ -93,6 +103,12 @@ def derive(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         derived["aisix-gov-routed"] = figures(routed, direct)
         # same process as aisix-gov: its RSS figures belong to that row
         derived["aisix-gov-routed"].update(rss_idle_mib=None, rss_load_mib=None)
+    passthrough = derived.get(PASSTHROUGH, {})
+    for name in FAMILIES:
+        if name in derived:
+            mine = derived[name]
+            for key in ("rps_c50", "rps_c200", "stream_rps_c50"):
+                mine[f"{key}_vs_passthrough"] = _ratio(mine.get(key), passthrough.get(key))
     return derived
 
 

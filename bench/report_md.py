@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from families import FAMILIES
+
 ORDER = (
     "direct",
     "bare",
@@ -87,6 +89,63 @@ MEMORY_COLUMNS = [
 ]
 
 
+FAMILY_COLUMNS = [
+    ("added p50 ms", "added_p50_ms"),
+    ("added p99 ms", "added_p99_ms"),
+    ("req/s c=50", "rps_c50"),
+    ("vs passthrough", "rps_c50_vs_passthrough"),
+    ("req/s c=200", "rps_c200"),
+    ("vs passthrough", "rps_c200_vs_passthrough"),
+    ("req/s c=50 (fixed stream)", "stream_rps_c50"),
+    ("vs passthrough", "stream_rps_c50_vs_passthrough"),
+    ("TTFT p50 ms (fixed stream)", "ttft_fixed_p50_ms"),
+    ("TTFT overhead ms", "ttft_fixed_overhead_ms"),
+    ("CPU-s per 1k req", "cpu_s_per_1k"),
+    ("failed requests", "failed_requests"),
+    ("other load %", "foreign_cpu_pct"),
+]
+FAMILY_INTRO = (
+    "Each row is aisix configured as `aisix-gov` (access log, metrics, key and model rate "
+    "limits, key budget, pricing), with its models on a provider key of one wire family whose "
+    "`api_base` is nginx serving that family's fixed answer (the same text and usage as the "
+    "OpenAI body): Anthropic Messages JSON and SSE, Gemini `generateContent` JSON and "
+    "`streamGenerateContent` SSE, Bedrock Converse JSON and ConverseStream event-stream frames "
+    "(the Bedrock key has static dummy AWS keys: nginx does not check SigV4, but the gateway "
+    "signs every request). The first row is the OpenAI passthrough row measured the same way. "
+    "Added latency is against the direct floor of the table above (nginx's `return` of a fixed "
+    "body costs the same for each family); the TTFT is to the first content chunk of nginx's "
+    "fixed stream (sent at once, so it includes translating the whole stream when the gateway "
+    "does), and its overhead is against reading the same family's fixed stream from nginx "
+    "directly. There is no paced stream of these families (it would be a Python upstream in the "
+    "measured path), so no chunk gaps or held streams here."
+)
+
+
+def _families(results: dict[str, Any]) -> list[str]:
+    derived = results.get("derived", {})
+    skipped = results.get("skipped", {})
+    names = ["aisix-gov", *FAMILIES]
+    if not any(name in derived or name in skipped for name in FAMILIES):
+        return []
+    labels = {"aisix-gov": "OpenAI in → OpenAI (passthrough)"}
+    labels.update({name: family.label for name, family in FAMILIES.items()})
+    rows = [
+        [f"{labels[n]} (`{n}`)", *(derived[n].get(k) for _, k in FAMILY_COLUMNS)]
+        for n in names
+        if n in derived
+    ]
+    notes = [f"- `{n}` not measured: {skipped[n]}" for n in FAMILIES if n in skipped]
+    header = ["client → upstream", *(title for title, _ in FAMILY_COLUMNS)]
+    return [
+        "## Other wire families (governance on, against nginx's fixed bodies)",
+        "",
+        FAMILY_INTRO,
+        "",
+        *_table(header, rows),
+        *([*notes, ""] if notes else []),
+    ]
+
+
 def _figure_table(
     derived: dict[str, Any], labels: dict[str, str], columns: list[tuple[str, str]]
 ) -> list[str]:
@@ -102,6 +161,7 @@ def _sections(results: dict[str, Any], labels: dict[str, str]) -> list[str]:
     out += _figure_table(d, labels, STREAM_COLUMNS)
     out += ["## Memory (RSS of the whole process tree)", ""]
     out += _figure_table(d, labels, MEMORY_COLUMNS)
+    out += _families(results)
     out += ["## Ratios", ""]
     out += _table(["ratio", "value"], [[k, v] for k, v in results.get("ratios", {}).items()])
     out += ["## Issue targets (aisix, governance on, one worker)", ""]

@@ -1,7 +1,8 @@
 """Benchmark orchestrator: `python bench/run.py [--quick] [--soak]`.
 
 Starts the upstreams (nginx, paced SSE server), then each target in turn on the same upstreams
-(direct, bare proxy, aisix governance off/on, aisix on Redis counters, LiteLLM), measures it
+(direct, bare proxy, aisix governance off/on, aisix on Redis counters, aisix with another wire
+family behind it: Anthropic native and translated, Gemini, Bedrock; LiteLLM), measures it
 (bench/measure.py), stops it, and finally measures `proxy.workers` 1 vs 2. Writes
 bench/results/results.json, bench/RESULTS.md and bench/results/chart.png. Every process it
 starts is stopped on exit, Ctrl-C or error. `--soak` instead runs the 10-minute soak on aisix;
@@ -25,9 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from families import FAMILIES
 from hotpath import profile_target
 from load import RssSampler, WrkRun, measured_wrk
-from measure import FULL, QUICK, Profile, measure_target
+from measure import FULL, QUICK, Profile, fixed_ttft_floor, measure_target
 from procs import ProcessGroup, raise_fd_limit, raise_priority, tree_cpu_seconds, wait_quiet
 from report import write_outputs
 from targets import (
@@ -57,7 +59,7 @@ ALL_TARGETS = (
     "aisix-off",
     "aisix-gov",
     "aisix-gov-redis",
-    "aisix-gemini",
+    *FAMILIES,
     "litellm",
 )
 
@@ -84,12 +86,14 @@ class Run:
         nginx = start_nginx(self.group, workdir, LOAD_CPUS)
         paced = start_paced(self.group, LOAD_CPUS)
         self.upstream_procs = [nginx.managed]
+        self.nginx = nginx
         p = profile
         self.bases = UpstreamBases(
             static=f"{nginx.root}/v1",
             sse=f"{nginx.root}/stream/v1",
             paced=f"{paced.root}/p/{p.paced_chunks}/{p.paced_interval_ms}/v1",
             slow=f"{paced.root}/p/{p.slow_chunks}/{p.slow_interval_ms}/v1",
+            nginx=nginx.root,
         )
 
     def redis(self) -> str:
@@ -117,11 +121,15 @@ class Run:
             "aisix-gov-redis": lambda: start_aisix(
                 group, bases, AisixVariant("gov-redis", True, redis_url=self.redis()), workdir, cpus
             ),
-            "aisix-gemini": lambda: start_aisix(
-                group, bases, AisixVariant("gemini", True, adapter="gemini"), workdir, cpus
-            ),
             "litellm": lambda: start_litellm(group, bases, LITELLM_VENV, workdir, cpus),
         }
+        if name in FAMILIES:
+            family = FAMILIES[name]
+            missing = self.nginx.missing.get(family.wire)
+            if missing:
+                raise StartError(missing)
+            variant = AisixVariant(name.removeprefix("aisix-"), governance=True)
+            return lambda: start_aisix(group, bases, variant, workdir, cpus, family)
         return starters[name]
 
     def quiet(self) -> None:
@@ -142,7 +150,15 @@ class Run:
             return
         try:
             log(f"target {name}: measuring")
-            results = measure_target(target, self.profile, LOAD_CPUS)
+            results = measure_target(
+                target,
+                self.profile,
+                LOAD_CPUS,
+                paced=name not in FAMILIES,
+                fixed_stream=name == "aisix-gov" or name in FAMILIES,
+            )
+            if name == "direct":
+                results["fixed_ttft"] = fixed_ttft_floor(self.nginx.root, self.profile, LOAD_CPUS)
             if name == "aisix-gov":
                 results["routed"] = self.measure_routed(target)
             self.results["targets"][name] = results
@@ -269,7 +285,7 @@ def load_previous() -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="aisix benchmark harness (see bench/README.md)")
-    parser.add_argument("--quick", action="store_true", help="short smoke run (~2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="short smoke run (~3-4 minutes)")
     parser.add_argument("--soak", action="store_true", help="run only the soak (10 min)")
     parser.add_argument(
         "--profile",

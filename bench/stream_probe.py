@@ -2,7 +2,10 @@
 
 Two modes, each printing one JSON object on stdout:
 - `ttft`: N streams one after another on a kept-alive connection; records time to the first
-  content chunk and every gap between content chunks (ms).
+  content chunk and every gap between content chunks (ms). `--format` says what a content
+  chunk is: `openai` (a `data:` chunk with a choice), `anthropic` (a `content_block_delta`
+  event), `gemini` (a `data:` chunk with a candidate) or `bedrock` (a `contentBlockDelta`
+  frame of the AWS event-stream binary framing).
 - `hold`: N streams at once against a slow paced stream; while they are open, samples the RSS of
   the target's process tree (`--pid`, repeatable) and reports it with the number of open streams.
 Run: python bench/stream_probe.py ttft --url URL --model M --key K --count 50
@@ -15,7 +18,9 @@ import asyncio
 import itertools
 import json
 import math
+import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -36,15 +41,70 @@ def percentile(values: list[float], pct: float) -> float | None:
 
 def is_content_event(event: bytes) -> bool:
     """True for a `data:` chunk that carries a choice (not usage-only, [DONE] or a comment)."""
+    return _data_has(event, b"choices")
+
+
+def _data_has(event: bytes, key: bytes) -> bool:
     if not event.startswith(b"data:"):
         return False
     payload = event[5:].strip()
     if payload == b"[DONE]":
         return False
     try:
-        return bool(orjson.loads(payload).get("choices"))
+        return bool(orjson.loads(payload).get(key.decode()))
     except orjson.JSONDecodeError:
         return False
+
+
+def is_anthropic_content(event: bytes) -> bool:
+    """True for an Anthropic `content_block_delta` event (text, thinking or tool input)."""
+    return event.startswith(b"event: content_block_delta") or event.startswith(
+        b"event:content_block_delta"
+    )
+
+
+class SseCounter:
+    """Splits an SSE byte stream into events; counts those `is_content` accepts."""
+
+    def __init__(self, is_content: Callable[[bytes], bool]) -> None:
+        self.is_content = is_content
+        self.buffer = b""
+
+    def feed(self, data: bytes) -> int:
+        self.buffer += data.replace(b"\r\n", b"\n")
+        *events, self.buffer = self.buffer.split(b"\n\n")
+        return sum(1 for event in events if self.is_content(event))
+
+
+class FrameCounter:
+    """Splits an AWS event-stream into frames (prelude: total and header lengths, 4-byte CRC);
+    counts `contentBlockDelta` events. CRCs are the gateway's business, not the probe's."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+
+    def feed(self, data: bytes) -> int:
+        self.buffer += data
+        count = 0
+        while len(self.buffer) >= 12:
+            total, header_len = struct.unpack_from(">II", self.buffer)
+            if len(self.buffer) < total:
+                break
+            headers = self.buffer[12 : 12 + header_len]
+            self.buffer = self.buffer[total:]
+            count += b"\x0b:event-type\x07\x00\x11contentBlockDelta" in headers
+        return count
+
+
+def counter(fmt: str) -> SseCounter | FrameCounter:
+    """A fresh content-chunk counter for one stream of format `fmt`."""
+    if fmt == "bedrock":
+        return FrameCounter()
+    if fmt == "anthropic":
+        return SseCounter(is_anthropic_content)
+    if fmt == "gemini":
+        return SseCounter(lambda event: _data_has(event, b"candidates"))
+    return SseCounter(is_content_event)
 
 
 @dataclass
@@ -61,24 +121,22 @@ async def one_stream(
     headers: dict[str, str],
     body: bytes,
     on_first: asyncio.Event | None = None,
+    fmt: str = "openai",
 ) -> StreamResult:
     result = StreamResult()
+    chunks = counter(fmt)
     start = time.perf_counter()
     try:
         async with session.post(url, data=body, headers=headers) as resp:
             if resp.status != 200:
                 result.error = f"status {resp.status}: {(await resp.read())[:200]!r}"
                 return result
-            buffer = b""
             async for data in resp.content.iter_any():
                 now = time.perf_counter() - start
-                buffer += data.replace(b"\r\n", b"\n")
-                *events, buffer = buffer.split(b"\n\n")
-                for event in events:
-                    if is_content_event(event):
-                        result.chunk_times.append(now)
-                        if on_first is not None and not on_first.is_set():
-                            on_first.set()
+                found = chunks.feed(data)
+                result.chunk_times.extend([now] * found)
+                if found and on_first is not None and not on_first.is_set():
+                    on_first.set()
     except (TimeoutError, aiohttp.ClientError) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
     if not result.chunk_times and result.error is None:
@@ -105,7 +163,7 @@ async def run_ttft(args: argparse.Namespace) -> dict[str, object]:
     errors: list[str] = []
     async with aiohttp.ClientSession(timeout=timeout) as session:
         for index in range(args.warmup + args.count):
-            result = await one_stream(session, args.url, headers, body)
+            result = await one_stream(session, args.url, headers, body, fmt=args.format)
             if index < args.warmup:
                 continue
             if result.error:
@@ -184,6 +242,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--pid", type=int, action="append", default=[])
+    parser.add_argument(
+        "--format", choices=["openai", "anthropic", "gemini", "bedrock"], default="openai"
+    )
     args = parser.parse_args()
     try:
         import uvloop

@@ -1,10 +1,11 @@
 """The targets under test and how each is started, configured and stopped.
 
-A Target is something that answers `POST .../chat/completions` for four kinds of traffic:
-`static` (nginx JSON), `sse` (nginx fixed stream), `paced` (paced stream for TTFT and gaps) and
-`slow` (long paced stream for held streams). Starters: the direct upstream, the bare proxy,
-aisix (governance off/on, memory or Redis counters, N workers) and LiteLLM's proxy. A starter
-raises StartError with a reason; the orchestrator records it and moves on.
+A Target is something that answers `POST .../chat/completions` (or `/v1/messages`) for four
+kinds of traffic: `static` (nginx JSON), `sse` (nginx fixed stream), `paced` (paced stream for
+TTFT and gaps) and `slow` (long paced stream for held streams); an adapter target (families.py)
+has only `static` and `sse`. Starters: the direct upstream, the bare proxy, aisix (governance
+off/on, memory or Redis counters, N workers, or one other wire family behind it) and LiteLLM's
+proxy. A starter raises StartError with a reason; the orchestrator records it and moves on.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from families import Family
 from fixtures import UPSTREAM_MODEL, request_body
 from procs import Managed, ProcessGroup, free_port, wait_http
 from upstreams import BENCH_DIR, StartError
@@ -43,12 +45,13 @@ PRICING = {"input_per_million": 2.5, "output_per_million": 10.0}
 
 @dataclass(frozen=True)
 class UpstreamBases:
-    """api_base (ending in /v1) for each traffic kind."""
+    """api_base (ending in /v1) for each traffic kind, and nginx's root URL."""
 
     static: str
     sse: str
     paced: str
     slow: str
+    nginx: str = ""
 
     def by_kind(self) -> dict[str, str]:
         return {"static": self.static, "sse": self.sse, "paced": self.paced, "slow": self.slow}
@@ -64,6 +67,8 @@ class Target:
     key: str
     processes: list[Managed]
     info: dict[str, Any] = field(default_factory=dict)
+    #: what the client reads back from a stream (bench/stream_probe.py --format)
+    stream_format: str = "openai"
 
     @property
     def roots(self) -> list[int]:
@@ -86,8 +91,12 @@ def exit_note(managed: Managed) -> str:
     return "still running, not ready in time" if code is None else f"exited with status {code}"
 
 
-def check_chat(url: str, model: str, key: str, timeout: float = 10.0) -> str | None:
-    """Send one chat request until it answers 200; return None on success, else the last error."""
+def check_chat(
+    url: str, model: str, key: str, timeout: float = 10.0, *, answer_field: str = "choices"
+) -> str | None:
+    """Send one request until it answers 200 with a non-empty `answer_field` (`choices` for
+    chat, `content` for Messages); return None on success, else the last error
+    (`"<status>: <body>"` for an HTTP error)."""
     body = request_body(model, stream=False).encode()
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     deadline = time.monotonic() + timeout
@@ -97,11 +106,13 @@ def check_chat(url: str, model: str, key: str, timeout: float = 10.0) -> str | N
         try:
             with urllib.request.urlopen(request, timeout=10) as resp:
                 payload = json.loads(resp.read())
-                if payload.get("choices"):
+                if payload.get(answer_field):
                     return None
-                error = f"200 without choices: {payload}"
+                error = f"200 without {answer_field}: {payload}"
         except urllib.error.HTTPError as exc:
             error = f"{exc.code}: {exc.read()[:300]!r}"
+            if exc.code == 501:  # not implemented: final, waiting does not change it
+                return error
         except (urllib.error.URLError, OSError, ValueError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         time.sleep(0.2)
@@ -139,9 +150,6 @@ class AisixVariant:
     governance: bool
     redis_url: str | None = None
     workers: int = 1
-    #: the adapter of the static and sse models ("gemini": OpenAI in, translated to Gemini's
-    #: wire against nginx's fixed Gemini bodies; paced and slow stay OpenAI passthrough)
-    adapter: str = "openai"
 
 
 def aisix_config(variant: AisixVariant, workdir: Path) -> tuple[dict[str, Any], int, int]:
@@ -202,33 +210,63 @@ def create_with_fallback(
     raise StartError(f"admin POST /{kind} failed: {last}")
 
 
-GEMINI_MODEL = "gemini-2.5-flash"
+def create_caller_key(admin: str, governance: bool, notes: list[str]) -> None:
+    """The caller key (stored as its SHA-256); with governance a huge rate limit and budget."""
+    key_extras: dict[str, Any] = {}
+    if governance:
+        key_extras = {
+            "rate_limit": HUGE_LIMIT,
+            "budget": {"limit_usd": 1_000_000, "period": "month"},
+        }
+    key_hash = hashlib.sha256(CALLER_KEY.encode()).hexdigest()
+    create_with_fallback(
+        admin, "apikeys", {"key_hash": key_hash, "allowed_models": ["*"]}, key_extras, notes
+    )
 
 
-def provision_aisix(
-    admin: str, bases: UpstreamBases, governance: bool, adapter: str = "openai"
-) -> dict[str, Any]:
-    """Create provider keys, models, the caller key and the routing alias; returns notes."""
+def provision_family(admin: str, nginx: str, family: Family) -> dict[str, Any]:
+    """Governance as in aisix-gov, but `bench-model` and `bench-sse` on a provider key of the
+    family's adapter whose api_base is nginx's fixed bodies of that family."""
     notes: list[str] = []
-    limits = {"rate_limit": HUGE_LIMIT, "pricing": PRICING} if governance else {}
+    limits = {"rate_limit": HUGE_LIMIT, "pricing": PRICING}
     key_ids: dict[str, str] = {}
-    translated = ("static", "sse") if adapter == "gemini" else ()
-    for kind, base in bases.by_kind().items():
-        if kind in translated and "gemini" not in key_ids:
-            # nginx serves Gemini's fixed bodies under {root}/gemini (bases end in /v1)
-            key_ids["gemini"] = create_with_fallback(
+    for kind, path in (("static", family.static_path), ("sse", family.sse_path)):
+        if path not in key_ids:
+            key_ids[path] = create_with_fallback(
                 admin,
                 "provider_keys",
                 {
-                    "display_name": "bench-gemini",
-                    "secret": "AIza-bench",
-                    "provider": "google",
-                    "adapter": "gemini",
-                    "api_base": bases.static.removesuffix("/v1") + "/gemini",
+                    "display_name": f"bench-{family.wire}-{kind}",
+                    "secret": family.secret,
+                    "provider": family.provider,
+                    "adapter": family.adapter,
+                    "api_base": nginx + path,
                 },
                 {},
                 notes,
             )
+        model = {
+            "display_name": ALIASES[kind],
+            "provider": family.provider,
+            "model_name": family.model_name,
+            "provider_key_id": key_ids[path],
+        }
+        create_with_fallback(admin, "models", model, limits, notes)
+    create_caller_key(admin, True, notes)
+    return {
+        "provision_notes": notes,
+        "inbound": family.inbound,
+        "adapter": family.adapter,
+        "upstream_wire": family.wire,
+    }
+
+
+def provision_aisix(admin: str, bases: UpstreamBases, governance: bool) -> dict[str, Any]:
+    """Create provider keys, models, the caller key and the routing alias; returns notes."""
+    notes: list[str] = []
+    limits = {"rate_limit": HUGE_LIMIT, "pricing": PRICING} if governance else {}
+    key_ids: dict[str, str] = {}
+    for kind, base in bases.by_kind().items():
         if base not in key_ids:
             key_ids[base] = create_with_fallback(
                 admin,
@@ -243,27 +281,17 @@ def provision_aisix(
                 {},
                 notes,
             )
-    models = [(alias, kind) for kind, alias in ALIASES.items()]
-    models.append(("bench-model-2", "static"))
-    for alias, kind in models:
-        gemini = kind in translated
+    models = [(alias, bases.by_kind()[kind]) for kind, alias in ALIASES.items()]
+    models.append(("bench-model-2", bases.static))
+    for alias, base in models:
         model = {
             "display_name": alias,
-            "provider": "google" if gemini else "openai",
-            "model_name": GEMINI_MODEL if gemini else UPSTREAM_MODEL,
-            "provider_key_id": key_ids["gemini" if gemini else bases.by_kind()[kind]],
+            "provider": "openai",
+            "model_name": UPSTREAM_MODEL,
+            "provider_key_id": key_ids[base],
         }
         create_with_fallback(admin, "models", model, limits, notes)
-    key_extras: dict[str, Any] = {}
-    if governance:
-        key_extras = {
-            "rate_limit": HUGE_LIMIT,
-            "budget": {"limit_usd": 1_000_000, "period": "month"},
-        }
-    key_hash = hashlib.sha256(CALLER_KEY.encode()).hexdigest()
-    create_with_fallback(
-        admin, "apikeys", {"key_hash": key_hash, "allowed_models": ["*"]}, key_extras, notes
-    )
+    create_caller_key(admin, governance, notes)
     routed = {
         "display_name": ROUTED_ALIAS,
         "routing": {
@@ -282,24 +310,49 @@ def start_aisix(
     variant: AisixVariant,
     workdir: Path,
     cpus: str | None,
+    family: Family | None = None,
 ) -> Target:
+    """Start aisix with `variant`'s config and provision it: the OpenAI models on nginx and
+    the paced upstream, or, with `family`, that family's models on nginx only."""
     if not AISIX_BIN.exists():
         raise StartError(f"{AISIX_BIN} not found (pip install -e . in the repo venv)")
     config, port, admin_port = aisix_config(variant, workdir)
     config_path = workdir / f"aisix-{variant.name}.yaml"
     config_path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
     managed = group.start(
-        f"aisix-{variant.name}", [str(AISIX_BIN), "--config", str(config_path)], cpus=cpus
+        f"aisix-{variant.name}",
+        [str(AISIX_BIN), "--config", str(config_path)],
+        cpus=cpus,
+        # the gateway reads AISIX_* variables as settings: AISIX_BIN is the harness's own
+        drop_env=("AISIX_BIN",),
     )
     if not wait_http(f"http://127.0.0.1:{port}/readyz", 30, alive=managed):
         raise StartError(f"aisix did not become ready ({exit_note(managed)}): {managed.log_tail()}")
     admin = f"http://127.0.0.1:{admin_port}"
-    info = provision_aisix(admin, bases, variant.governance, variant.adapter)
-    target = _proxy_target(f"aisix-{variant.name}", port, [managed], CALLER_KEY)
+    if family is None:
+        info = provision_aisix(admin, bases, variant.governance)
+        target = _proxy_target(f"aisix-{variant.name}", port, [managed], CALLER_KEY)
+    else:
+        info = provision_family(admin, bases.nginx, family)
+        url = f"http://127.0.0.1:{port}{family.client_path}"
+        target = Target(
+            family.target,
+            {"static": url, "sse": url},
+            {"static": ALIASES["static"], "sse": ALIASES["sse"]},
+            CALLER_KEY,
+            [managed],
+            stream_format=family.client_format,
+        )
     target.info.update(info, workers=variant.workers, config=config)
-    error = check_chat(target.urls["static"], ALIASES["static"], CALLER_KEY)
+    answer = "content" if family is not None and family.inbound == "messages" else "choices"
+    error = check_chat(target.urls["static"], ALIASES["static"], CALLER_KEY, answer_field=answer)
+    if error and family is not None and error.startswith("501"):
+        raise StartError(
+            f"this gateway answers 501 for adapter {family.adapter!r} (not in this build): "
+            f"{error[:200]}"
+        )
     if error:
-        raise StartError(f"aisix does not answer chat: {error}; log: {managed.log_tail(5)}")
+        raise StartError(f"aisix does not answer: {error}; log: {managed.log_tail(5)}")
     return target
 
 

@@ -2,7 +2,9 @@
 
 - nginx (not Python) with a generated config on a free loopback port: `POST /v1/chat/completions`
   returns the fixed chat.completion JSON, `POST /stream/v1/chat/completions` the fixed SSE body,
-  `/gemini/v1beta/models/{m}:generateContent` and `:streamGenerateContent` Gemini's;
+  and the same answer in the other families: Anthropic Messages under `/anthropic` (JSON) and
+  `/anthropic-stream` (SSE), Gemini under `/gemini`, Bedrock Converse under `/bedrock` (the
+  ConverseStream frames from a binary file written at start);
 - the paced SSE upstream (bench/paced_upstream.py) for TTFT, chunk gaps and held streams;
 - redis-server for the Redis counter variant.
 Each start function returns the Managed process and its base URL, or raises StartError.
@@ -10,14 +12,24 @@ Each start function returns the Managed process and its base URL, or raises Star
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from fixtures import completion_json, gemini_json, gemini_sse_body, sse_body
+from fixtures import (
+    anthropic_json,
+    anthropic_sse_body,
+    bedrock_json,
+    bedrock_stream_body,
+    completion_json,
+    gemini_json,
+    gemini_sse_body,
+    sse_body,
+)
 from procs import Managed, ProcessGroup, free_port, wait_http
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -33,19 +45,44 @@ class Upstream:
 
     managed: Managed
     root: str
+    #: wire family -> why nginx cannot serve its fixed bodies (none missing normally)
+    missing: dict[str, str] = field(default_factory=dict)
 
 
 def _nginx_quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 
 
+#: the ConverseStream frames nginx serves, written into its directory at start
+BEDROCK_FRAMES = "bedrock-converse-stream.bin"
+
+
+def _json_location(match: str, body: str) -> str:
+    return f"location {match} {{ default_type application/json; return 200 {_nginx_quote(body)}; }}"
+
+
+def _sse_location(match: str, body: bytes) -> str:
+    return (
+        f"location {match} {{ default_type text/event-stream; "
+        f"return 200 {_nginx_quote(body.decode())}; }}"
+    )
+
+
 def nginx_config(workdir: Path, port: int) -> str:
-    """The nginx.conf text: one worker, keep-alive without limits, three fixed locations."""
+    """The nginx.conf text: one worker, keep-alive without limits, fixed locations per family.
+
+    `return` cannot carry the binary event-stream (NUL bytes, `$`), and nginx's static module
+    answers 405 to a POST, so the ConverseStream location turns its own 405 into a 200 with the
+    frame file (`error_page` to an internal location, which nginx serves as a GET)."""
     temp = " ".join(
         f"{kind}_temp_path {workdir}/{kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
+    # started as root, nginx runs its workers as `nobody`, who cannot read the frame file in
+    # a private work directory: keep them as root (loopback only, like the whole harness)
+    user = "user root;" if os.geteuid() == 0 else ""
     return f"""
+{user}
 worker_processes 1;
 worker_rlimit_nofile 20000;
 daemon off;
@@ -69,13 +106,19 @@ http {{
       default_type text/event-stream;
       return 200 {_nginx_quote(sse_body().decode())};
     }}
-    location ~ ^/gemini/v1beta/models/[^/]+:generateContent$ {{
-      default_type application/json;
-      return 200 {_nginx_quote(gemini_json())};
+    {_json_location("= /anthropic/v1/messages", anthropic_json())}
+    {_sse_location("= /anthropic-stream/v1/messages", anthropic_sse_body())}
+    {_json_location("~ ^/gemini/v1beta/models/[^/]+:generateContent$", gemini_json())}
+    {_sse_location("~ ^/gemini/v1beta/models/[^/]+:streamGenerateContent$", gemini_sse_body())}
+    {_json_location("~ ^/bedrock/model/[^/]+/converse$", bedrock_json())}
+    location ~ ^/bedrock/model/[^/]+/converse-stream$ {{
+      error_page 405 =200 /_bedrock_frames;
+      return 405;
     }}
-    location ~ ^/gemini/v1beta/models/[^/]+:streamGenerateContent$ {{
-      default_type text/event-stream;
-      return 200 {_nginx_quote(gemini_sse_body().decode())};
+    location = /_bedrock_frames {{
+      internal;
+      default_type application/vnd.amazon.eventstream;
+      alias {workdir / BEDROCK_FRAMES};
     }}
   }}
 }}
@@ -89,6 +132,11 @@ def start_nginx(group: ProcessGroup, workdir: Path, cpus: str | None) -> Upstrea
     ngx_dir = workdir / "nginx"
     ngx_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    missing: dict[str, str] = {}
+    try:
+        (ngx_dir / BEDROCK_FRAMES).write_bytes(bedrock_stream_body())
+    except ImportError as exc:  # the Bedrock row is skipped with this reason
+        missing["bedrock"] = f"cannot encode the ConverseStream frames: {exc}"
     conf = ngx_dir / "nginx.conf"
     conf.write_text(nginx_config(ngx_dir, port))
     argv = [nginx, "-p", str(ngx_dir), "-e", str(ngx_dir / "nginx-error.log"), "-c", str(conf)]
@@ -96,7 +144,7 @@ def start_nginx(group: ProcessGroup, workdir: Path, cpus: str | None) -> Upstrea
     root = f"http://127.0.0.1:{port}"
     if not wait_http(f"{root}/healthz", 10, alive=managed):
         raise StartError(f"nginx did not start: {managed.log_tail()}")
-    return Upstream(managed, root)
+    return Upstream(managed, root, missing)
 
 
 def start_paced(group: ProcessGroup, cpus: str | None) -> Upstream:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs (redis-server and etcd-server from Debian packages,
+# Installs everything the test suite needs (redis-server, etcd-server, nginx from Debian packages,
 # Python deps in ./.venv, the pinned CLI clients from npm in tests/clients) and runs the whole
 # suite: ruff, mypy (strict on src/), then pytest.
 set -euo pipefail
@@ -15,6 +15,8 @@ command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# the bench's static upstream, served by the tests of the bench's adapter rows
+command -v nginx >/dev/null 2>&1 || need_apt+=(nginx-light)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive

@@ -278,6 +278,29 @@ async def test_list_paging_and_bad_queries(harness: Harness) -> None:
         assert query.split("=")[0] in response.error
 
 
+async def test_list_search_filters_on_the_server(harness: Harness) -> None:
+    for name in ("billing-east", "billing-west", "search-team", "other"):
+        await harness.provider_key(name, provider="openai", telemetry_tags={"owner": name})
+    client = harness.client
+    found = (await client.get("/admin/v1/provider_keys?search=BILLING")).json()
+    assert sorted(e["value"]["display_name"] for e in found["list"]) == [
+        "billing-east",
+        "billing-west",
+    ]
+    assert found["total"] == 2
+    both = (await client.get("/admin/v1/provider_keys?search=billing%20west")).json()
+    assert [e["value"]["display_name"] for e in both["list"]] == ["billing-west"]
+    paged = (await client.get("/admin/v1/provider_keys?search=billing&limit=1&offset=1")).json()
+    assert paged["total"] == 2 and len(paged["list"]) == 1
+    # nested values (metadata, tags) are searched; the secret never is
+    assert (await client.get("/admin/v1/provider_keys?search=owner")).json()["total"] == 0
+    tagged = (await client.get("/admin/v1/provider_keys?search=search-team")).json()
+    assert tagged["total"] == 1
+    assert (await client.get(f"/admin/v1/provider_keys?search={SECRET[:12]}")).json()["total"] == 0
+    too_long = await client.get("/admin/v1/provider_keys?search=" + "x" * 300)
+    assert too_long.status == 400 and "search" in too_long.error
+
+
 async def test_put_creates_updates_and_validates_ids(harness: Harness) -> None:
     client = harness.client
     body = {"key_hash": HASH_A, "allowed_models": ["gpt-4o-prod"]}

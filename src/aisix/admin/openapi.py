@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from aisix.admin.crud import KIND_PATHS, MAX_LIST_OFFSET, RotateRequest
+from aisix.admin.crud import KIND_PATHS, MAX_LIST_OFFSET, MAX_SEARCH_LENGTH, RotateRequest
 from aisix.resources import (
     ID_PATTERN,
     ApiKey,
@@ -314,6 +314,14 @@ def _kind_paths(segment: str, kind: str) -> dict[str, Any]:
             "name": "offset",
             "in": "query",
             "schema": {"type": "integer", "minimum": 0, "maximum": MAX_LIST_OFFSET},
+        },
+        {
+            "name": "search",
+            "in": "query",
+            "description": "words that must all appear (case-insensitive) in the id or a "
+            "field of the value (names, team, user, models, metadata; never a secret); "
+            "total counts the matches",
+            "schema": {"type": "string", "maxLength": MAX_SEARCH_LENGTH},
         },
     ]
     envelope = _ref(f"{name}Envelope")

@@ -130,7 +130,9 @@ async def test_a_client_hanging_up_mid_stream_settles_what_was_delivered(rig: Ri
     assert_settled_once(rig, budgets=2)
 
 
-async def hang_up_once_upstream_called(rig: Rig, body: dict[str, Any], path: str) -> Any:
+async def hang_up_once_upstream_called(
+    rig: Rig, body: dict[str, Any], path: str = "/v1/chat/completions"
+) -> Any:
     gone = asyncio.Event()
     call = asyncio.create_task(rig.post(path, body, hang_up=gone))
     await rig.upstream.wait_requests(1)

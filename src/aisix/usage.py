@@ -30,6 +30,8 @@ from aisix.resources import format_rfc3339, parse_rfc3339
 from aisix.snapshot import Snapshot
 
 log = logging.getLogger("aisix.usage")
+#: a row SQLite cannot store (a value past its 64-bit integers, a wrong type): dropped, counted
+_UNSTORABLE = (OverflowError, ValueError, TypeError, sqlite3.IntegrityError, sqlite3.DataError)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage_hourly (
   hour INTEGER NOT NULL, api_key_id TEXT NOT NULL, model_id TEXT NOT NULL, team_id TEXT NOT NULL,
@@ -140,7 +142,7 @@ class UsageStore:
             self._wake.clear()
             try:
                 await self.flush()
-            except (sqlite3.Error, OSError):
+            except Exception:  # the writer must outlive any batch (issue 12 item 3)
                 log.exception("usage ledger write failed; the batch is lost")
 
     async def flush(self) -> None:
@@ -151,24 +153,50 @@ class UsageStore:
             return
         rows = _aggregate(events)
         try:
-            await asyncio.to_thread(self._write, rows, spend)
+            dropped = await asyncio.to_thread(self._write, rows, spend)
         except BaseException:
             for slot, nano in spend.items():  # spend is kept for the next batch
                 self._spend[slot] = self._spend.get(slot, 0) + nano
             raise
+        if dropped:
+            log.error("usage ledger: %d row(s) with values SQLite cannot store dropped", dropped)
+            self.drops += dropped
+            if self._on_drop is not None:
+                for _ in range(dropped):
+                    self._on_drop()
 
-    def _write(self, rows: list[tuple[Any, ...]], spend: dict[tuple[str, int], int]) -> None:
+    def _write(self, rows: list[tuple[Any, ...]], spend: dict[tuple[str, int], int]) -> int:
+        """One transaction for the batch; if a value cannot be stored (an integer beyond
+        SQLite's 64 bits), the batch is written row by row and such rows are dropped.
+        Returns how many were dropped; other failures (disk, locks) raise."""
+        statements = [(_UPSERT_USAGE, row) for row in rows]
+        statements += [(_UPSERT_SPEND, (k, s, n)) for (k, s), n in spend.items()]
         with self._lock:
             self.open()
             assert self._db is not None
-            self._db.execute("BEGIN")
             try:
-                self._db.executemany(_UPSERT_USAGE, rows)
-                self._db.executemany(_UPSERT_SPEND, [(k, s, n) for (k, s), n in spend.items()])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                self._transaction(statements)
+                return 0
+            except _UNSTORABLE:
+                pass
+            dropped = 0
+            for statement in statements:
+                try:
+                    self._transaction([statement])
+                except _UNSTORABLE:
+                    dropped += 1
+            return dropped
+
+    def _transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        assert self._db is not None
+        self._db.execute("BEGIN")
+        try:
+            for sql, params in statements:
+                self._db.execute(sql, params)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     async def query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         await self.flush()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import deque
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -337,17 +337,21 @@ class Client:
     def __init__(self, app: ProxyApp) -> None:
         self.app = app
 
-    async def post(
+    def post(self, path: str, body: JSON, **kwargs: Any) -> Awaitable[Reply]:
+        return self.request("POST", path, body, **kwargs)
+
+    async def request(
         self,
+        method: str,
         path: str,
-        body: JSON,
+        body: JSON | None = None,
         *,
         key: str = CALLER,
         headers: dict[str, str] | None = None,
         hang_up: asyncio.Event | None = None,
         hang_up_after: int | None = None,
     ) -> Reply:
-        raw = orjson.dumps(body)
+        raw = orjson.dumps(body) if body is not None else b""
         sent = {"content-type": "application/json", "content-length": str(len(raw))}
         sent["authorization"] = f"Bearer {key}"
         sent.update(headers or {})
@@ -355,7 +359,7 @@ class Client:
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": "1.1",
-            "method": "POST",
+            "method": method,
             "scheme": "http",
             "path": path,
             "raw_path": path.encode(),
@@ -467,8 +471,11 @@ class Rig:
         await self.responses.close()
         await self.ledger.close()
 
-    def post(self, path: str, body: JSON, **kwargs: Any) -> Any:
-        return self.client.post(path, body, **kwargs)
+    def post(self, path: str, body: JSON, **kwargs: Any) -> Awaitable[Reply]:
+        return self.client.request("POST", path, body, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> Awaitable[Reply]:
+        return self.client.request("GET", path, **kwargs)
 
     def counters(self) -> Counters:
         """The memory backend's live state (read from its dicts: the test checks the real

@@ -32,6 +32,7 @@ from aisix.providers.registry import Registry
 from aisix.providers.transport import Transport
 from aisix.proxy.client_ip import ClientIPResolver
 from aisix.proxy.context import ProxyRuntime
+from aisix.proxy.egress import Egress
 from aisix.proxy.server import ProxyApp
 from aisix.responses_store import ResponseStore
 from aisix.routing.health import HealthRegistry
@@ -447,6 +448,7 @@ class Rig:
         self.bus.subscribe(self.events.append)
         self.bus.subscribe(self.ledger.on_event)
         self.responses = ResponseStore(None, ttl_s=3600, max_rows=100)
+        egress = self.settings.upstream.proxy
         self.rt = ProxyRuntime(
             settings=self.settings,
             holder=self.holder,
@@ -457,6 +459,7 @@ class Rig:
             bus=self.bus,
             client_ip=ClientIPResolver(self.settings.proxy.real_ip),
             responses=self.responses,
+            egress=Egress(egress) if Egress.configured(egress) else None,
         )
         self.app = ProxyApp(self.rt)
         self.client = Client(self.app)

@@ -332,8 +332,10 @@ class Reply:
 
 
 class Client:
-    """Calls the app like uvicorn does; `hang_up` (or `hang_up_after` body messages) makes
-    the next `receive()` answer `http.disconnect`, as a client closing its socket would."""
+    """Calls the app as uvicorn's httptools protocol does: `receive()` answers
+    `http.disconnect` once the client left or the response completed; a message sent after
+    the client left is dropped, one sent after the response completed raises. `hang_up` (or
+    `hang_up_after` body messages) is the client closing its socket."""
 
     def __init__(self, app: ProxyApp) -> None:
         self.app = app
@@ -370,23 +372,32 @@ class Client:
             "server": ("127.0.0.1", 3000),
         }
         gone = hang_up or asyncio.Event()
+        done = asyncio.Event()  # the response is complete (uvicorn's `response_complete`)
         pending = [raw]
         messages: list[Message] = []
 
         async def receive() -> Message:
             if pending:
                 return {"type": "http.request", "body": pending.pop(), "more_body": False}
-            await gone.wait()
+            # uvicorn answers http.disconnect once the client left or the response completed
+            waits = [asyncio.ensure_future(gone.wait()), asyncio.ensure_future(done.wait())]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
             return {"type": "http.disconnect"}
 
         async def send(message: Message) -> None:
             if gone.is_set():
                 return  # uvicorn drops what is sent after the client left
+            if done.is_set():
+                raise RuntimeError(f"{message['type']} sent after the response completed")
             messages.append(message)
             if message["type"] != "http.response.body":
                 return
             if not message.get("more_body", False):
-                gone.set()  # uvicorn reports a completed response as a disconnect
+                done.set()
             bodies = sum(1 for m in messages if m["type"] == "http.response.body")
             if hang_up_after is not None and bodies >= hang_up_after:
                 gone.set()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from aisix.transport.mock import MockResponse, MockTransport
 from aisix.usage import UsageStore
 
 Message = MutableMapping[str, Any]
+#: what uvicorn's httptools protocol refuses in a response header value
+INVALID_HEADER_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
 JSON = dict[str, Any]
 
 OPENAI_HOST = "openai.test"
@@ -334,7 +337,8 @@ class Reply:
 class Client:
     """Calls the app as uvicorn's httptools protocol does: `receive()` answers
     `http.disconnect` once the client left or the response completed; a message sent after
-    the client left is dropped, one sent after the response completed raises. `hang_up` (or
+    the client left is dropped, one sent after the response completed (or with a control
+    character in a header value) raises. `hang_up` (or
     `hang_up_after` body messages) is the client closing its socket."""
 
     def __init__(self, app: ProxyApp) -> None:
@@ -393,6 +397,9 @@ class Client:
                 return  # uvicorn drops what is sent after the client left
             if done.is_set():
                 raise RuntimeError(f"{message['type']} sent after the response completed")
+            for _, value in message.get("headers", ()):
+                if INVALID_HEADER_VALUE.search(value):  # uvicorn refuses the message
+                    raise RuntimeError("Invalid HTTP header value.")
             messages.append(message)
             if message["type"] != "http.response.body":
                 return

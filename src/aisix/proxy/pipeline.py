@@ -113,8 +113,8 @@ async def handle_model_call(
                 headers = [*headers, (b"x-aisix-served-by", outcome.target.alias.encode())]
             headers += ratelimit_headers(gate, outcome.hold)
             payload = orjson.dumps(outcome.body)
-            ctx.status = 200
             await send_response(send, 200, payload, headers)
+            ctx.status = 200  # only now: a head the server refused is still answered
         await _settle(ctx, outcome, holds)
         if responses:
             remember(rt, ctx, outcome, body, call.effective)

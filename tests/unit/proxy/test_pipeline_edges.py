@@ -258,3 +258,23 @@ async def test_a_stream_without_any_event_is_a_502(edge: Rig) -> None:
     assert answer.status == 502, answer.body
     counters = edge.counters()
     assert (counters.slots, counters.reserved) == (0, 0)
+
+
+async def test_completions_are_relayed_to_openai_and_501_on_anthropic(edge: Rig) -> None:
+    legacy = {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": 1,
+        "model": "gpt-4o",
+        "choices": [{"index": 0, "text": "hello", "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3},
+    }
+    edge.upstream.script(OPENAI_HOST, json_reply(legacy))
+    answer = await edge.post("/v1/completions", {"model": GPT, "prompt": "say hello"})
+    assert answer.status == 200, answer.body
+    assert answer.json()["model"] == GPT and answer.json()["choices"][0]["text"] == "hello"
+    assert edge.upstream.seen[-1].url == f"http://{OPENAI_HOST}/v1/completions"
+    assert edge.event().usage.total_tokens == 3  # type: ignore[union-attr]
+    refused = await edge.post("/v1/completions", {"model": CLAUDE, "prompt": "say hello"})
+    assert refused.status == 501
+    assert len(edge.upstream.seen) == 1

@@ -17,11 +17,14 @@ import pytest
 
 from aisix.limits.base import NANO_PER_USD
 from fakes.pipeline_rig import (
+    ANTHROPIC_HOST,
     CALLER,
+    CLAUDE,
     GPT,
     GPT_FIRST,
     OPENAI_HOST,
     Rig,
+    anthropic_stream,
     chat,
     json_reply,
     messages,
@@ -53,6 +56,9 @@ def assert_settled_once(rig: Rig, budgets: int) -> None:
 async def test_success_settles_every_hold_once(rig: Rig, stream: bool) -> None:
     answer = await rig.post("/v1/chat/completions", chat(GPT, stream=stream))
     assert answer.status == 200
+    # the x-ratelimit-* headers of the strictest token bucket (the caller key's tpm)
+    assert answer.headers["x-ratelimit-limit-tokens"] == "1000000"
+    assert int(answer.headers["x-ratelimit-remaining-tokens"]) < 1_000_000
     assert_released(rig)
     # the caller key's budget (gate) and the provider key's budget policy (attempt)
     assert_settled_once(rig, budgets=2)
@@ -115,19 +121,32 @@ async def test_a_bug_answers_500_and_releases_its_holds(rig: Rig) -> None:
     assert rig.counters().spent == 0
 
 
-async def test_a_client_hanging_up_mid_stream_settles_what_was_delivered(rig: Rig) -> None:
+@pytest.mark.parametrize(
+    ("path", "alias", "host", "budgets"),
+    [
+        ("/v1/chat/completions", GPT, OPENAI_HOST, 2),  # relayed
+        ("/v1/chat/completions", CLAUDE, ANTHROPIC_HOST, 1),  # translated
+        ("/v1/messages", CLAUDE, ANTHROPIC_HOST, 1),  # relayed
+    ],
+)
+async def test_a_client_hanging_up_mid_stream_settles_what_was_delivered(
+    rig: Rig, path: str, alias: str, host: str, budgets: int
+) -> None:
     pieces = ["one ", "two ", "three ", "four ", "five"]
-    rig.upstream.script(OPENAI_HOST, sse_reply(openai_stream(pieces), chunk_delay=0.2))
-    # the role chunk and "one " reach the client, then it leaves
-    answer = await rig.post("/v1/chat/completions", chat(GPT, stream=True), hang_up_after=2)
+    chunks = openai_stream(pieces) if host == OPENAI_HOST else anthropic_stream(pieces)
+    rig.upstream.script(host, sse_reply(chunks, chunk_delay=0.2))
+    body = chat(alias, stream=True) if path == "/v1/chat/completions" else messages(alias, True)
+    # the first messages reach the client, then it leaves
+    answer = await rig.post(path, body, hang_up_after=2)
     assert answer.status == 200
     assert not answer.complete
     assert rig.mock.responses[0].closed  # the upstream stream was abandoned, not drained
+    assert len(rig.upstream.seen) == 1
     event = rig.event()
     assert event.client_cancelled and event.status == 200
-    assert event.usage is not None and event.usage.estimated
+    assert event.usage is not None and event.usage.total_tokens > 0
     assert_released(rig)
-    assert_settled_once(rig, budgets=2)
+    assert_settled_once(rig, budgets=budgets)
 
 
 async def hang_up_once_upstream_called(

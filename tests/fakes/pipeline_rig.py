@@ -360,7 +360,8 @@ class Client:
     ) -> Reply:
         raw = orjson.dumps(body) if body is not None else b""
         sent = {"content-type": "application/json", "content-length": str(len(raw))}
-        sent["authorization"] = f"Bearer {key}"
+        if key:  # key="" sends no Authorization header
+            sent["authorization"] = f"Bearer {key}"
         sent.update(headers or {})
         scope = {
             "type": "http",

@@ -37,6 +37,7 @@ from fakes.pipeline_rig import (
 
 pytestmark = pytest.mark.anyio
 NARROW = "sk-rig-narrow"
+DISABLED, EXPIRED = "sk-rig-disabled", "sk-rig-expired"
 
 
 def extra_records() -> list[Record]:
@@ -60,7 +61,15 @@ def extra_records() -> list[Record]:
         "allowed_cidrs": ["10.0.0.0/8"],
     }
     narrow = {"key_hash": sha256(NARROW), "allowed_models": [GPT]}
+    disabled = {"key_hash": sha256(DISABLED), "allowed_models": ["*"], "disabled": True}
+    expired = {
+        "key_hash": sha256(EXPIRED),
+        "allowed_models": ["*"],
+        "expires_at": "2020-01-01T00:00:00Z",
+    }
     return [
+        Record("api_keys", "k-disabled", disabled, 1),
+        Record("api_keys", "k-expired", expired, 1),
         Record("models", "m-one", gpt_one, 1),
         Record("models", "m-routed", routed, 1),
         Record("models", "m-fenced", fenced, 1),
@@ -278,3 +287,47 @@ async def test_completions_are_relayed_to_openai_and_501_on_anthropic(edge: Rig)
     refused = await edge.post("/v1/completions", {"model": CLAUDE, "prompt": "say hello"})
     assert refused.status == 501
     assert len(edge.upstream.seen) == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({"authorization": f"Bearer {DISABLED}"}, "api_key_disabled"),
+        ({"authorization": f"Bearer {EXPIRED}"}, "api_key_expired"),
+        ({"authorization": f"Basic {CALLER}"}, None),
+        ({"authorization": "Bearer "}, None),
+    ],
+)
+async def test_keys_that_may_not_call(edge: Rig, headers: dict[str, str], code: str | None) -> None:
+    answer = await edge.post("/v1/chat/completions", chat(GPT), headers=headers)
+    assert answer.status == 401, answer.body
+    assert answer.json()["error"].get("code") == code
+    assert edge.upstream.seen == []
+
+
+async def test_an_anthropic_client_authenticates_with_x_api_key(edge: Rig) -> None:
+    answer = await edge.client.request(
+        "POST", "/v1/messages", messages(CLAUDE), key="", headers={"x-api-key": CALLER}
+    )
+    assert answer.status == 200, answer.body
+    assert edge.upstream.seen[-1].headers.get("x-api-key") != CALLER  # the provider's own
+
+
+@pytest.mark.parametrize(
+    ("path", "alias", "host"),
+    [("/v1/chat/completions", GPT, OPENAI_HOST), ("/v1/messages", CLAUDE, ANTHROPIC_HOST)],
+)
+async def test_a_whole_stream_in_one_read_is_relayed_and_released(
+    edge: Rig, path: str, alias: str, host: str
+) -> None:
+    from fakes.pipeline_rig import anthropic_stream
+
+    whole = openai_stream(["hel", "lo"]) if host == OPENAI_HOST else anthropic_stream(["hi"])
+    edge.upstream.script(host, sse_reply([b"".join(whole)]))
+    body = chat(alias, stream=True) if host == OPENAI_HOST else messages(alias, stream=True)
+    answer = await edge.post(path, body)
+    assert answer.status == 200 and answer.complete
+    end = b"data: [DONE]\n\n" if host == OPENAI_HOST else b"event: message_stop"
+    assert end in answer.body
+    assert edge.mock.responses[-1].released  # the connection may go back to the pool
+    assert edge.event().usage is not None

@@ -338,7 +338,7 @@ class Client:
     """Calls the app as uvicorn's httptools protocol does: `receive()` answers
     `http.disconnect` once the client left or the response completed; a message sent after
     the client left is dropped, one sent after the response completed (or with a control
-    character in a header value) raises. `hang_up` (or
+    character in a header value, or carrying `refuse_header`) raises. `hang_up` (or
     `hang_up_after` body messages) is the client closing its socket."""
 
     def __init__(self, app: ProxyApp) -> None:
@@ -357,6 +357,7 @@ class Client:
         headers: dict[str, str] | None = None,
         hang_up: asyncio.Event | None = None,
         hang_up_after: int | None = None,
+        refuse_header: bytes | None = None,
     ) -> Reply:
         raw = orjson.dumps(body) if body is not None else b""
         sent = {"content-type": "application/json", "content-length": str(len(raw))}
@@ -398,9 +399,9 @@ class Client:
                 return  # uvicorn drops what is sent after the client left
             if done.is_set():
                 raise RuntimeError(f"{message['type']} sent after the response completed")
-            for _, value in message.get("headers", ()):
-                if INVALID_HEADER_VALUE.search(value):  # uvicorn refuses the message
-                    raise RuntimeError("Invalid HTTP header value.")
+            for name, value in message.get("headers", ()):
+                if INVALID_HEADER_VALUE.search(value) or name == refuse_header:
+                    raise RuntimeError("Invalid HTTP header value.")  # as uvicorn refuses it
             messages.append(message)
             if message["type"] != "http.response.body":
                 return

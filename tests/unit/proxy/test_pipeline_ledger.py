@@ -28,13 +28,14 @@ async def ledger_rows(rig: Rig) -> list[tuple[Any, ...]]:
 
 
 def dear_model() -> Record:
-    """A model priced so high that a clamped answer costs more nano-USD than SQLite's int."""
+    """A model priced so high (the most the admin accepts) that a clamped answer costs more
+    nano-USD than an SQLite integer holds (2**40 tokens at $1M per million: ~1.1e21)."""
     value = {
         "display_name": "dear",
         "provider": "openai",
         "model_name": "gpt-4o",
         "provider_key_id": "pk-openai",
-        "pricing": {"input_per_million": 1e12, "output_per_million": 1e12},
+        "pricing": {"input_per_million": 1e6, "output_per_million": 1e6},
     }
     return Record("models", "m-dear", value, 1)
 

@@ -1,7 +1,9 @@
 """Upstream I/O for the pipeline, and the mapping of transport faults to errors.
 
 `Transport` owns the upstream HTTP client (`aisix.transport.h1`: keep-alive pools) for the
-app's lifetime; `Transport.upstream` is that client as an `AsyncTransport`. `send_json` and
+app's lifetime; `Transport.upstream` is that client as an `AsyncTransport`, and every call goes
+through its one `send` method (so `client=` may be any `AsyncTransport`, such as the in-memory
+`aisix.transport.mock.MockTransport` of the pipeline tests). `send_json` and
 `stream` take an `UpstreamRequest` (method, TLS value, egress proxy): `send_json` performs a
 non-streaming call under the model's total deadline; `stream` yields once the upstream has
 answered 2xx headers, with per-read deadlines so the head, the first chunk and every gap
@@ -13,8 +15,8 @@ never a raw client exception.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -30,9 +32,9 @@ from aisix.errors import (
 )
 from aisix.providers.base import UpstreamRequest
 from aisix.settings import UpstreamSettings
-from aisix.transport.base import AsyncTransport
+from aisix.transport.base import AsyncTransport, UpstreamResponse
 from aisix.transport.errors import TransportError, gateway_error
-from aisix.transport.h1 import H1Transport, Response, TLSSetting
+from aisix.transport.h1 import H1Transport
 
 FaultParser = Callable[[bytes], UpstreamFault]
 #: how much of a streamed error answer is read for its message
@@ -66,9 +68,9 @@ class Transport:
         connect_timeout_ms: int,
         pool_size_per_host: int = 0,
         idle_timeout_ms: int = 30_000,
-        client: H1Transport | None = None,
+        client: AsyncTransport | None = None,
     ) -> None:
-        self._client = client or H1Transport(
+        self._client: AsyncTransport = client or H1Transport(
             connect_timeout_ms / 1000, pool_size_per_host, idle_timeout_ms / 1000
         )
 
@@ -99,65 +101,21 @@ class Transport:
         return self._client
 
     async def start(self) -> None:
-        self._client.start()
+        if isinstance(self._client, H1Transport):
+            self._client.start()
 
     async def close(self) -> None:
-        await self._client.close()
+        if isinstance(self._client, H1Transport):
+            await self._client.close()
 
-    def send_json(
+    async def send_json(
         self, request: UpstreamRequest, timeout_ms: int, parse_error: FaultParser | None = None
-    ) -> Coroutine[Any, Any, tuple[dict[str, Any], int]]:
-        """`call_json` for an `UpstreamRequest`: its method, TLS value and egress proxy."""
-        return self._json(
-            request.method,
-            request.url,
-            request.tls,
-            request.proxy,
-            request.headers,
-            request.body,
-            timeout_ms,
-            parse_error,
-        )
-
-    def stream(
-        self,
-        request: UpstreamRequest,
-        stream_timeout_ms: int,
-        parse_error: FaultParser | None = None,
-    ) -> AbstractAsyncContextManager[Response]:
-        """`open_stream` for an `UpstreamRequest`: its method, TLS value and egress proxy."""
-        return self._stream(
-            request.method,
-            request.url,
-            request.tls,
-            request.proxy,
-            request.headers,
-            request.body,
-            stream_timeout_ms,
-            parse_error,
-        )
-
-    async def _json(
-        self,
-        method: str,
-        url: str,
-        tls: TLSSetting,
-        proxy: str | None,
-        headers: dict[str, str],
-        body: bytes,
-        timeout_ms: int,
-        parse_error: FaultParser | None,
     ) -> tuple[dict[str, Any], int]:
+        """A non-streaming call under the total deadline `timeout_ms` (0: none): the parsed
+        JSON object and the status; a non-2xx answer is raised as its `GatewayError`."""
         try:
-            response = await self._client.request(
-                method,
-                url,
-                headers,
-                body,
-                tls=tls,
-                proxy=proxy,
-                timeout=timeout_ms / 1000 if timeout_ms else None,
-                stream=False,
+            response = await self._client.send(
+                request, stream=False, timeout=timeout_ms / 1000 if timeout_ms else None
             )
         except TransportError as exc:
             raise gateway_error(exc) from None
@@ -173,22 +131,17 @@ class Transport:
         return parsed, response.status
 
     @asynccontextmanager
-    async def _stream(
+    async def stream(
         self,
-        method: str,
-        url: str,
-        tls: TLSSetting,
-        proxy: str | None,
-        headers: dict[str, str],
-        body: bytes,
+        request: UpstreamRequest,
         stream_timeout_ms: int,
-        parse_error: FaultParser | None,
-    ) -> AsyncIterator[Response]:
+        parse_error: FaultParser | None = None,
+    ) -> AsyncIterator[UpstreamResponse]:
+        """A streaming call, entered once the upstream answered 2xx headers; every read is
+        bounded by `stream_timeout_ms` (0: none). The response is closed on the way out."""
         timeout = stream_timeout_ms / 1000 if stream_timeout_ms else None
         try:
-            response = await self._client.request(
-                method, url, headers, body, tls=tls, proxy=proxy, timeout=timeout, stream=True
-            )
+            response = await self._client.send(request, stream=True, timeout=timeout)
         except TransportError as exc:
             raise gateway_error(exc) from None
         try:
@@ -200,7 +153,7 @@ class Transport:
             response.close()
 
 
-async def _error_body(response: Response, timeout: float | None) -> bytes:
+async def _error_body(response: UpstreamResponse, timeout: float | None) -> bytes:
     """The (bounded) body of a streamed error answer; whatever arrived if reading fails."""
     parts: list[bytes] = []
     size = 0
@@ -216,6 +169,8 @@ async def _error_body(response: Response, timeout: float | None) -> bytes:
     return b"".join(parts)
 
 
-def _status_error(response: Response, raw: bytes, parse: FaultParser | None) -> GatewayError:
+def _status_error(
+    response: UpstreamResponse, raw: bytes, parse: FaultParser | None
+) -> GatewayError:
     retry_after = parse_retry_after(response.headers.get("retry-after"))
     return upstream_status_error(response.status, raw, retry_after, parse)

@@ -290,7 +290,6 @@ async def _attempt(
         first = await read_first(response, state, stream_timeout_ms)
         state.first_chunk_at = time.perf_counter()
         ctx.ttft = state.first_chunk_at - ctx.started
-        ctx.status = 200
         head = sink.head + ratelimit_headers(sink.gate, hold)
         if media is not None:  # binary audio: the upstream's content type
             kind = response.headers.get("content-type") or "application/octet-stream"
@@ -298,6 +297,7 @@ async def _attempt(
         if ctx.alias.is_routing:
             head.append((b"x-aisix-served-by", target.alias.encode()))
         await sink.send({"type": "http.response.start", "status": 200, "headers": head})
+        ctx.status = 200  # only now: a head the server refused is still answered
         state.head_sent = True
         holds.partial = ctx.partial_usage
         if first:

@@ -132,8 +132,8 @@ async def handle_model_call(
             if alias.is_routing:
                 headers = [*headers, (b"x-aisix-served-by", outcome.target.alias.encode())]
             headers += ratelimit_headers(gate, outcome.hold)
-            ctx.status = 200
             await send_response(send, 200, payload, headers)
+            ctx.status = 200  # only now: a head the server refused is still answered
         await _settle(ctx, outcome, holds)
         if responses:
             remember(rt, ctx, outcome, body, call.effective)

@@ -18,8 +18,8 @@ from aisix import redact
 from aisix.asgi import Headers, Send
 from aisix.errors import GatewayError, UpstreamConnectionError, UpstreamDecodeError
 from aisix.providers.transport import timeout_error
+from aisix.transport.base import UpstreamResponse
 from aisix.transport.errors import TransportError
-from aisix.transport.h1 import Response
 from aisix.wire.base import StreamRelay
 
 PING = b": ping\n\n"
@@ -43,7 +43,7 @@ class StreamState:
     last_send: float = field(default_factory=time.monotonic)
 
 
-async def read_first(response: Response, state: StreamState, timeout_ms: int) -> bytes:
+async def read_first(response: UpstreamResponse, state: StreamState, timeout_ms: int) -> bytes:
     """Read until the relay has bytes for the client (or the stream ended cleanly)."""
     relay = state.relay
     while True:
@@ -55,7 +55,9 @@ async def read_first(response: Response, state: StreamState, timeout_ms: int) ->
             raise UpstreamDecodeError("upstream ended the stream without any event")
 
 
-async def relay_rest(response: Response, state: StreamState, send: Send, timeout_ms: int) -> None:
+async def relay_rest(
+    response: UpstreamResponse, state: StreamState, send: Send, timeout_ms: int
+) -> None:
     """After the head: relay until the terminal marker or EOF; on failure send the error."""
     relay = state.relay
     try:
@@ -82,7 +84,7 @@ async def send_chunk(send: Send, state: StreamState, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": True})
 
 
-async def _read(response: Response, timeout_ms: int) -> bytes:
+async def _read(response: UpstreamResponse, timeout_ms: int) -> bytes:
     try:
         return await response.read_chunk(timeout_ms / 1000 if timeout_ms else None)
     except TimeoutError:

@@ -152,8 +152,20 @@ def _message(raw: dict[str, Any]) -> Message:
     return message
 
 
+def _stops(raw: Any) -> list[str]:
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        return [raw]
+    if not isinstance(raw, list):
+        raise invalid('"stop" must be a string or an array of strings', "stop")
+    return [s for s in raw if isinstance(s, str)]
+
+
 def _tools(raw: Any, dropped: list[str]) -> list[Tool]:
     tools: list[Tool] = []
+    if raw is not None and not isinstance(raw, list):
+        raise invalid('"tools" must be an array', "tools")
     for tool in raw or ():
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
@@ -198,7 +210,7 @@ def chat_to_canonical(body: dict[str, Any]) -> ChatRequest:
         max_tokens=max_tokens if isinstance(max_tokens, int) else None,
         temperature=_number(body.get("temperature")),
         top_p=_number(body.get("top_p")),
-        stop=[stop] if isinstance(stop, str) else [s for s in stop or () if isinstance(s, str)],
+        stop=_stops(stop),
         tool_choice=_tool_choice(body.get("tool_choice")),
         response_format=body.get("response_format")
         if isinstance(body.get("response_format"), dict)

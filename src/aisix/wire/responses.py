@@ -198,6 +198,8 @@ def _output_text(output: Any) -> str:
 
 def _tools(raw: Any, dropped: list[str]) -> list[Tool]:
     tools: list[Tool] = []
+    if raw is not None and not isinstance(raw, list):
+        raise invalid('"tools" must be an array', "tools")
     for tool in raw or ():
         if not isinstance(tool, dict):
             continue

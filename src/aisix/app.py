@@ -54,7 +54,7 @@ from aisix.proxy.cors import CorsApp
 from aisix.proxy.egress import Egress
 from aisix.proxy.server import ProxyApp
 from aisix.redact import Redactor
-from aisix.responses_store import ResponseStore
+from aisix.responses_store import BlobStore, ResponseStore
 from aisix.routing.health import HealthRegistry
 from aisix.routing.strategies import Router
 from aisix.settings import ConfigError, Settings, TLSFiles
@@ -369,6 +369,7 @@ class Gateway:
             settings.sqlite_path if sqlite_store else None,
             ttl_s=settings.responses.ttl_secs,
             max_rows=settings.responses.max_stored,
+            remote=self.store if isinstance(self.store, BlobStore) else None,
         )
         await responses.start()
         self._cleanup.append(responses.close)

@@ -242,6 +242,25 @@ class EtcdStore:
         self._healthy = False
         raise StoreUnavailable("store unavailable: etcd " + "; ".join(errors))
 
+    # -- blobs: values outside the resource prefix (no watch event, no reload) -----------
+
+    def _blob_key(self, name: str) -> bytes:
+        return (self._root.rstrip("/") + ".blobs/" + name).encode()
+
+    async def blob_put(self, name: str, value: bytes, ttl_s: int) -> None:
+        """Store `value` under `<prefix>.blobs/<name>` for `ttl_s` seconds (an etcd lease)."""
+        lease = await self._call("/v3/lease/grant", {"TTL": ttl_s})
+        body = {"key": _b64(self._blob_key(name)), "value": _b64(value), "lease": lease["ID"]}
+        await self._call("/v3/kv/put", body)
+
+    async def blob_get(self, name: str) -> bytes | None:
+        data = await self._call("/v3/kv/range", {"key": _b64(self._blob_key(name))})
+        kvs = data.get("kvs") or []
+        return base64.b64decode(kvs[0]["value"]) if kvs else None
+
+    async def blob_delete(self, name: str) -> None:
+        await self._call("/v3/kv/deleterange", {"key": _b64(self._blob_key(name))})
+
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         data: dict[str, Any] = await self._failover(lambda e: self._authed_post(e, path, body))
         return data

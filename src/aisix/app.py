@@ -31,6 +31,7 @@ from aisix.admin.routing import AdminRequest, AdminResponse
 from aisix.events import EventBus
 from aisix.limits.factory import build_governor
 from aisix.limits.governor import Governor
+from aisix.listener import Guard, Render, auto_proxy_cap, render_error_msg
 from aisix.loader import build_snapshot
 from aisix.obs.access_log import AccessLog
 from aisix.obs.budget_gauges import budget_rows
@@ -44,7 +45,7 @@ from aisix.providers.transport import Transport
 from aisix.proxy.client_ip import ClientIPResolver
 from aisix.proxy.context import ProxyRuntime
 from aisix.proxy.egress import Egress
-from aisix.proxy.server import ProxyApp
+from aisix.proxy.server import ProxyApp, render_refusal
 from aisix.responses_store import ResponseStore
 from aisix.routing.health import HealthRegistry
 from aisix.routing.strategies import Router
@@ -94,6 +95,7 @@ class Listener:
     key: str
     server: uvicorn.Server
     sock: socket.socket
+    guard: Guard
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -133,12 +135,23 @@ def make_store(settings: Settings) -> ResourceStore:
     return SqliteStore(settings.sqlite_path, poll_interval=poll)
 
 
+def listener_guard(name: str, settings: Settings, render: Render) -> Guard:
+    """The limits of listener `name` (`listener.*`; caps from `listener.max_connections`)."""
+    limits = settings.listener
+    caps = limits.max_connections
+    cap = {"admin": caps.admin, "status": caps.status}.get(name)
+    if cap is None:
+        cap = caps.proxy or auto_proxy_cap(caps.admin + caps.status)
+    return Guard(name, limits, cap, render)
+
+
 def _uvicorn_server(
-    app: Any, grace: int, tls: TLSFiles | None, settings: Settings
+    app: Any, grace: int, tls: TLSFiles | None, settings: Settings, guard: Guard
 ) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
-        http="httptools",
+        http=guard.protocol_class(),
+        ws="none",  # no listener speaks WebSocket; an Upgrade request is plain HTTP
         loop="none",
         lifespan="off",
         access_log=False,
@@ -331,6 +344,7 @@ class Gateway:
         planned: list[tuple[str, str, Any, socket.socket, TLSFiles | None]] = [
             ("proxy", "proxy.addr", ProxyApp(runtime), proxy_sock, settings.proxy.tls)
         ]
+        renders: dict[str, Render] = {"proxy": render_refusal}
         if self.serve_admin and settings.admin_listener_enabled:
             assert settings.admin.admin_keys
             admin_app = HealthFront(
@@ -358,9 +372,11 @@ class Gateway:
             sock = bind_socket(prometheus.addr, "observability.metrics.prometheus.addr")
             planned.append(("status", prometheus.addr, status_app, sock, None))
         for name, key, app, sock, tls in planned:
-            server = _uvicorn_server(app, grace, tls, settings)
+            guard = listener_guard(name, settings, renders.get(name, render_error_msg))
+            server = _uvicorn_server(app, grace, tls, settings, guard)
             await server.startup(sockets=[sock])
-            self.listeners.append(Listener(name, key, server, sock))
+            guard.start(server.server_state.connections)
+            self.listeners.append(Listener(name, key, server, sock, guard))
 
     async def _render_metrics(self) -> bytes:
         self.health.sweep()
@@ -463,6 +479,8 @@ class Gateway:
             *(listener.server.shutdown(sockets=[listener.sock]) for listener in self.listeners),
             return_exceptions=True,
         )
+        for listener in self.listeners:
+            listener.guard.stop()  # after shutdown: deadlines hold while in-flight work drains
         self.bus.flush()  # deliver the last requests' events before their sinks close
         if self._cache_tasks:  # a snapshot cache write under way finishes (bounded)
             await asyncio.wait(set(self._cache_tasks), timeout=5)

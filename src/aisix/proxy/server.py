@@ -34,11 +34,13 @@ from aisix.asgi import (
 )
 from aisix.errors import (
     GatewayError,
+    InvalidRequest,
     ModelNotFound,
     ServiceUnavailable,
     UnknownRoute,
 )
 from aisix.ids import uuid4_str
+from aisix.listener import Refusal
 from aisix.obs import health
 from aisix.proxy.auth import authenticate
 from aisix.proxy.context import ProxyRuntime, RequestContext
@@ -259,9 +261,38 @@ class ProxyApp:
     async def _health(self, path: str, scope: Scope, send: Send) -> None:
         rt = self.rt
         status, body = health.answer(path, scope, rt.draining, rt.holder.current is not None)
-        headers = [*TEXT_HEADERS, SERVER_HEADER]
+        rid = scan_headers(scope, self.request_id_headers)[0].encode()
+        headers = [
+            *TEXT_HEADERS,
+            SERVER_HEADER,
+            (b"x-aisix-request-id", rid),
+            (b"x-request-id", rid),
+            (b"request-id", rid),
+        ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def render_refusal(refusal: Refusal) -> tuple[bytes, Headers]:
+    """A server-level refusal (parse error, listener limit) in the envelope of the path's
+    inbound codec (OpenAI unless the path is an Anthropic route), with the common headers."""
+    err: GatewayError
+    if refusal.status >= 500:
+        err = ServiceUnavailable(refusal.message, code=refusal.code, status=refusal.status)
+    elif refusal.code == "unknown_route":
+        err = UnknownRoute(refusal.message, status=refusal.status)
+    else:
+        err = InvalidRequest(refusal.message, code=refusal.code, status=refusal.status)
+    envelope = ENVELOPES.get(refusal.path or "", CHAT)
+    rid = uuid4_str().encode()
+    headers: Headers = [
+        *JSON_HEADERS,
+        SERVER_HEADER,
+        (b"x-aisix-request-id", rid),
+        (b"x-request-id", rid),
+        (b"request-id", rid),
+    ]
+    return envelope.error_body(err), headers
 
 
 def _allow(ctx: RequestContext, method: str) -> None:

@@ -288,7 +288,7 @@ class ListenerSettings(_Section):
     #: a client that accepts no response bytes for this long is cut; 0 = off
     write_timeout_secs: Annotated[float, Field(ge=0, le=86400)] = 30
     #: response bytes buffered per connection before the writer waits for the client
-    write_buffer_bytes: Annotated[int, Field(ge=4096, le=64 * 1024 * 1024)] = 256 * 1024
+    write_buffer_bytes: Annotated[int, Field(ge=4096, le=64 * 1024 * 1024)] = 64 * 1024
     max_header_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     max_headers: Annotated[int, Field(ge=8, le=100_000)] = 100
     max_connections: ListenerCaps = Field(default_factory=ListenerCaps)

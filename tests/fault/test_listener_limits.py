@@ -14,7 +14,14 @@ from typing import Any
 
 import orjson
 import pytest
-from e2e_helpers import Gateway, GatewayFactory, HttpResponse, http_request, parse_raw_response
+from e2e_helpers import (
+    ADMIN_KEY,
+    Gateway,
+    GatewayFactory,
+    HttpResponse,
+    http_request,
+    parse_raw_response,
+)
 
 LISTENERS = ["proxy", "admin", "status"]
 
@@ -107,8 +114,8 @@ def test_a_connection_that_sends_nothing_is_closed(tight: Gateway, listener: str
 
 def test_an_unfinished_body_is_cut_at_the_body_read_timeout(tight: Gateway) -> None:
     head = (
-        b"POST /admin/v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-admin-key\r\n"
-        b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+        b"POST /admin/v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n" % ADMIN_KEY.encode()
     )
     with socket.create_connection(_addr(tight, "admin"), timeout=5) as sock:
         sock.sendall(head + b'{"display_name": ')

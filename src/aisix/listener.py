@@ -257,6 +257,13 @@ class GuardedProtocol(HttpToolsProtocol):
             log.info("%s listener: client read nothing for %gs", guard.name, guard.write_timeout)
             self.transport.abort()  # drops the buffered bytes; the request sees a disconnect
         elif self.read_deadline and now >= self.read_deadline:
+            if self.flow is not None and self.flow.read_paused:
+                # the server stopped reading (a pipelined request waits, or the application
+                # has not taken the body yet): not the client's delay; the clock restarts
+                guard = self.guard
+                timeout = guard.header_timeout if self.in_head else guard.body_timeout
+                self.read_deadline = now + timeout
+                return
             self.read_deadline = 0.0
             self._read_timed_out()
 

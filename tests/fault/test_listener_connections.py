@@ -10,8 +10,10 @@ released; and the gateway's peak RSS with many such clients stays within a per-c
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from e2e_helpers import (
 )
 
 from fakes.endless_stream import EndlessStream
+from fakes.openai_upstream import FakeOpenAIUpstream, Reply
 
 #: runs aisix with the open-file limit the probe used
 FD_LIMITED = [
@@ -189,3 +192,30 @@ def test_peak_rss_with_300_non_reading_stream_clients_is_bounded(
     # mark plus one socket read (up to 256 KiB), and the relay's copy (~800 KiB at 256 KiB)
     assert per_client_kib < 600, per_client_kib
     gw.assert_alive()
+
+
+def test_a_pipelined_request_waiting_behind_a_slow_one_is_not_timed_out(
+    gateway: GatewayFactory, fake_openai: FakeOpenAIUpstream
+) -> None:
+    """While the server itself has stopped reading (a pipelined request waits its turn), the
+    body deadline is not the client's fault: both requests are answered 200, in order."""
+    gw = gateway({"listener": {"body_read_timeout_secs": 1}})
+    gw.seed(fake_openai.url)
+    fake_openai.script(Reply(delay_s=2.5))
+    body = orjson.dumps({"model": ALIAS, "messages": [{"role": "user", "content": "hi"}]})
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer %s\r\nContent-Length: %d\r\n\r\n" % (CALLER_KEY.encode(), len(body))
+    )
+    with _connect(gw) as sock:
+        sock.sendall(head + body + head)  # the second request's body comes later
+        time.sleep(0.2)
+        sock.sendall(body)
+        sock.settimeout(10)
+        received = b""
+        while received.count(b"HTTP/1.1 ") < 2 or not received.endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", received)
+    assert statuses == [b"200", b"200"], received

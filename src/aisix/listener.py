@@ -110,11 +110,14 @@ class Guard:
 
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.tick_s, self._tick)  # first: a failure cannot stop it
         now = loop.time()
         for conn in list(self.connections):
             if isinstance(conn, GuardedProtocol):
-                conn.check_deadlines(now)
-        self._timer = loop.call_later(self.tick_s, self._tick)
+                try:
+                    conn.check_deadlines(now)
+                except Exception:
+                    log.exception("%s listener: enforcing a deadline failed", self.name)
 
     def note_refusal(self, refusal: Refusal) -> None:
         self.refused += 1

@@ -38,6 +38,7 @@ from aisix.egress import EgressPolicy
 from aisix.events import EventBus
 from aisix.limits.factory import build_governor
 from aisix.limits.governor import Governor
+from aisix.listener import Guard, Render, auto_proxy_cap, render_error_msg
 from aisix.loader import build_snapshot
 from aisix.obs.access_log import AccessLog
 from aisix.obs.budget_gauges import budget_rows
@@ -52,7 +53,7 @@ from aisix.proxy.client_ip import ClientIPResolver
 from aisix.proxy.context import ProxyRuntime
 from aisix.proxy.cors import CorsApp
 from aisix.proxy.egress import Egress
-from aisix.proxy.server import ProxyApp
+from aisix.proxy.server import ProxyApp, render_refusal
 from aisix.redact import Redactor
 from aisix.responses_store import BlobStore, ResponseStore
 from aisix.routing.health import HealthRegistry
@@ -112,6 +113,7 @@ class Listener:
     key: str
     server: uvicorn.Server
     sock: socket.socket
+    guard: Guard
 
 
 def listener_address(listener: Listener) -> str:
@@ -201,12 +203,23 @@ def make_store(settings: Settings) -> ResourceStore:
     return SqliteStore(settings.sqlite_path, poll_interval=poll)
 
 
+def listener_guard(name: str, settings: Settings, render: Render) -> Guard:
+    """The limits of listener `name` (`listener.*`; caps from `listener.max_connections`)."""
+    limits = settings.listener
+    caps = limits.max_connections
+    cap = {"admin": caps.admin, "status": caps.status}.get(name)
+    if cap is None:
+        cap = caps.proxy or auto_proxy_cap(caps.admin + caps.status)
+    return Guard(name, limits, cap, render)
+
+
 def _uvicorn_server(
-    app: Any, grace: int, tls: TLSFiles | None, settings: Settings
+    app: Any, grace: int, tls: TLSFiles | None, settings: Settings, guard: Guard
 ) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
-        http="httptools",
+        http=guard.protocol_class(),
+        ws="none",  # no listener speaks WebSocket; an Upgrade request is plain HTTP
         loop="none",
         lifespan="off",
         access_log=False,
@@ -415,6 +428,7 @@ class Gateway:
         planned: list[tuple[str, str, Any, socket.socket, TLSFiles | None]] = [
             ("proxy", "proxy.addr", proxy_app, proxy_sock, settings.proxy.tls)
         ]
+        renders: dict[str, Render] = {"proxy": render_refusal}
         if self.serve_admin and settings.admin_listener_enabled:
             assert settings.admin.admin_keys
             admin_app = HealthFront(
@@ -447,9 +461,11 @@ class Gateway:
             sock = bind_socket(prometheus.addr, "observability.metrics.prometheus.addr")
             planned.append(("status", prometheus.addr, status_app, sock, None))
         for name, key, app, sock, tls in planned:
-            server = _uvicorn_server(app, grace, tls, settings)
+            guard = listener_guard(name, settings, renders.get(name, render_error_msg))
+            server = _uvicorn_server(app, grace, tls, settings, guard)
             await server.startup(sockets=[sock])
-            self.listeners.append(Listener(name, key, server, sock))
+            guard.start(server.server_state.connections)
+            self.listeners.append(Listener(name, key, server, sock, guard))
         install_log_redaction()
 
     def _dashboard(self) -> UiAssets | None:
@@ -588,6 +604,8 @@ class Gateway:
             *(listener.server.shutdown(sockets=[listener.sock]) for listener in self.listeners),
             return_exceptions=True,
         )
+        for listener in self.listeners:
+            listener.guard.stop()  # after shutdown: deadlines hold while in-flight work drains
         self.bus.flush()  # deliver the last requests' events before their sinks close
         if self._cache_tasks:  # a snapshot cache write under way finishes (bounded)
             await asyncio.wait(set(self._cache_tasks), timeout=5)

@@ -97,7 +97,9 @@ def parse_rfc3339(value: str) -> datetime:
 
 def format_rfc3339(timestamp: float) -> str:
     """A Unix time as the RFC 3339 UTC string used in every JSON body (`...T10:00:30Z`)."""
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    # an explicit four-digit year: strftime's %Y drops the leading zeros of years below 1000
+    return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%SZ")
 
 
 def _check_rfc3339(value: str | None) -> str | None:

@@ -311,6 +311,31 @@ class DownstreamSettings(_Section):
     sse_keepalive_interval_secs: Annotated[int, Field(ge=0)] = 15
 
 
+class ListenerCaps(_Section):
+    """Open connections each listener accepts; more are answered 503 and closed."""
+
+    #: 0 = auto: half of what the open-file limit leaves after the admin and status caps
+    proxy: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    admin: Annotated[int, Field(ge=1, le=1_000_000)] = 64
+    status: Annotated[int, Field(ge=1, le=1_000_000)] = 64
+
+
+class ListenerSettings(_Section):
+    """Limits every listener (proxy, admin, status) applies per connection (`aisix.listener`)."""
+
+    #: from connect (or a request's first byte) until its head is complete; 0 = off
+    header_read_timeout_secs: Annotated[float, Field(ge=0, le=3600)] = 30
+    #: from the end of the head until the whole body has arrived; 0 = off
+    body_read_timeout_secs: Annotated[float, Field(ge=0, le=86400)] = 120
+    #: a client that accepts no response bytes for this long is cut; 0 = off
+    write_timeout_secs: Annotated[float, Field(ge=0, le=86400)] = 30
+    #: response bytes buffered per connection before the writer waits for the client
+    write_buffer_bytes: Annotated[int, Field(ge=4096, le=64 * 1024 * 1024)] = 64 * 1024
+    max_header_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    max_headers: Annotated[int, Field(ge=8, le=100_000)] = 100
+    max_connections: ListenerCaps = Field(default_factory=ListenerCaps)
+
+
 class ResponsesSettings(_Section):
     """Stored Responses API answers (`store: true`, `previous_response_id`, GET/DELETE)."""
 
@@ -408,6 +433,7 @@ class Settings(_Section):
     ratelimit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
     downstream: DownstreamSettings = Field(default_factory=DownstreamSettings)
+    listener: ListenerSettings = Field(default_factory=ListenerSettings)
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from aisix.asgi import TEXT_HEADERS, Receive, Scope, Send, send_response
+from aisix.asgi import JSON_HEADERS, TEXT_HEADERS, Receive, Scope, Send, send_response
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
@@ -64,6 +64,10 @@ class HealthFront:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path")
         if scope["type"] == "http" and path in ("/livez", "/readyz"):
+            if scope["method"] not in ("GET", "HEAD"):
+                refusal = b'{"error_msg": "method not allowed"}'
+                await send_response(send, 405, refusal, [*JSON_HEADERS, (b"allow", b"GET, HEAD")])
+                return
             status, body = answer(path, scope, self.draining(), self.loaded())
             await send_response(send, status, body, TEXT_HEADERS)
             return

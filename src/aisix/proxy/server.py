@@ -35,11 +35,13 @@ from aisix.asgi import (
 )
 from aisix.errors import (
     GatewayError,
+    InvalidRequest,
     ModelNotFound,
     ServiceUnavailable,
     UnknownRoute,
 )
 from aisix.ids import uuid4_str
+from aisix.listener import Refusal
 from aisix.obs import health
 from aisix.proxy.auth import authenticate
 from aisix.proxy.context import ProxyRuntime, RequestContext
@@ -124,7 +126,7 @@ class ProxyApp:
                 await serve_lifespan(receive, send)
             return
         path: str = rewrite_path(scope, self.rewrites) if self.rewrites else scope["path"]
-        if path == "/livez" or path == "/readyz":
+        if (path == "/livez" or path == "/readyz") and scope["method"] in ("GET", "HEAD"):
             await self._health(path, scope, send, scan_headers(scope, self.request_id_headers)[0])
             return
         request_id, user_agent = scan_headers(scope, self.request_id_headers)
@@ -191,6 +193,8 @@ class ProxyApp:
         """The handler coroutine for this request (returned, not awaited: one frame less on
         every resume of the request task)."""
         path = ctx.path
+        if path == "/livez" or path == "/readyz":
+            _allow(ctx, "GET")  # GET and HEAD are answered before routing; the rest is 405
         inbound = MODEL_ROUTES.get(path)
         if inbound is not None:
             _allow(ctx, "POST")
@@ -270,9 +274,38 @@ class ProxyApp:
     async def _health(self, path: str, scope: Scope, send: Send, request_id: str) -> None:
         rt = self.rt
         status, body = health.answer(path, scope, rt.draining, rt.holder.current is not None)
-        headers = [*TEXT_HEADERS, SERVER_HEADER, (b"x-aisix-request-id", request_id.encode())]
+        rid = request_id.encode()
+        headers = [
+            *TEXT_HEADERS,
+            SERVER_HEADER,
+            (b"x-aisix-request-id", rid),
+            (b"x-request-id", rid),
+            (b"request-id", rid),
+        ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def render_refusal(refusal: Refusal) -> tuple[bytes, Headers]:
+    """A server-level refusal (parse error, listener limit) in the envelope of the path's
+    inbound codec (OpenAI unless the path is an Anthropic route), with the common headers."""
+    err: GatewayError
+    if refusal.status >= 500:
+        err = ServiceUnavailable(refusal.message, code=refusal.code, status=refusal.status)
+    elif refusal.code == "unknown_route":
+        err = UnknownRoute(refusal.message, status=refusal.status)
+    else:
+        err = InvalidRequest(refusal.message, code=refusal.code, status=refusal.status)
+    envelope = ENVELOPES.get(refusal.path or "", CHAT)
+    rid = uuid4_str().encode()
+    headers: Headers = [
+        *JSON_HEADERS,
+        SERVER_HEADER,
+        (b"x-aisix-request-id", rid),
+        (b"x-request-id", rid),
+        (b"request-id", rid),
+    ]
+    return envelope.error_body(err), headers
 
 
 def _allow(ctx: RequestContext, method: str) -> None:

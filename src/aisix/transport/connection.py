@@ -27,8 +27,9 @@ from aisix.transport.errors import (
 if TYPE_CHECKING:
     from aisix.transport.pool import Pool
 
-#: a streamed body buffered beyond this pauses reading from the upstream socket
-HIGH_WATER = 256 * 1024
+#: a streamed body buffered beyond this pauses reading from the upstream socket (a stream
+#: whose client stopped reading holds about this plus one socket read until it is cut)
+HIGH_WATER = 64 * 1024
 #: a released response may take this long, and this many more bytes, to reach its end before
 #: its connection is dropped instead of going back to the pool
 DRAIN_SECONDS = 1.0

@@ -4,6 +4,7 @@ with the process-wide upstream TLS (`upstream.tls`) joined to the key's own trus
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -24,14 +25,11 @@ FACTORIES: dict[str, Factory] = {
     "gemini": gemini.build_provider,
     "vertex": vertex.build_provider,
 }
-try:  # the optional extra aisix[bedrock] (botocore)
-    import botocore  # noqa: F401
-
+if importlib.util.find_spec("botocore") is not None:  # the optional extra aisix[bedrock]
+    # found, not imported: botocore (~20 MiB) loads only when a bedrock key is used
     from aisix.providers import bedrock
 
     FACTORIES["bedrock"] = bedrock.build_provider
-except ImportError:  # pragma: no cover - a bedrock key is refused at validation then
-    pass
 
 
 class Registry:

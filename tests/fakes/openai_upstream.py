@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import orjson
 from aiohttp import web
@@ -130,7 +130,7 @@ class FakeOpenAIUpstream:
             time.sleep(0.01)
         return list(self.requests)
 
-    def start(self) -> FakeOpenAIUpstream:
+    def start(self) -> Self:
         started = threading.Event()
         errors: list[BaseException] = []
 

@@ -38,10 +38,10 @@ def _clean(fake: FakeGeminiUpstream) -> None:
     fake.token_lifetime_s = 3600
 
 
-def key(adapter: str, secret: str, api_base: str | None = None, **fields: Any) -> ProviderKey:
+def key(adapter: Any, secret: str, api_base: str | None = None, **fields: Any) -> ProviderKey:
     return ProviderKey(
         display_name="k", adapter=adapter, secret=secret, api_base=api_base, **fields
-    )  # type: ignore[arg-type]
+    )
 
 
 def model(name: str = "gemini-2.5-flash") -> DirectModel:

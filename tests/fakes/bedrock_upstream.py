@@ -105,6 +105,7 @@ class FakeBedrock:
             self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
             ready.set()
             loop.run_forever()
+            loop.close()
 
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()

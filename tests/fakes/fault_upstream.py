@@ -10,6 +10,7 @@ Stalled connections are held until `stop()`, which closes every socket it opened
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -81,10 +82,8 @@ class FaultUpstream:
         with self._lock:
             sockets, self._open = list(self._open), set()
         for sock in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv
-            except OSError:
-                pass
             _close(sock)
         for thread in self._threads:
             thread.join(5)
@@ -177,7 +176,5 @@ def _read_request(sock: socket.socket) -> bytes | None:
 
 
 def _close(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.close()
-    except OSError:
-        pass

@@ -24,7 +24,7 @@ if "e2e_helpers" not in sys.modules:
     sys.modules["e2e_helpers"] = _module
     _spec.loader.exec_module(_module)
 
-from e2e_helpers import gateway  # noqa: E402  (a fixture, re-exported for this directory)
+from e2e_helpers import gateway
 
 __all__ = ["fault_upstream", "gateway"]
 

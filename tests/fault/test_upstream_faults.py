@@ -21,9 +21,7 @@ CHAT = {"model": ALIAS, "messages": [{"role": "user", "content": "hi"}]}
 
 def one_slot_gateway(gateway: Any, upstream: FaultUpstream) -> Gateway:
     ms = int(DEADLINE_S * 1000)
-    gw: Gateway = gateway(
-        {"upstream": {"timeout_ms": ms, "stream_timeout_ms": ms, "retries": 0}}
-    )
+    gw: Gateway = gateway({"upstream": {"timeout_ms": ms, "stream_timeout_ms": ms, "retries": 0}})
     pk = gw.create_provider_key(upstream.url)
     gw.create_model(ALIAS, pk, cooldown={"enabled": False})
     gw.create_api_key(ONE_SLOT, [ALIAS], rate_limit={"concurrency": 1})
@@ -64,9 +62,7 @@ def test_an_upstream_fault_is_an_error_envelope_and_releases_the_slot(
     assert_slot_released(gw, fault_upstream)  # a good call first: the route works
     fault_upstream.fault = fault
     started = time.monotonic()
-    answer = gw.proxy(
-        "POST", "/v1/chat/completions", {**CHAT, "stream": stream}, api_key=ONE_SLOT
-    )
+    answer = gw.proxy("POST", "/v1/chat/completions", {**CHAT, "stream": stream}, api_key=ONE_SLOT)
     elapsed = time.monotonic() - started
     assert_openai_error(answer, statuses)
     assert elapsed < DEADLINE_S + 5.0, f"{fault} took {elapsed:.1f}s"

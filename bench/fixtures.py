@@ -208,10 +208,10 @@ def bedrock_stream_body(chunks: int = 8) -> bytes:
     encoder of the test suite's fake Bedrock (tests/fakes/bedrock_upstream.py), so the bench
     serves the frames the tests prove against boto3. Raises ImportError without that module's
     dependencies (aiohttp, botocore: the repo venv with the test extra)."""
-    repo = str(Path(__file__).resolve().parent.parent)
-    if repo not in sys.path:
-        sys.path.append(repo)
-    from tests.fakes.bedrock_upstream import event
+    tests = str(Path(__file__).resolve().parent.parent / "tests")
+    if tests not in sys.path:
+        sys.path.append(tests)
+    from fakes.bedrock_upstream import event
 
     frames = [event("messageStart", {"role": "assistant"})]
     frames += [

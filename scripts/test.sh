@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs (redis-server, etcd-server, nginx from Debian packages,
 # Python deps in ./.venv, the pinned CLI clients from npm in tests/clients) and runs the whole
-# suite: ruff, mypy (strict on src/), then pytest.
+# suite: ruff, mypy (strict on src/, relaxed on tests/), the import-layer contract, then pytest
+# under coverage (the gateway subprocesses of the e2e tests included), and the coverage report
+# with its floor (enforced on whole-suite runs, i.e. when no pytest arguments are given).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -41,4 +43,16 @@ fi
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
 .venv/bin/mypy
-exec .venv/bin/pytest "$@"
+bash scripts/mypy_tests.sh
+.venv/bin/lint-imports
+
+rm -f .coverage .coverage.*
+status=0
+.venv/bin/coverage run -m pytest "$@" || status=$?
+.venv/bin/coverage combine -q
+if [ $# -eq 0 ]; then
+  .venv/bin/coverage report || status=$?
+else
+  .venv/bin/coverage report --fail-under=0
+fi
+exit "$status"

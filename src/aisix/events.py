@@ -12,23 +12,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aisix.wire.types import Usage
+from aisix.wire.types import MediaUnits, Usage
 
 __all__ = ["AttemptFinished", "EventBus", "MediaUnits", "RequestFinished", "Usage"]
 
 
 @dataclass(frozen=True, slots=True)
-class MediaUnits:
-    """Billable units of a media call besides tokens (priced by `pricing.media_cost_usd`)."""
-
-    #: images generated
-    images: int = 0
-    #: seconds of input audio (transcriptions, translations), as the upstream reported them
-    audio_seconds: float = 0.0
-    #: characters of text to speak (audio speech)
-    characters: int = 0
-
-
 @dataclass(slots=True)
 class AttemptFinished:
     model_id: str

@@ -55,9 +55,6 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names the key."""
 
 
-_Section = Section
-
-
 def _check_addr(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -74,12 +71,12 @@ def _check_cidrs(value: list[str]) -> list[str]:
     return value
 
 
-class TLSFiles(_Section):
+class TLSFiles(Section):
     cert_file: str
     key_file: str
 
 
-class RealIP(_Section):
+class RealIP(Section):
     trusted_proxies: list[str] = Field(default_factory=list)
     header: str = "x-forwarded-for"
     recursive: bool = False
@@ -87,7 +84,7 @@ class RealIP(_Section):
     _cidrs = field_validator("trusted_proxies")(classmethod(lambda cls, v: _check_cidrs(v)))
 
 
-class CorsSettings(_Section):
+class CorsSettings(Section):
     """Cross-origin access to the proxy, for browser clients such as the dashboard's Playground.
 
     Off when `allow_origins` is empty: then the proxy sends no CORS headers at all."""
@@ -107,7 +104,7 @@ class CorsSettings(_Section):
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\[\]:-]+$")
 
 
-class ProxySettings(_Section):
+class ProxySettings(Section):
     @model_validator(mode="before")
     @classmethod
     def _null_workers(cls, data: Any) -> Any:
@@ -133,7 +130,7 @@ class ProxySettings(_Section):
     _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr(v)))
 
 
-class AdminUISettings(_Section):
+class AdminUISettings(Section):
     """The dashboard at `/ui` on the admin listener."""
 
     enabled: bool = True
@@ -141,7 +138,7 @@ class AdminUISettings(_Section):
     proxy_url: Annotated[str, Field(pattern=r"^https?://[^/?#\s]+/?$")] | None = None
 
 
-class AdminSettings(_Section):
+class AdminSettings(Section):
     enabled: bool = True
     addr: str = "127.0.0.1:3001"
     admin_keys: list[Annotated[str, Field(min_length=1)]] | None = None
@@ -153,13 +150,13 @@ class AdminSettings(_Section):
     _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr(v)))
 
 
-class StoreSettings(_Section):
+class StoreSettings(Section):
     backend: Literal["sqlite"] = "sqlite"
     path: str | None = None
     poll_interval_ms: Annotated[int, Field(gt=0)] = 250
 
 
-class EtcdTLS(_Section):
+class EtcdTLS(Section):
     ca_cert_file: str
     client_cert_file: str | None = None
     client_key_file: str | None = None
@@ -170,7 +167,7 @@ class EtcdTLS(_Section):
 _ENV_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-class EtcdSettings(_Section):
+class EtcdSettings(Section):
     endpoints: list[str]
     prefix: str = "/aisix"
     #: AISIX environment id: the effective prefix becomes `<prefix>/<env_id>`
@@ -203,7 +200,7 @@ class EtcdSettings(_Section):
         return f"{root}/{self.env_id}" if self.env_id else root
 
 
-class RateLimitSettings(_Section):
+class RateLimitSettings(Section):
     backend: Literal["memory", "redis"] = "memory"
     redis: RedisConn | None = None
     concurrency_ttl_secs: Annotated[int, Field(gt=0)] = 300
@@ -218,7 +215,7 @@ class RateLimitSettings(_Section):
         return self
 
 
-class UpstreamProxy(_Section):
+class UpstreamProxy(Section):
     """Egress proxy for upstream calls (opt-in): an explicit `url`, or the environment's
     HTTPS_PROXY / HTTP_PROXY / NO_PROXY when `from_env`; hosts in `no_proxy` go direct."""
 
@@ -242,7 +239,7 @@ class UpstreamProxy(_Section):
         return value
 
 
-class CacheSettings(_Section):
+class CacheSettings(Section):
     """AISIX's response-cache backends: accepted and validated, no effect yet."""
 
     backend: CacheBackend = "memory"
@@ -255,7 +252,7 @@ class CacheSettings(_Section):
         return self
 
 
-class UpstreamSettings(_Section):
+class UpstreamSettings(Section):
     timeout_ms: Annotated[int, Field(ge=0)] = 600_000
     stream_timeout_ms: Annotated[int, Field(ge=0)] = 0
     connect_timeout_ms: Annotated[int, Field(gt=0)] = 5000
@@ -305,13 +302,13 @@ class UpstreamSettings(_Section):
     _cidrs = field_validator("denied_cidrs")(classmethod(lambda cls, v: _check_cidrs(v)))
 
 
-class DownstreamSettings(_Section):
+class DownstreamSettings(Section):
     #: close a keep-alive connection idle this long between requests (0 = never, AISIX)
     idle_timeout_secs: Annotated[int, Field(ge=0)] = 0
     sse_keepalive_interval_secs: Annotated[int, Field(ge=0)] = 15
 
 
-class ListenerCaps(_Section):
+class ListenerCaps(Section):
     """Open connections each listener accepts; more are answered 503 and closed."""
 
     #: 0 = auto: half of what the open-file limit leaves after the admin and status caps
@@ -320,7 +317,7 @@ class ListenerCaps(_Section):
     status: Annotated[int, Field(ge=1, le=1_000_000)] = 64
 
 
-class ListenerSettings(_Section):
+class ListenerSettings(Section):
     """Limits every listener (proxy, admin, status) applies per connection (`aisix.listener`)."""
 
     #: from connect (or a request's first byte) until its head is complete; 0 = off
@@ -336,14 +333,14 @@ class ListenerSettings(_Section):
     max_connections: ListenerCaps = Field(default_factory=ListenerCaps)
 
 
-class ResponsesSettings(_Section):
+class ResponsesSettings(Section):
     """Stored Responses API answers (`store: true`, `previous_response_id`, GET/DELETE)."""
 
     ttl_secs: Annotated[int, Field(gt=0, le=366 * 86400)] = 30 * 86400
     max_stored: Annotated[int, Field(gt=0, le=10_000_000)] = 10_000
 
 
-class PrometheusSettings(_Section):
+class PrometheusSettings(Section):
     enabled: bool = True
     addr: str = "127.0.0.1:9090"
     path: str = "/metrics"
@@ -353,7 +350,7 @@ class PrometheusSettings(_Section):
     _addr = field_validator("addr")(classmethod(lambda cls, v: _check_addr(v)))
 
 
-class MetricsSettings(_Section):
+class MetricsSettings(Section):
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     otlp: OtlpSettings = Field(default_factory=OtlpSettings)
     #: User-Agent regex → `client_type` label, tried in order before the built-in table
@@ -374,7 +371,7 @@ LOG_LEVELS = {
 }
 
 
-class ObservabilitySettings(_Section):
+class ObservabilitySettings(Section):
     service_name: Annotated[str, Field(min_length=1, max_length=128)] = "aisix"
     log_level: Literal["trace", "debug", "info", "warn", "warning", "error"] = "info"
     access_log: bool = True
@@ -395,7 +392,7 @@ class ObservabilitySettings(_Section):
         return "warning" if self.log_level == "warn" else self.log_level
 
 
-class UsageSettings(_Section):
+class UsageSettings(Section):
     """The usage ledger (hourly aggregates, per-request rows, budget spend, audit log)."""
 
     backend: Literal["sqlite", "postgres"] = "sqlite"
@@ -423,7 +420,7 @@ class UsageSettings(_Section):
         return self
 
 
-class Settings(_Section):
+class Settings(Section):
     proxy: ProxySettings = Field(default_factory=ProxySettings)
     admin: AdminSettings
     data_dir: str = "data"

@@ -252,21 +252,21 @@ def test_every_series_of_the_aisix_dashboard_has_data_after_traffic(
     gw.wait_for_key(CALLER_KEY)
     client = gw.openai_client()
 
-    client.chat.completions.create(**CHAT)  # type: ignore[call-overload]
+    client.chat.completions.create(**CHAT)
     stream = client.chat.completions.create(
         **CHAT, stream=True, stream_options={"include_usage": True}
-    )  # type: ignore[call-overload]
+    )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "echo: hi"
     with pytest.raises(openai.APIStatusError) as failed:
-        client.chat.completions.create(**{**CHAT, "model": "all-broken"})  # type: ignore[call-overload]
+        client.chat.completions.create(**{**CHAT, "model": "all-broken"})
     assert failed.value.status_code == 502
-    served = client.chat.completions.create(**{**CHAT, "model": "with-fallback"})  # type: ignore[call-overload]
+    served = client.chat.completions.create(**{**CHAT, "model": "with-fallback"})
     assert served.choices[0].message.content == "echo: hi"
-    client.chat.completions.create(**{**CHAT, "model": "limited"})  # type: ignore[call-overload]
+    client.chat.completions.create(**{**CHAT, "model": "limited"})
     with pytest.raises(openai.RateLimitError):
-        client.chat.completions.create(**{**CHAT, "model": "limited"})  # type: ignore[call-overload]
+        client.chat.completions.create(**{**CHAT, "model": "limited"})
     with pytest.raises(openai.AuthenticationError):
-        gw.openai_client("sk-wrong").chat.completions.create(**CHAT)  # type: ignore[call-overload]
+        gw.openai_client("sk-wrong").chat.completions.create(**CHAT)
 
     expected = dashboard_series()
     assert len(expected) >= 30
@@ -300,7 +300,7 @@ def start_without_waiting_for_ready(gw: Gateway) -> None:
     def alive() -> None:
         wait_for(lambda: _answers(gw.proxy_url + "/livez"), 20.0, "the proxy to listen")
 
-    gw._wait_ready = alive  # type: ignore[method-assign]
+    gw._wait_ready = alive
     gw.start()
 
 
@@ -330,7 +330,7 @@ def test_boot_with_etcd_down_serves_503_then_the_first_snapshot(
     assert gw.proxy("GET", "/readyz").status == 503
     assert config_of(gw)["state"] == "never_loaded"
     with pytest.raises(openai.APIStatusError) as caught:
-        gw.openai_client().chat.completions.create(**CHAT)  # type: ignore[call-overload]
+        gw.openai_client().chat.completions.create(**CHAT)
     assert caught.value.status_code == 503
     assert caught.value.body["message"] == "gateway is not ready"  # type: ignore[index]
     assert not cache.exists()
@@ -338,7 +338,7 @@ def test_boot_with_etcd_down_serves_503_then_the_first_snapshot(
     own_etcd.start()
     seed_like_a_control_plane(own_etcd, prefix, fake_openai.url)
     wait_for(lambda: gw.status("/status/ready").status == 200, 10.0, "the first snapshot")
-    answer = gw.openai_client().chat.completions.create(**CHAT)  # type: ignore[call-overload]
+    answer = gw.openai_client().chat.completions.create(**CHAT)
     assert answer.choices[0].message.content == "echo: hi"
     assert config_of(gw)["state"] == "synced"
 
@@ -350,7 +350,7 @@ def test_boot_with_etcd_down_serves_503_then_the_first_snapshot(
 
     # a restart during an etcd outage serves the cached snapshot at once
     gw.start()
-    answer = gw.openai_client().chat.completions.create(**CHAT)  # type: ignore[call-overload]
+    answer = gw.openai_client().chat.completions.create(**CHAT)
     assert answer.choices[0].message.content == "echo: hi"
     status = config_of(gw)
     assert status["state"] == "degraded" and status["source"]["serving_cache"] is True
@@ -426,7 +426,7 @@ def test_export_round_trip_through_a_resources_file(
     before["apikeys"][0]["display_name"] = seed.api_key_id  # the file format needs a name
     assert after == before
     assert len(after["models"]) == 3 and after["budget_policies"][0]["scope_ref"] == "gpt-4o-mini"
-    answer = replica.openai_client().chat.completions.create(**CHAT)  # type: ignore[call-overload]
+    answer = replica.openai_client().chat.completions.create(**CHAT)
     assert answer.choices[0].message.content == "echo: hi"
     assert fake_openai.model_requests()[-1].headers["authorization"] == f"Bearer {PROVIDER_SECRET}"
 
@@ -515,7 +515,7 @@ def test_proxy_and_admin_listeners_serve_tls(
 
         wait_for(answers, 20.0, "the TLS proxy listener")
 
-    gw._wait_ready = ready  # type: ignore[method-assign]
+    gw._wait_ready = ready
     gw.start()
     status, created = https_json(context, "POST", admin + "/admin/v1/provider_keys", {
         "display_name": "tls-test", "secret": PROVIDER_SECRET, "api_base": fake_openai.url + "/v1",
@@ -541,7 +541,7 @@ def test_proxy_and_admin_listeners_serve_tls(
             return False
 
     wait_for(answered, 2.0, "the caller key over TLS")
-    answer = client.chat.completions.create(**CHAT)  # type: ignore[call-overload]
+    answer = client.chat.completions.create(**CHAT)
     assert answer.choices[0].message.content == "echo: hi"
     with pytest.raises(ssl.SSLError):  # the certificate really is the listener's: untrusted here
         ssl.create_default_context().wrap_socket(

@@ -76,7 +76,7 @@ def test_tools_are_translated(
 ) -> None:
     gw, _ = seeded
     schema = {"type": "object", "properties": {"city": {"type": "string"}}}
-    client(gw).messages.create(
+    client(gw).messages.create(  # type: ignore[call-overload]
         model=ALIAS,
         max_tokens=32,
         tools=[{"name": "weather", "description": "Weather by city", "input_schema": schema}],

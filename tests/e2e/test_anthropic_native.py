@@ -158,13 +158,13 @@ def test_messages_passthrough_keeps_native_fields_and_usage(
     raw = claude_sdk(gw).messages.with_raw_response.create(
         model=CLAUDE,
         extra_headers={"anthropic-beta": BETA},
-        **NATIVE_BODY,  # type: ignore[arg-type]
+        **NATIVE_BODY,
     )
     message = raw.parse()
     assert message.model == CLAUDE
     assert [b.type for b in message.content] == ["thinking", "text"]
-    assert message.content[0].signature == "sig-fake-0001"  # type: ignore[union-attr]
-    assert message.content[1].text == "Brief summary."  # type: ignore[union-attr]
+    assert message.content[0].signature == "sig-fake-0001"
+    assert message.content[1].text == "Brief summary."
     assert message.usage.cache_read_input_tokens == 2000
     assert message.usage.cache_creation_input_tokens == 500
     request_id = raw.headers["x-aisix-request-id"]
@@ -196,7 +196,7 @@ def test_messages_passthrough_stream(gw: Gateway, fake_anthropic: FakeAnthropicU
         stream=True,
         extra_headers={"anthropic-beta": BETA},
         tools=[{"name": "read_file", "input_schema": {"type": "object"}}],
-        **NATIVE_BODY,  # type: ignore[arg-type]
+        **NATIVE_BODY,
     ) as response:
         request_id = response.headers["x-aisix-request-id"]
         raw = b"".join(response.iter_bytes())
@@ -207,7 +207,7 @@ def test_messages_passthrough_stream(gw: Gateway, fake_anthropic: FakeAnthropicU
     start = orjson.loads(frames[0].split("\n")[1].removeprefix("data: "))
     assert start["message"]["model"] == CLAUDE
     # the SDK accumulates the relayed events into the upstream's message
-    with claude_sdk(gw).messages.stream(model=CLAUDE, **NATIVE_BODY) as stream:  # type: ignore[arg-type]
+    with claude_sdk(gw).messages.stream(model=CLAUDE, **NATIVE_BODY) as stream:
         final = stream.get_final_message()
     assert final.model == CLAUDE
     assert [b.type for b in final.content] == ["text"]
@@ -284,8 +284,8 @@ def test_chat_translated_with_tools_and_images(
     assert choice.finish_reason == "tool_calls"
     assert choice.message.content == "Let me check."
     [call] = choice.message.tool_calls or []
-    assert call.id == "toolu_7" and call.function.name == "get_weather"  # type: ignore[union-attr]
-    assert orjson.loads(call.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
+    assert call.id == "toolu_7" and call.function.name == "get_weather"
+    assert orjson.loads(call.function.arguments) == {"city": "Paris"}
     assert answer.usage is not None
     assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (2600, 40)
     assert answer.usage.prompt_tokens_details is not None
@@ -421,8 +421,8 @@ def test_chat_translated_stream_tool_calls(
         )
     )
     calls = [t for c in chunks if c.choices for t in c.choices[0].delta.tool_calls or []]
-    assert calls[0].id == "toolu_s" and calls[0].function.name == "lookup"  # type: ignore[union-attr]
-    arguments = "".join(t.function.arguments or "" for t in calls)  # type: ignore[union-attr]
+    assert calls[0].id == "toolu_s" and calls[0].function.name == "lookup"
+    arguments = "".join(t.function.arguments or "" for t in calls)
     assert orjson.loads(arguments) == tool["input"]
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
 
@@ -531,9 +531,9 @@ def test_upstream_rejecting_the_credentials_is_a_502(
         )
     assert rejected.value.status_code == 502
     assert (
-        rejected.value.body["error"]["message"]
+        rejected.value.body["error"]["message"]  # type: ignore[index]
         == "upstream rejected the provider credentials (401)"
-    )  # type: ignore[index]
+    )
     assert "sk-ant-wrong" not in str(rejected.value.body)
 
 
@@ -641,7 +641,7 @@ def test_failover_from_anthropic_to_openai_family(
     fake_anthropic.script(overloaded())
     message = wait_for(lambda: _or_none(call), 3.0, "the routing alias to be callable")
     assert message.model == "smart"
-    assert message.content[0].text == "echo: fail over"  # type: ignore[union-attr]
+    assert message.content[0].text == "echo: fail over"
     assert fake_anthropic.requests[-1].json["model"] == UPSTREAM_CLAUDE  # tried natively first
     assert fake_openai.model_requests()[-1].json["messages"] == [
         {"role": "user", "content": "fail over"}

@@ -192,7 +192,7 @@ def test_anthropic_messages_to_bedrock(gateway: Any, bedrock: FakeBedrock) -> No
     answer = client.messages.create(
         model=ALIAS, max_tokens=32, messages=[{"role": "user", "content": "hello"}]
     )
-    assert answer.content[0].text == "echo: hello" and answer.stop_reason == "end_turn"
+    assert answer.content[0].text == "echo: hello" and answer.stop_reason == "end_turn"  # type: ignore[union-attr]
     with client.messages.stream(
         model=ALIAS, max_tokens=32, messages=[{"role": "user", "content": "hey"}]
     ) as stream:

@@ -66,7 +66,7 @@ def wait_status(gw: Gateway, api_key: str, status: int, timeout: float = 2.0) ->
         response = chat(gw, api_key)
         return response if response.status == status else None
 
-    return wait_for(attempt, timeout, f"status {status} for key {api_key[:6]}…")  # type: ignore[no-any-return]
+    return wait_for(attempt, timeout, f"status {status} for key {api_key[:6]}…")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ writes, and an etcd outage keeps both serving their last snapshot until the watc
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -123,7 +124,7 @@ def test_direct_etcd_writes_are_served_or_rejected(
     }
     own_etcd.put(key, orjson.dumps(valid))
     for gw in (a, b):
-        within(lambda gw=gw: gw.can_call("sk-any-model", "direct-model"), "the direct model")
+        within(functools.partial(gw.can_call, "sk-any-model", "direct-model"), "the direct model")
     chat = {**CHAT, "model": "direct-model"}
     assert b.proxy("POST", "/v1/chat/completions", chat, api_key="sk-any-model").status == 200
     assert a.admin("GET", "/models/direct-1").json["revision"] == 1

@@ -121,7 +121,7 @@ def test_anthropic_sdk_non_stream_and_stream(gw: Gateway, fakes: Any) -> None:
     answer = client.messages.create(
         model="everywhere", max_tokens=64, messages=[{"role": "user", "content": "hello"}]
     )
-    assert answer.content[0].text == "echo: hello" and answer.model == "everywhere"
+    assert answer.content[0].text == "echo: hello" and answer.model == "everywhere"  # type: ignore[union-attr]
     fail_first_two(fakes)
     with client.messages.stream(
         model="everywhere", max_tokens=64, messages=[{"role": "user", "content": "hey"}]

@@ -43,7 +43,7 @@ def gemini_client(fake: FakeGeminiUpstream, key: str = API_KEY) -> genai.Client:
 
 
 def vertex_client(fake: FakeGeminiUpstream, account: ServiceAccount) -> genai.Client:
-    creds = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+    creds = service_account.Credentials.from_service_account_info(
         account.info(fake.token_url), scopes=["https://www.googleapis.com/auth/cloud-platform"]
     )
     options = types.HttpOptions(base_url=fake.url, api_version="v1")
@@ -117,7 +117,7 @@ def test_function_calling_round_trip(fake: FakeGeminiUpstream) -> None:
 
     history = [
         types.Content(role="user", parts=[types.Part(text="weather?")]),
-        answer.candidates[0].content,  # type: ignore[index, union-attr]
+        answer.candidates[0].content,  # type: ignore[index]
         types.Content(
             role="user",
             parts=[

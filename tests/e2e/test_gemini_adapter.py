@@ -443,7 +443,7 @@ def test_anthropic_tool_use_through_gemini(gw: Gateway, fake: FakeGeminiUpstream
     )
     assert first.stop_reason == "tool_use"
     [use] = [b for b in first.content if b.type == "tool_use"]
-    assert use.name == "get_weather" and use.input == {"city": "Rome"}  # type: ignore[union-attr]
+    assert use.name == "get_weather" and use.input == {"city": "Rome"}
     fake.script(GeminiReply(content="Warm."))
     second = claude(gw).messages.create(
         model=alias,
@@ -451,13 +451,13 @@ def test_anthropic_tool_use_through_gemini(gw: Gateway, fake: FakeGeminiUpstream
         tools=[tool],
         messages=[
             {"role": "user", "content": "Weather in Rome?"},
-            {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+            {"role": "assistant", "content": [b.model_dump() for b in first.content]},  # type: ignore[list-item, misc]
             {
                 "role": "user",
                 "content": [
                     {
                         "type": "tool_result",
-                        "tool_use_id": use.id,  # type: ignore[union-attr]
+                        "tool_use_id": use.id,
                         "content": "28C",
                     }
                 ],

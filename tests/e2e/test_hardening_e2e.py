@@ -68,7 +68,7 @@ def test_a_short_admin_key_is_refused_at_startup(
 ) -> None:
     free = [port_factory() for _ in range(3)]
     admin = {"addr": f"127.0.0.1:{free[1]}", "admin_keys": ["long-enough-admin-key-1", "short"]}
-    result = _run_serve(tmp_path, admin, free)
+    result = _run_serve(tmp_path, admin, free)  # type: ignore[arg-type]
     assert result.returncode == 2, result.stderr
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, result.stderr
@@ -109,7 +109,7 @@ def test_a_stored_budget_with_an_overflowing_limit_is_rejected_not_fatal(
     gw.seed(fake_openai.url)
     gw.stop()
     value = {"name": "huge", "scope": "team", "scope_ref": "nobody", "period": "day"}
-    value["limit_usd"] = 1e300
+    value["limit_usd"] = 1e300  # type: ignore[assignment]
     db = sqlite3.connect(Path(gw.config["data_dir"]) / "aisix.db")
     columns = [row[1] for row in db.execute("PRAGMA table_info(resources)")]
     assert {"kind", "id", "value", "revision"} <= set(columns), columns

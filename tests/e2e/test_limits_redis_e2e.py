@@ -5,6 +5,7 @@ processes sharing one real redis-server enforce one rate limit and one budget ex
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,7 +84,7 @@ def seed_fixed(gw: Gateway, fake: FakeOpenAIUpstream, keys: dict[str, dict[str, 
 def test_two_gateways_share_one_rate_limit_and_one_budget(
     gateway: Any, fake_openai: FakeOpenAIUpstream, redis_server: RedisServer
 ) -> None:
-    keys = {
+    keys: dict[str, dict[str, Any]] = {
         "shared-rpm": {"rate_limit": {"rpm": 5}},
         "shared-budget": {"budget": {"limit_usd": 0.05, "period": "day"}},
     }
@@ -95,7 +96,9 @@ def test_two_gateways_share_one_rate_limit_and_one_budget(
     clear_of_window_edge()
 
     # 12 parallel requests, 6 through each gateway: 5 admitted in all
-    responses = parallel([lambda gw=gw: chat(gw, "shared-rpm") for gw in gws for _ in range(6)])
+    responses = parallel(
+        [functools.partial(chat, gw, "shared-rpm") for gw in gws for _ in range(6)]
+    )
     assert statuses(responses) == [200] * 5 + [429] * 7, [r.text for r in responses]
     for refused in (r for r in responses if r.status == 429):
         assert_rate_refusal(refused, "request limit exceeded (requests)")
@@ -105,7 +108,9 @@ def test_two_gateways_share_one_rate_limit_and_one_budget(
     assert remaining == [0, 1, 2, 3, 4], remaining
 
     # 0.05 USD holds two 0.021 requests, whichever gateway serves them
-    responses = parallel([lambda gw=gw: chat(gw, "shared-budget") for gw in gws for _ in range(4)])
+    responses = parallel(
+        [functools.partial(chat, gw, "shared-budget") for gw in gws for _ in range(4)]
+    )
     assert statuses(responses) == [200] * 2 + [429] * 6, [r.text for r in responses]
     for refused in (r for r in responses if r.status == 429):
         assert_budget_refusal(refused, "api_key", "shared-budget", 0.05)

@@ -46,7 +46,7 @@ def sdk(base_url: str, api_key: str = "sk-direct") -> openai.OpenAI:
 def test_fake_upstream_media_routes_with_the_sdk(fake_openai: FakeOpenAIUpstream) -> None:
     client = sdk(fake_openai.url + "/v1")
     images = client.images.generate(model="dall-e-3", prompt="a red fox", n=2)
-    assert [d.url for d in images.data] == [
+    assert [d.url for d in images.data] == [  # type: ignore[union-attr]
         "https://fake.invalid/img/0.png",
         "https://fake.invalid/img/1.png",
     ]

@@ -139,7 +139,7 @@ def test_langchain_chat_openai_with_the_responses_api(
     llm = ChatOpenAI(
         model=ALIAS,
         base_url=gw.proxy_url + "/v1",
-        api_key=CALLER_KEY,  # type: ignore[arg-type]
+        api_key=CALLER_KEY,
         use_responses_api=True,
         max_retries=0,
         timeout=20,

@@ -123,7 +123,7 @@ def test_translated_tool_call_and_previous_response(
             }
         )
     )
-    first = client.responses.create(model=ALIAS, input="Weather in Paris?", tools=[TOOL])
+    first = client.responses.create(model=ALIAS, input="Weather in Paris?", tools=[TOOL])  # type: ignore[list-item]
     calls = [item for item in first.output if item.type == "function_call"]
     assert len(calls) == 1 and calls[0].name == "get_weather"
     assert calls[0].call_id == "call_1" and calls[0].arguments == '{"city": "Paris"}'

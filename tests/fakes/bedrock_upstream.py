@@ -102,9 +102,10 @@ class FakeBedrock:
             loop.run_until_complete(site.start())
             server = site._server
             assert server is not None
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
             ready.set()
             loop.run_forever()
+            loop.close()
 
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()

@@ -23,7 +23,7 @@ import time
 import wave
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import orjson
 from aiohttp import web
@@ -137,7 +137,7 @@ class FakeOpenAIUpstream:
             time.sleep(0.01)
         return list(self.requests)
 
-    def start(self) -> FakeOpenAIUpstream:
+    def start(self) -> Self:
         started = threading.Event()
         errors: list[BaseException] = []
 
@@ -462,8 +462,8 @@ def form_fields(content_type: str, body: bytes) -> dict[str, bytes]:
     )
     fields: dict[str, bytes] = {}
     for part in message.get_payload():
-        name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True)
+        name = part.get_param("name", header="content-disposition")  # type: ignore[union-attr]
+        payload = part.get_payload(decode=True)  # type: ignore[union-attr]
         fields[str(name)] = payload if isinstance(payload, bytes) else b""
     return fields
 
@@ -559,7 +559,7 @@ async def _rerank(
         scored.append(
             {"index": i, "relevance_score": hits / max(len(words), 1), "document": {"text": text}}
         )
-    scored.sort(key=lambda r: -r["relevance_score"])
+    scored.sort(key=lambda r: -r["relevance_score"])  # type: ignore[operator]
     top = body.get("top_n") or len(scored)
     tokens = demo.estimate_tokens(str(body["query"])) * len(scored)
     answer = {

@@ -64,7 +64,7 @@ class Harness:
         body = {"display_name": name, "secret": SECRET, **extra}
         response = await self.client.post("/admin/v1/provider_keys", json=body)
         assert response.status == 201, response.body
-        return response.json()  # type: ignore[no-any-return]
+        return response.json()
 
     async def model(self, name: str, provider_key_id: str) -> dict[str, Any]:
         body = {
@@ -75,7 +75,7 @@ class Harness:
         }
         response = await self.client.post("/admin/v1/models", json=body)
         assert response.status == 201, response.body
-        return response.json()  # type: ignore[no-any-return]
+        return response.json()
 
 
 @pytest.fixture

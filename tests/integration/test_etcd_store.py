@@ -314,7 +314,7 @@ async def test_changes_seen_by_a_second_store_within_one_second(
         revision = etcd.put(f"{prefix}/api_keys/k", b"{}")
         assert await asyncio.wait_for(anext(feed), 1.0) == revision
     finally:
-        await feed.aclose()
+        await feed.aclose()  # type: ignore[attr-defined]
         await writer.close()
         await watcher.close()
 
@@ -336,7 +336,7 @@ async def test_compacted_history_forces_a_full_reload(etcd: EtcdServer, prefix: 
             later = etcd.put(f"{prefix}/models/later", b"{}")
             assert await asyncio.wait_for(anext(feed), 1.0) == later
         finally:
-            await feed.aclose()
+            await feed.aclose()  # type: ignore[attr-defined]
     finally:
         await s.close()
 
@@ -362,7 +362,7 @@ async def test_quiet_watch_checks_etcd_and_notices_missed_changes(
         with pytest.raises(StoreUnavailable, match="watch missed changes"):
             await asyncio.wait_for(waiter, 2.0)
     finally:
-        await feed.aclose()
+        await feed.aclose()  # type: ignore[attr-defined]
         await s.close()
 
 
@@ -404,7 +404,7 @@ async def test_etcd_down_is_store_unavailable_and_recovers(own_etcd: EtcdServer)
         assert (await put(s, "models", "m", {"v": 2})).revision == 2
         _, revision = await s.load_all()
         assert await asyncio.wait_for(waiter, 1.0) == revision
-        await feed.aclose()
+        await feed.aclose()  # type: ignore[attr-defined]
     finally:
         await s.close()
 
@@ -446,7 +446,7 @@ async def test_username_and_password(own_etcd: EtcdServer) -> None:
         await asyncio.sleep(0.2)
         await put(good, "models", "n", {})
         await asyncio.wait_for(waiter, 1.0)
-        await feed.aclose()
+        await feed.aclose()  # type: ignore[attr-defined]
         for s in (bad, anonymous):
             with pytest.raises(StoreUnavailable) as caught:
                 await s.load_all()

@@ -38,10 +38,10 @@ def _clean(fake: FakeGeminiUpstream) -> None:
     fake.token_lifetime_s = 3600
 
 
-def key(adapter: str, secret: str, api_base: str | None = None, **fields: Any) -> ProviderKey:
+def key(adapter: Any, secret: str, api_base: str | None = None, **fields: Any) -> ProviderKey:
     return ProviderKey(
         display_name="k", adapter=adapter, secret=secret, api_base=api_base, **fields
-    )  # type: ignore[arg-type]
+    )
 
 
 def model(name: str = "gemini-2.5-flash") -> DirectModel:
@@ -100,7 +100,7 @@ def test_gemini_embedding_urls() -> None:
 
 def stored(adapter: str, secret: str) -> ProviderKey:
     """A value stored before admin writes checked secret formats (no validation here)."""
-    return ProviderKey.model_construct(display_name="k", adapter=adapter, secret=secret)
+    return ProviderKey.model_construct(display_name="k", adapter=adapter, secret=secret)  # type: ignore[arg-type]
 
 
 def test_malformed_stored_secret_fails_the_attempt_without_echoing_it() -> None:

@@ -110,11 +110,13 @@ async def test_a_restarted_server_is_reconnected(server: RedisServer) -> None:
 async def test_a_silent_or_garbled_server_is_unavailable_within_the_timeout() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()
+        writer.close()  # the client hung up: close our side too, not at garbage collection
 
     async def garbled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readline()
         writer.write(b"!what\r\n")
         await reader.read()
+        writer.close()
 
     for handler, message in ((silent, "in time"), (garbled, "malformed")):
         tcp = await asyncio.start_server(handler, "127.0.0.1", 0)
@@ -128,6 +130,7 @@ async def test_a_silent_or_garbled_server_is_unavailable_within_the_timeout() ->
         assert asyncio.get_running_loop().time() - started < 1.0
         await client.close()
         tcp.close()
+        await tcp.wait_closed()
 
 
 async def test_sentinel_mode_finds_the_master(server: RedisServer, tmp_path: Path) -> None:

@@ -136,7 +136,7 @@ async def test_local_commit_is_announced_within_100ms(tmp_path: Path) -> None:
         assert await asyncio.wait_for(waiter, 0.1) == revision
         assert time.monotonic() - started < 0.1
     finally:
-        await feed.aclose()
+        await feed.aclose()  # type: ignore[attr-defined]
         await s.close()
 
 
@@ -156,7 +156,7 @@ async def test_other_process_change_is_seen_within_one_second(tmp_path: Path) ->
         assert seen == revision
         assert records == [Record("models", "m1", {"display_name": "x"}, 1)]
     finally:
-        await feed.aclose()
+        await feed.aclose()  # type: ignore[attr-defined]
         await writer.close()
         await watcher.close()
 

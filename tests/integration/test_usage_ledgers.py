@@ -83,7 +83,7 @@ def make_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> LedgerFactory
 
 
 def run(fn: Callable[[], Awaitable[Any]]) -> Any:
-    return asyncio.run(fn())
+    return asyncio.run(fn())  # type: ignore[arg-type]
 
 
 def test_reads_are_the_same_on_both_backends(make_ledger: LedgerFactory) -> None:

@@ -144,7 +144,7 @@ def test_line_never_contains_keys_secrets_or_prompts() -> None:
 
 def test_access_log_writes_one_json_line_per_request() -> None:
     out = io.BytesIO()
-    log = AccessLog(out)  # type: ignore[arg-type]
+    log = AccessLog(out)
     log.on_request(event())
     log.on_request(event(request_id="req-2"))
     lines = out.getvalue().splitlines()

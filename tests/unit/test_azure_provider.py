@@ -27,7 +27,11 @@ from aisix.providers.azure import (
 from aisix.providers.base import Provider, TLSConfig, UpstreamCall, UpstreamRequest
 from aisix.providers.tokens import TokenUnavailable
 from aisix.resources import DirectModel, ProviderKey, validate_value
+from aisix.wire.base import Endpoint
 from aisix.wire.types import UpstreamFault
+
+ENDPOINTS_NATIVE: tuple[Endpoint, ...] = ("chat", "completions", "embeddings")
+ENDPOINTS_TRANSLATED: tuple[Endpoint, ...] = ("messages", "responses")  # via chat
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "azure"
 KEY = "0123456789abcdef0123456789abcdef"
@@ -168,9 +172,9 @@ def test_endpoints_served() -> None:
     target: Provider = provider()
     assert target.adapter == "azure-openai" and target.family == "openai"
     assert target.codec.family == "openai"
-    for endpoint in ("chat", "completions", "embeddings"):
+    for endpoint in ENDPOINTS_NATIVE:
         assert target.supports(endpoint) and target.native(endpoint)
-    for endpoint in ("messages", "responses"):  # translated to the chat deployment
+    for endpoint in ENDPOINTS_TRANSLATED:  # translated to the chat deployment
         assert target.supports(endpoint) and not target.native(endpoint)
     assert not target.supports("count_tokens")
 

@@ -42,20 +42,20 @@ def test_untrusted_peer_header_is_ignored() -> None:
 
 
 def test_trusted_peer_takes_last_hop() -> None:
-    cfg = {"trusted_proxies": ["10.0.0.0/8"]}
+    cfg: dict[str, Any] = {"trusted_proxies": ["10.0.0.0/8"]}
     assert resolve("10.0.0.5", "1.1.1.1, 2.2.2.2,  10.0.0.9 ", **cfg) == "10.0.0.9"
     assert resolve("10.0.0.5", None, **cfg) == "10.0.0.5"
     assert resolve("10.0.0.5", " , ", **cfg) == "10.0.0.5"
 
 
 def test_single_ip_trusted_entry_and_custom_header() -> None:
-    cfg = {"trusted_proxies": ["192.168.1.1"], "header": "X-Real-IP"}
+    cfg: dict[str, Any] = {"trusted_proxies": ["192.168.1.1"], "header": "X-Real-IP"}
     assert resolve("192.168.1.1", "3.3.3.3", sent_as="x-real-ip", **cfg) == "3.3.3.3"
     assert resolve("192.168.1.2", "3.3.3.3", sent_as="x-real-ip", **cfg) == "192.168.1.2"
 
 
 def test_recursive_walks_past_trusted_hops() -> None:
-    cfg = {"trusted_proxies": ["10.0.0.0/8", "172.16.0.1"], "recursive": True}
+    cfg: dict[str, Any] = {"trusted_proxies": ["10.0.0.0/8", "172.16.0.1"], "recursive": True}
     assert resolve("10.0.0.5", "1.1.1.1, 2.2.2.2, 172.16.0.1, 10.1.1.1", **cfg) == "2.2.2.2"
     assert resolve("10.0.0.5", "1.1.1.1", **cfg) == "1.1.1.1"
     # every hop trusted: the leftmost is the best guess (nginx behaviour)
@@ -63,7 +63,7 @@ def test_recursive_walks_past_trusted_hops() -> None:
 
 
 def test_ipv6_peer_and_hops() -> None:
-    cfg = {"trusted_proxies": ["fd00::/8"], "recursive": True}
+    cfg: dict[str, Any] = {"trusted_proxies": ["fd00::/8"], "recursive": True}
     assert resolve("fd00::1", "2001:db8::7, fd00::2", **cfg) == "2001:db8::7"
 
 

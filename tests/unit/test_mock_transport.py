@@ -71,7 +71,7 @@ async def test_streams_deliver_chunks_then_end_or_fail_mid_stream() -> None:
     clean.release()
     clean.close()
     assert mock.responses[0].released is False
-    assert (clean.released, clean.closed) == (True, True)  # type: ignore[attr-defined]
+    assert (clean.released, clean.closed) == (True, True)
 
 
 async def test_delays_honour_the_deadlines_like_the_real_transport() -> None:

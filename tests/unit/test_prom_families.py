@@ -1,5 +1,6 @@
 """The lock-free metric families render as Prometheus text with the values they were given."""
 
+import functools
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -57,7 +58,7 @@ def test_other_workers_dumps_merge_into_the_rendering() -> None:
     for m, n in ((main, 2), (worker, 3)):
         m.requests.child("/v1/chat/completions", "m", "openai", "200", "success").inc(n)
         m.duration.child("/v1/chat/completions", "m", "success").observe(0.05 * n)
-        m.bind_in_flight(lambda n=n: float(n))
+        m.bind_in_flight(functools.partial(float, n))
         m.applied_revision.set(10 + n)
     worker.deployment_state.child("openai", "only-in-worker", "gpt-4o", "pk-1").set(1)
     merged = samples(main, [worker.dump()])

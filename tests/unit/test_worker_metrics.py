@@ -7,6 +7,7 @@ import asyncio
 import multiprocessing
 import threading
 import time
+from typing import Any
 
 from aisix.obs.workers import WorkerLinks, serve_metrics_requests
 
@@ -24,7 +25,7 @@ def test_a_late_answer_is_left_out_then_discarded() -> None:
     threading.Thread(target=slow_worker, daemon=True).start()
     missed: list[float] = []
 
-    async def main() -> tuple[list[object], list[object]]:
+    async def main() -> tuple[list[Any], list[Any]]:
         links = WorkerLinks([main_end], 0.1, missed.append)
         first = await links.collect()
         await asyncio.sleep(0.5)  # the late answer to scrape 1 is now waiting in the pipe
@@ -42,7 +43,7 @@ def test_a_worker_loop_answers_and_a_closed_pipe_counts_as_missing() -> None:
     dead_worker.close()
     missed: list[float] = []
 
-    async def main() -> list[object]:
+    async def main() -> list[Any]:
         serve_metrics_requests(asyncio.get_running_loop(), worker_end, lambda: {"f": {(): 7.0}})
         links = WorkerLinks([main_end, dead_main], 1.0, missed.append)
         return await links.collect()

@@ -18,11 +18,10 @@ from typing import Any
 import orjson
 
 from aisix.errors import GatewayError, NotImplementedByAdapter, UpstreamDecodeError
-from aisix.events import MediaUnits
 from aisix.wire.base import Endpoint, StreamEncoder, StreamRelay
 from aisix.wire.openai import FAMILY
 from aisix.wire.request import invalid, parse_model_request
-from aisix.wire.types import ChatRequest, ChatResponse, Usage
+from aisix.wire.types import ChatRequest, ChatResponse, MediaUnits, Usage
 
 #: the key of a parsed upload's `MultipartForm` in the body dict (never a client JSON field:
 #: uploads are not JSON)

@@ -70,6 +70,18 @@ class Usage:
         )
 
 
+@dataclass(slots=True)
+class MediaUnits:
+    """Billable units of a media call besides tokens (priced by `pricing.media_cost_usd`)."""
+
+    #: images generated
+    images: int = 0
+    #: seconds of input audio (transcriptions, translations), as the upstream reported them
+    audio_seconds: float = 0.0
+    #: characters of text to speak (audio speech)
+    characters: int = 0
+
+
 # --- content parts --------------------------------------------------------------------------
 
 

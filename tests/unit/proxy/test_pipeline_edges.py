@@ -146,7 +146,7 @@ async def raw_post(rig: Rig, path: str, raw: bytes) -> tuple[int, bytes]:
     async def send(message: dict[str, Any]) -> None:
         messages_out.append(message)
 
-    await rig.app(scope, receive, send)
+    await rig.app(scope, receive, send)  # type: ignore[arg-type]
     status = messages_out[0]["status"]
     return status, b"".join(m.get("body", b"") for m in messages_out[1:])
 
@@ -182,7 +182,7 @@ async def test_routes_methods_models_and_request_ids(edge: Rig) -> None:
 
 async def test_a_target_refused_by_its_own_limits_is_skipped(edge: Rig) -> None:
     edge.upstream.script(OPENAI_HOST, json_reply(openai_chat(), delay=0.5))
-    first = asyncio.create_task(edge.post("/v1/chat/completions", chat("one-slot-then-claude")))
+    first = asyncio.create_task(edge.post("/v1/chat/completions", chat("one-slot-then-claude")))  # type: ignore[arg-type,var-annotated]
     await edge.upstream.wait_requests(1)
     # the one slot of gpt-one-slot is taken: the routing alias goes to claude at once
     second = await edge.post("/v1/chat/completions", chat("one-slot-then-claude"))

@@ -153,7 +153,7 @@ async def hang_up_once_upstream_called(
     rig: Rig, body: dict[str, Any], path: str = "/v1/chat/completions"
 ) -> Any:
     gone = asyncio.Event()
-    call = asyncio.create_task(rig.post(path, body, hang_up=gone))
+    call = asyncio.create_task(rig.post(path, body, hang_up=gone))  # type: ignore[arg-type,var-annotated]
     await rig.upstream.wait_requests(1)
     gone.set()
     async with asyncio.timeout(5):  # the upstream would answer only after 30 s
@@ -199,7 +199,7 @@ async def test_concurrency_slots_are_held_while_calls_run(rig: Rig) -> None:
     # the caller key allows 4 concurrent calls
     slow = [json_reply(openai_chat(), delay=0.5) for _ in range(4)]
     rig.upstream.script(OPENAI_HOST, *slow)
-    calls = [asyncio.create_task(rig.post("/v1/chat/completions", chat(GPT))) for _ in slow]
+    calls = [asyncio.create_task(rig.post("/v1/chat/completions", chat(GPT))) for _ in slow]  # type: ignore[arg-type,var-annotated]
     await rig.upstream.wait_requests(4)
     # 4 gate slots (key) and 4 attempt slots (model)
     assert rig.counters().slots == 8

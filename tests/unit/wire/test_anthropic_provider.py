@@ -29,7 +29,7 @@ def provider(**key_fields: Any) -> AnthropicProvider:
         model_name="claude-sonnet-4-5",
         provider_key_id="k",
     )
-    return build_provider(key, model, Registry().tls_for(key))
+    return build_provider(key, model, Registry().tls_for(key))  # type: ignore[return-value]
 
 
 @pytest.mark.parametrize(
@@ -55,7 +55,7 @@ def test_capabilities() -> None:
         e
         for e in ("chat", "messages", "count_tokens", "completions", "embeddings", "responses")
         if p.supports(e)
-    ] == [  # type: ignore[arg-type]
+    ] == [
         "chat",
         "messages",
         "count_tokens",

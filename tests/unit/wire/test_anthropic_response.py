@@ -32,7 +32,7 @@ def test_answer_decodes_every_block_kind() -> None:
     )
     assert redacted == ThinkingPart(signature="EmwKAhgBEgy3va3pzix/redacted", redacted=True)
     assert text == TextPart("I'll check ")
-    assert cited.text == "the weather." and cited.extra["citations"][0]["cited_text"] == "weather"
+    assert cited.text == "the weather." and cited.extra["citations"][0]["cited_text"] == "weather"  # type: ignore[union-attr]
     assert isinstance(server, NativePart) and server.block["type"] == "server_tool_use"
     assert response.message.tool_calls == [
         ToolCall(

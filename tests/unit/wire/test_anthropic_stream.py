@@ -334,7 +334,7 @@ def test_message_delta_usage_overwrites_field_by_field() -> None:
         },
     }
     raw = b"".join(
-        b"event: " + d["type"].encode() + b"\ndata: " + orjson.dumps(d) + b"\n\n"
+        b"event: " + str(d["type"]).encode() + b"\ndata: " + orjson.dumps(d) + b"\n\n"
         for d in (start, delta)
     )
     expected = Usage.of(2600, 40, 2000, cache_creation=500)

@@ -39,7 +39,7 @@ def parts_of(content_type: str, body: bytes) -> dict[str, bytes]:
         b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
     )
     return {
-        str(p.get_param("name", header="content-disposition")): p.get_payload(decode=True)
+        str(p.get_param("name", header="content-disposition")): p.get_payload(decode=True)  # type: ignore[misc,union-attr]
         for p in message.get_payload()
     }
 

@@ -17,7 +17,6 @@ from aisix.wire.types import MediaUnits, Usage
 __all__ = ["AttemptFinished", "EventBus", "MediaUnits", "RequestFinished", "Usage"]
 
 
-@dataclass(frozen=True, slots=True)
 @dataclass(slots=True)
 class AttemptFinished:
     model_id: str

@@ -32,6 +32,7 @@ def test_schema_into_a_closed_pipe_ends_quietly() -> None:
     assert process.stdout is not None and process.stderr is not None
     process.stdout.close()
     err = process.stderr.read().decode()
+    process.stderr.close()
     code = process.wait(30)
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
     assert code == 0

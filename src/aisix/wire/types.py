@@ -70,7 +70,7 @@ class Usage:
         )
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class MediaUnits:
     """Billable units of a media call besides tokens (priced by `pricing.media_cost_usd`)."""
 

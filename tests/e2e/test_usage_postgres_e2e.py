@@ -10,7 +10,7 @@ from typing import Any
 
 import openai
 import pytest
-from e2e_helpers import ALIAS, Gateway, GatewayFactory, sha256_hex, wait_for
+from e2e_helpers import ADMIN_KEY, ALIAS, Gateway, GatewayFactory, sha256_hex, wait_for
 
 from fakes.etcd_server import EtcdServer
 from fakes.openai_upstream import FakeOpenAIUpstream, Reply
@@ -168,7 +168,7 @@ def test_read_endpoints_on_sqlite(gateway: GatewayFactory, fake_openai: FakeOpen
     assert [(r["key"], r["requests"], r["errors"]) for r in top["rows"]] == [(key, 2, 0)]
     audit = get(gw, "/audit?limit=2")
     assert audit["total"] == 3 and len(audit["entries"]) == 2
-    assert audit["entries"][0]["actor"] == sha256_hex("test-admin-key")[:16]
+    assert audit["entries"][0]["actor"] == sha256_hex(ADMIN_KEY)[:16]
     for path in (
         "/usage/timeseries?bucket=minute&from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z",
         "/usage/timeseries?bucket=fortnight",

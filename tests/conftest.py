@@ -7,7 +7,10 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import anthropic
+import openai
 import pytest
 
 # Make `tests/fakes` importable as `fakes` whatever pytest's rootdir/import mode is.
@@ -89,3 +92,25 @@ def own_postgres() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.destroy()
+
+
+@pytest.fixture(autouse=True)
+def close_sdk_clients(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Close every sync OpenAI/Anthropic SDK client a test made, at its teardown.
+
+    Tests build clients freely (`gw.openai_client()`, helpers); their connection pools would
+    otherwise be closed by the garbage collector, whose ResourceWarning fails a later test
+    (warnings are errors). This closes them properly; it patches only the SDKs' constructors.
+    """
+    made: list[openai.OpenAI | anthropic.Anthropic] = []
+    for cls in (openai.OpenAI, anthropic.Anthropic):
+        original = cls.__init__
+
+        def record(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> None:
+            _original(self, *args, **kwargs)
+            made.append(self)
+
+        monkeypatch.setattr(cls, "__init__", record)
+    yield
+    for client in made:
+        client.close()

@@ -3,13 +3,19 @@
 GET and POST relayed with method, path and query; the provider's credential replaces the
 caller's (whose key never reaches the upstream); the key's `strip_headers` and hop-by-hop
 headers are dropped; a streamed answer arrives in pieces; upstream errors come back as sent;
-permission (403), unknown keys (404) and the caller key's rate limit and budget apply.
+permission (403), unknown keys (404) and the caller key's rate limit and budget apply; an
+upload arriving in pieces reaches the upstream before it ends (chunked or with its length), is
+bounded by `proxy.upload_body_limit_bytes`, and is read whole only to be signed (bedrock).
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import socketserver
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -186,5 +192,160 @@ def test_passthrough_to_bedrock_is_re_signed(gateway: Any) -> None:
         assert seen.signature_ok and seen.json == body
         assert seen.headers["x-custom"] == "signed too"
         assert "sk-aws" not in str(seen.headers)
+
+        # an upload in pieces is read whole to be signed (SigV4 covers the payload's hash)
+        parts = urlsplit(gw.proxy_url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=20)
+        raw = orjson.dumps(body)
+
+        def slowly() -> Iterator[bytes]:
+            yield raw[:10]
+            time.sleep(0.3)  # two reads for the gateway: the body arrives streamed
+            yield raw[10:]
+
+        conn.request(
+            "POST",
+            f"/passthrough/aws/model/{model_id}/converse",
+            slowly(),
+            {"Authorization": "Bearer sk-aws", "Content-Type": "application/json"},
+            encode_chunked=True,
+        )
+        response = conn.getresponse()
+        streamed = orjson.loads(response.read())
+        conn.close()
+        assert response.status == 200, streamed
+        assert streamed["output"]["message"]["content"][0]["text"] == "echo: raw ping"
+        assert fake.requests[-1].signature_ok and fake.requests[-1].json == body
     finally:
         fake.stop()
+
+
+class UploadUpstream(socketserver.ThreadingTCPServer):
+    """A raw HTTP/1.1 upstream that reads each request body piece by piece (chunked or
+    Content-Length), sets `first_part` once some has arrived, and answers with its size and
+    SHA-256."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _UploadHandler)
+        self.first_part = threading.Event()
+        self.heads: list[str] = []
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _UploadHandler(socketserver.StreamRequestHandler):
+    server: UploadUpstream
+
+    def handle(self) -> None:
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            line = self.rfile.readline()
+            if not line:
+                return
+            head += line
+        text = head.decode("latin-1").lower()
+        self.server.heads.append(text)
+        digest = hashlib.sha256()
+        size = 0
+        if "transfer-encoding: chunked" in text:
+            while (length := int(self.rfile.readline().strip(), 16)) > 0:
+                digest.update(self.rfile.read(length))
+                size += length
+                self.rfile.readline()
+                self.server.first_part.set()
+            self.rfile.readline()
+        else:
+            remaining = int(text.split("content-length: ")[1].split("\r\n")[0])
+            while remaining:
+                part = self.rfile.read1(remaining)
+                if not part:
+                    return
+                digest.update(part)
+                size += len(part)
+                remaining -= len(part)
+                self.server.first_part.set()
+        body = orjson.dumps({"size": size, "sha256": digest.hexdigest()})
+        self.wfile.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+
+
+def pieces(upstream: UploadUpstream, first: bytes, rest: bytes) -> Iterator[bytes]:
+    """The client's upload: `first`, then `rest` only once the upstream has part of `first`
+    (a gateway that buffered the body would never let it arrive)."""
+    yield first
+    assert upstream.first_part.wait(10), "the upstream got nothing before the upload ended"
+    yield rest
+
+
+def test_passthrough_streams_an_upload_as_it_arrives(gateway: Any) -> None:
+    upstream = UploadUpstream()
+    try:
+        gw = gateway({"proxy": {"upload_body_limit_bytes": 4 * 1024 * 1024}})
+        pk = gw.create_provider_key(upstream.url)
+        gw.create_model("m", pk)
+        gw.create_api_key("sk-up", ["m"], allow_passthrough=["openai-test"])
+        gw.wait_for_key("sk-up", "m")
+        parts = urlsplit(gw.proxy_url)
+        first, rest = b"a" * 300_000, b"b" * 200_000
+        whole = hashlib.sha256(first + rest).hexdigest()
+        for framing in ("chunked", "length"):
+            upstream.first_part.clear()
+            headers = {"Authorization": "Bearer sk-up", "Content-Type": "application/octet-stream"}
+            if framing == "length":
+                headers["Content-Length"] = str(len(first) + len(rest))
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=20)
+            conn.request(
+                "POST",
+                "/passthrough/openai-test/files",
+                pieces(upstream, first, rest),
+                headers,
+                encode_chunked=framing == "chunked",
+            )
+            response = conn.getresponse()
+            got = orjson.loads(response.read())
+            conn.close()
+            assert response.status == 200, got
+            assert got == {"size": 500_000, "sha256": whole}, framing
+            sent = upstream.heads[-1]
+            assert "authorization: bearer " + PROVIDER_SECRET.lower() in sent
+            assert "sk-up" not in sent
+            if framing == "chunked":
+                assert "transfer-encoding: chunked" in sent
+            else:
+                assert "content-length: 500000" in sent
+
+        # past the limit mid-upload: 413 in the OpenAI envelope, and the gateway stays up
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=20)
+        big = (b"c" * 1024 * 1024 for _ in range(6))
+        try:
+            conn.request(
+                "POST",
+                "/passthrough/openai-test/files",
+                big,
+                {"Authorization": "Bearer sk-up"},
+                encode_chunked=True,
+            )
+            response = conn.getresponse()
+            status, text = response.status, response.read()
+        except (BrokenPipeError, ConnectionResetError):
+            status, text = 0, b""  # the gateway may cut the upload off before we read
+        conn.close()
+        assert status in (413, 0), text
+        if status:
+            assert b"limit" in text
+        assert gw.proxy("GET", "/v1/models", api_key="sk-up").status == 200
+    finally:
+        upstream.stop()

@@ -11,13 +11,21 @@ answer. Provider secrets live only inside the provider object and the request it
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aisix.wire.base import Endpoint, UpstreamCodec
 from aisix.wire.types import ChatRequest, EmbeddingRequest
 
-__all__ = ["Endpoint", "Provider", "TLSConfig", "UpstreamCall", "UpstreamRequest"]
+__all__ = [
+    "Endpoint",
+    "Provider",
+    "StreamedBody",
+    "TLSConfig",
+    "UpstreamCall",
+    "UpstreamRequest",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +43,21 @@ class TLSConfig:
 
 
 @dataclass(slots=True)
+class StreamedBody:
+    """A request body sent upstream as it arrives from the client (passthrough uploads).
+
+    `chunks` yields it (it may raise the client's disconnect or a size limit); `length` is the
+    client's Content-Length, None to send it chunked. A provider that signs the payload reads
+    it whole in `authorize` (`read_whole`)."""
+
+    chunks: AsyncGenerator[bytes, None]
+    length: int | None = None
+
+    async def read_whole(self) -> bytes:
+        return b"".join([chunk async for chunk in self.chunks])
+
+
+@dataclass(slots=True)
 class UpstreamRequest:
     """One HTTP request to an upstream; `headers` are final once `authorize` has run."""
 
@@ -45,6 +68,14 @@ class UpstreamRequest:
     tls: TLSConfig = field(default_factory=TLSConfig)
     #: egress proxy URL (`http://host:port`) or None for a direct connection
     proxy: str | None = None
+    #: a body streamed as it arrives instead of `body` (sent once: never retried)
+    stream_body: StreamedBody | None = None
+
+    async def buffer_body(self) -> None:
+        """Read a streamed body whole into `body` (to sign it, or to hand it to a mock)."""
+        if self.stream_body is not None:
+            self.body = await self.stream_body.read_whole()
+            self.stream_body = None
 
 
 @dataclass(slots=True)

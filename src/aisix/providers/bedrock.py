@@ -142,6 +142,7 @@ class BedrockProvider:
         from botocore.awsrequest import AWSRequest
 
         credentials = await self._credentials.get()
+        await request.buffer_body()  # SigV4 signs the payload's hash
         signed = AWSRequest(
             method=request.method, url=request.url, data=request.body, headers=request.headers
         )

@@ -7,17 +7,20 @@ inbound credential header and the key's `strip_headers`; the provider's `authori
 credential (bedrock signs the raw request). The answer — any status — is relayed as it
 arrives. The caller key's rate limits, concurrency and budgets apply: the key's
 `passthrough_price_usd` is reserved and charged per call, and token counts of an OpenAI- or
-Anthropic-shaped JSON answer are counted against token limits. The request body is read
-whole first (bounded by `proxy.upload_body_limit_bytes`: signatures need it).
+Anthropic-shaped JSON answer are counted against token limits. A body that arrives in one
+piece is sent as bytes; a longer upload is streamed upstream as it arrives, at the upstream's
+pace (with the client's Content-Length, or chunked), never held whole unless the provider
+signs the payload (bedrock). Either way it is bounded by `proxy.upload_body_limit_bytes`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncGenerator
 
 import orjson
 
-from aisix.asgi import BodyTooLarge, ClientGone, Headers, Receive, Scope, Send, read_body
+from aisix.asgi import BodyTooLarge, ClientGone, Headers, Receive, Scope, Send, header
 from aisix.errors import (
     ModelNotFound,
     PermissionDenied,
@@ -28,7 +31,7 @@ from aisix.errors import (
 from aisix.events import AttemptFinished
 from aisix.limits.governor import ratelimit_headers
 from aisix.pricing import Estimate
-from aisix.providers.base import Provider, TLSConfig, UpstreamRequest
+from aisix.providers.base import Provider, StreamedBody, TLSConfig, UpstreamRequest
 from aisix.providers.transport import timeout_error
 from aisix.proxy.auth import authenticate
 from aisix.proxy.context import ProxyRuntime, RequestContext
@@ -155,9 +158,9 @@ async def serve_passthrough(
     ctx.served = model
     limit = rt.settings.proxy.upload_body_limit_bytes
     try:
-        body = await read_body(receive, scope, limit)
+        body = await request_body(receive, scope, limit)
     except BodyTooLarge:
-        raise RequestTooLarge(f"request body exceeds {limit}-byte limit") from None
+        raise too_large(limit) from None
     base: str = getattr(provider, "base", "")
     raw_path = scope.get("raw_path")
     if raw_path:  # the client's own encoding of the path
@@ -168,7 +171,10 @@ async def serve_passthrough(
     tls = getattr(provider, "tls", None)
     if not base or not isinstance(tls, TLSConfig):
         raise ServiceUnavailable(f'provider key "{name}" has no upstream to pass through to')
-    request = UpstreamRequest(ctx.method, url, headers, body, tls)
+    if isinstance(body, StreamedBody):
+        request = UpstreamRequest(ctx.method, url, headers, b"", tls, stream_body=body)
+    else:
+        request = UpstreamRequest(ctx.method, url, headers, body, tls)
     price = entry.value.passthrough_price_usd
     assert isinstance(model.value, DirectModel)
     timeout_ms, stream_timeout_ms = upstream_timeouts(rt, model.value)
@@ -180,7 +186,10 @@ async def serve_passthrough(
         head = common + ratelimit_headers(hold)
         ctx.attempts = 1
         started = time.perf_counter()
-        usage = await _relay(rt, ctx, request, send, head, timeout_ms, stream_timeout_ms)
+        try:
+            usage = await _relay(rt, ctx, request, send, head, timeout_ms, stream_timeout_ms)
+        except BodyTooLarge:  # a streamed upload went past the limit before any answer
+            raise too_large(limit) from None
         ctx.attempt_log.append(
             AttemptFinished(
                 model_id=model.id,
@@ -198,6 +207,46 @@ async def serve_passthrough(
         ctx.usage = usage
         ctx.cost_usd = price
         await holds.settle_all(usage, price)
+
+
+def too_large(limit: int) -> RequestTooLarge:
+    return RequestTooLarge(f"request body exceeds {limit}-byte limit")
+
+
+async def request_body(receive: Receive, scope: Scope, limit: int) -> bytes | StreamedBody:
+    """The client's body: bytes if it came in one piece (most calls), else a `StreamedBody`
+    that yields the rest as it arrives. Raises BodyTooLarge past `limit` (0: none), also
+    later, from the stream."""
+    declared = header(scope, b"content-length")
+    length = int(declared) if declared is not None and declared.isdigit() else None
+    if limit and length is not None and length > limit:
+        raise BodyTooLarge
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone
+    first: bytes = message.get("body", b"")
+    if limit and len(first) > limit:
+        raise BodyTooLarge
+    if not message.get("more_body", False):
+        return first
+    return StreamedBody(_rest(receive, first, limit), length)
+
+
+async def _rest(receive: Receive, first: bytes, limit: int) -> AsyncGenerator[bytes, None]:
+    yield first
+    size = len(first)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if limit and size > limit:
+            raise BodyTooLarge
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
 
 
 async def _relay(

@@ -22,6 +22,7 @@ from aisix.transport.errors import (
     ResponseTooLarge,
     TransportError,
     WriteError,
+    WriteTimeout,
 )
 
 if TYPE_CHECKING:
@@ -251,6 +252,8 @@ class Connection(asyncio.Protocol):
         self._header_bytes = 0  # sum of header names and values
         self._header_count = 0
         self._writing = False  # part of the request is still in our write buffer
+        self._body_open = False  # a streamed request body is not all written yet
+        self._drain_waiter: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -265,6 +268,17 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing = False
+        self._wake_writer(None)
+
+    def _wake_writer(self, error: BaseException | None) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                if error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(error)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -289,6 +303,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
+        self._wake_writer(WriteError("the connection failed while sending the request"))
         response = self.response
         if response is None:
             return
@@ -352,15 +367,19 @@ class Connection(asyncio.Protocol):
         if response is not None:
             response._finish()
         # an answer that came before our whole request was written leaves the stream unusable
-        if keep_alive and not self.closed and self.transport and not self._writing:
+        unsent = self._writing or self._body_open
+        if keep_alive and not self.closed and self.transport and not unsent:
             self.pool.release(self)
         else:
             self.abort()
 
     # -- used by the pool and the response -------------------------------------------------
 
-    def send(self, response: Response, data: bytes) -> None:
+    def send(self, response: Response, data: bytes, *, more: bool = False) -> None:
+        """Start an exchange: write the request (`more`: only its head; the body follows
+        through `write_body` and `end_body`)."""
         self.response = response
+        self._body_open = more
         self._until_close = False
         self._in_head = True
         self._head_bytes = 0
@@ -368,6 +387,33 @@ class Connection(asyncio.Protocol):
         self._header_count = 0
         assert self.transport is not None
         self.transport.write(data)
+
+    async def write_body(self, data: bytes, timeout: float | None) -> None:
+        """Write part of a streamed request body, then wait (up to `timeout`) until the
+        socket has taken it: the client's upload goes at the upstream's pace."""
+        if self.closed or self.transport is None:
+            raise WriteError("the connection failed while sending the request")
+        self.transport.write(data)
+        if not self._writing:
+            return
+        waiter = self.loop.create_future()
+        self._drain_waiter = waiter
+        timer = None
+        if timeout is not None:
+            timer = self.loop.call_later(timeout, self._write_expired, timeout)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _write_expired(self, timeout: float) -> None:
+        self._wake_writer(WriteTimeout("the upstream stopped taking the request body", timeout))
+        self.abort()
+
+    def end_body(self) -> None:
+        """The streamed request body is all written: the connection may be reused."""
+        self._body_open = False
 
     def _broken(self, error: TransportError) -> None:
         response = self.response

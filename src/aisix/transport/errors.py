@@ -90,6 +90,10 @@ class ReadTimeout(TransportTimeout):
     """The response (non-streamed: all of it; streamed: the next read) did not arrive in time."""
 
 
+class WriteTimeout(TransportTimeout):
+    """The upstream did not take the next part of a streamed request body in time."""
+
+
 def _ms(timeout: float | None) -> int:
     return round(timeout * 1000) if timeout is not None else 0
 
@@ -97,7 +101,7 @@ def _ms(timeout: float | None) -> int:
 def gateway_error(exc: TransportError) -> GatewayError:
     """The contract error for a transport failure (§6.4), with the failure's flags."""
     err: GatewayError
-    if isinstance(exc, ReadTimeout):
+    if isinstance(exc, ReadTimeout | WriteTimeout):
         err = UpstreamTimeout(f"upstream request timed out after {_ms(exc.timeout)}ms")
     elif isinstance(exc, PoolTimeout):
         err = UpstreamPoolTimeout(
@@ -131,5 +135,6 @@ __all__ = [
     "TransportError",
     "TransportTimeout",
     "WriteError",
+    "WriteTimeout",
     "gateway_error",
 ]

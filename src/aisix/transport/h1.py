@@ -24,9 +24,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aisix.egress import EgressPolicy
-from aisix.providers.base import TLSConfig, UpstreamRequest
+from aisix.providers.base import StreamedBody, TLSConfig, UpstreamRequest
 from aisix.transport.connection import DRAIN_BYTES, DRAIN_SECONDS, HIGH_WATER, Response
-from aisix.transport.errors import LocalProtocolError, RemoteProtocolError, TransportError
+from aisix.transport.errors import (
+    LocalProtocolError,
+    RemoteProtocolError,
+    TransportError,
+    WriteError,
+)
 from aisix.transport.pool import Pool
 from aisix.transport.proxy import parse_proxy
 from aisix.transport.tls import context_for
@@ -204,6 +209,10 @@ class H1Transport:
         streaming) or each read until the head (streaming); None waits for ever. The
         connection attempt is also bounded by the transport's connect timeout."""
         route = self.route(request.url, request.tls, request.method, request.proxy)
+        if request.stream_body is not None:
+            return self._exchange_streamed(
+                route, request.headers, request.stream_body, timeout, stream
+            )
         return self._exchange(route, request.headers, request.body, timeout, stream)
 
     def request(
@@ -243,29 +252,89 @@ class H1Transport:
         stream: bool,
     ) -> Response:
         data = encode_request(route.prefix, headers, body, route.with_length)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None or stream else loop.time() + timeout
-        connect_timeout = self.connect_timeout_s
-        if timeout is not None and (connect_timeout is None or timeout < connect_timeout):
-            connect_timeout = timeout
-        conn = await route.pool.acquire(connect_timeout, timeout)
+        deadline = (
+            None if timeout is None or stream else asyncio.get_running_loop().time() + timeout
+        )
+        conn = await route.pool.acquire(self._connect_timeout(timeout), timeout)
         response = Response(conn, stream, timeout)
         try:
             conn.send(response, data)
-            if stream:
-                await response._wait_head(timeout)
-            else:
-                await response._wait_done(deadline)
+            await _answer(response, stream, timeout, deadline)
         except BaseException:
             response.close()
             raise
         return response
 
+    async def _exchange_streamed(
+        self,
+        route: Route,
+        headers: dict[str, str],
+        body: StreamedBody,
+        timeout: float | None,
+        stream: bool,
+    ) -> Response:
+        """Send the head, then the body as `body.chunks` yields it (chunked unless its length
+        is known), each write waiting until the upstream socket takes it. An upstream that
+        answers before the body is all sent gets no more of it; its connection is not reused."""
+        head = encode_head(route.prefix, headers, body.length)
+        conn = await route.pool.acquire(self._connect_timeout(timeout), timeout)
+        response = Response(conn, stream, timeout)
+        chunked = body.length is None
+        sent = 0
+        try:
+            conn.send(response, head, more=True)
+            async with contextlib.aclosing(body.chunks) as chunks:
+                async for chunk in chunks:
+                    if response.status:
+                        break  # answered early (a 401, a 413): the rest is not wanted
+                    if not chunk:
+                        continue
+                    sent += len(chunk)
+                    if body.length is not None and sent > body.length:
+                        raise LocalProtocolError("the request body exceeds its Content-Length")
+                    try:
+                        await conn.write_body(
+                            b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk, timeout
+                        )
+                    except WriteError:
+                        if response.status:
+                            break
+                        raise
+                else:
+                    if chunked:
+                        await conn.write_body(b"0\r\n\r\n", timeout)
+                    elif sent != body.length:
+                        raise LocalProtocolError(
+                            "the request body is shorter than its Content-Length"
+                        )
+                    conn.end_body()
+            deadline = None if timeout is None or stream else conn.loop.time() + timeout
+            await _answer(response, stream, timeout, deadline)
+        except BaseException:
+            response.close()
+            raise
+        return response
 
-def encode_request(
-    prefix: bytes, headers: dict[str, str], body: bytes, with_length: bool = True
-) -> bytes:
-    """The request bytes: request line and Host (`prefix`), headers, Content-Length, body."""
+    def _connect_timeout(self, timeout: float | None) -> float | None:
+        """The connection attempt's bound: the connect timeout, or the call's if shorter."""
+        connect_timeout = self.connect_timeout_s
+        if timeout is not None and (connect_timeout is None or timeout < connect_timeout):
+            return timeout
+        return connect_timeout
+
+
+async def _answer(
+    response: Response, stream: bool, timeout: float | None, deadline: float | None
+) -> None:
+    """Wait for the head (streamed) or the whole answer (within the loop-time `deadline`)."""
+    if stream:
+        await response._wait_head(timeout)
+    else:
+        await response._wait_done(deadline)
+
+
+def _head_lines(prefix: bytes, headers: dict[str, str]) -> list[bytes]:
+    """Request line and Host (`prefix`), then the headers, each checked for line breaks."""
     lines = [prefix]
     for name, value in headers.items():
         if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
@@ -274,9 +343,27 @@ def encode_request(
             lines.append(f"{name}: {value}\r\n".encode("latin-1"))
         except UnicodeEncodeError:
             raise LocalProtocolError(f"header {name!r} is not latin-1 text") from None
+    return lines
+
+
+def encode_request(
+    prefix: bytes, headers: dict[str, str], body: bytes, with_length: bool = True
+) -> bytes:
+    """The request bytes: request line and Host (`prefix`), headers, Content-Length, body."""
+    lines = _head_lines(prefix, headers)
     if with_length or body:
         lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
     else:
         lines.append(b"\r\n")
     lines.append(body)
+    return b"".join(lines)
+
+
+def encode_head(prefix: bytes, headers: dict[str, str], length: int | None) -> bytes:
+    """The head of a request whose body follows: Content-Length if known, else chunked."""
+    lines = _head_lines(prefix, headers)
+    if length is None:
+        lines.append(b"Transfer-Encoding: chunked\r\n\r\n")
+    else:
+        lines.append(b"Content-Length: %d\r\n\r\n" % length)
     return b"".join(lines)

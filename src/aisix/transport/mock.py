@@ -85,6 +85,7 @@ class MockTransport:
     async def send(
         self, request: UpstreamRequest, *, stream: bool, timeout: float | None
     ) -> MockUpstreamResponse:
+        await request.buffer_body()  # handlers see the body whole
         self.requests.append(request)
         result = self._handler(request)
         spec = await result if inspect.isawaitable(result) else result

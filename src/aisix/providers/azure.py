@@ -12,6 +12,7 @@ rules, Anthropic-inbound calls are encoded by the OpenAI codec. Azure's error bo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import ssl
@@ -31,10 +32,11 @@ from aisix.providers.openai import USER_AGENT, OpenAIBody, call_headers, static_
 from aisix.providers.tokens import Token, TokenSource, TokenUnavailable, shared_source
 from aisix.resources import AzureSettings, DirectModel, ProviderKey
 from aisix.wire.base import UpstreamCodec
-from aisix.wire.openai import Codec, StreamDecoder, load_chunk
+from aisix.wire.openai import CODEC as OPENAI_CODEC
+from aisix.wire.openai import StreamDecoder, load_chunk
 from aisix.wire.types import StreamEvent, UpstreamFault
 
-__all__ = ["AzureCodec", "AzureProvider", "build_provider", "normalise_base", "retry_after_of"]
+__all__ = ["CODEC", "AzureProvider", "build_provider", "normalise_base", "retry_after_of"]
 
 #: the deployment API of each endpoint the adapter serves natively
 _PATHS: dict[str, str] = {
@@ -182,17 +184,10 @@ class AzureStreamDecoder(StreamDecoder):
         super()._payload(payload, out)
 
 
-class AzureCodec(Codec):
-    """The OpenAI family codec with Azure's error bodies and stream opening."""
-
-    def stream_decoder(self) -> AzureStreamDecoder:
-        return AzureStreamDecoder()
-
-    def parse_error(self, body: bytes) -> UpstreamFault:
-        return parse_error(body)
-
-
-CODEC = AzureCodec()
+#: the OpenAI family codec with Azure's error bodies and stream opening
+CODEC = dataclasses.replace(
+    OPENAI_CODEC, stream_decoder=AzureStreamDecoder, parse_error=parse_error
+)
 
 
 # --- Entra ID tokens -------------------------------------------------------------------------

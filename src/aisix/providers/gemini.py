@@ -21,7 +21,7 @@ from aisix.providers.base import Endpoint, TLSConfig, UpstreamCall, UpstreamRequ
 from aisix.providers.openai import static_headers
 from aisix.resources import DirectModel, ProviderKey
 from aisix.wire.base import UpstreamCodec
-from aisix.wire.gemini import CODEC, Codec
+from aisix.wire.gemini import CODEC, GeminiCodec
 
 DEFAULT_BASE = "https://generativelanguage.googleapis.com"
 #: what a Gemini-family target serves: chat, Messages and Responses translated, embeddings by
@@ -61,7 +61,7 @@ class GoogleModelURLs:
 
 
 def encode_call(
-    call: UpstreamCall, codec: Codec, model_name: str, urls: GoogleModelURLs
+    call: UpstreamCall, codec: GeminiCodec, model_name: str, urls: GoogleModelURLs
 ) -> tuple[str, bytes]:
     """(URL, body) of one translated chat or embeddings attempt."""
     if call.embedding is not None:

@@ -7,10 +7,13 @@ Responses) parses what a client sent, renders canonical answers in the client's 
 renders errors in its envelope. A `StreamRelay` turns upstream stream bytes into the bytes the
 client receives: `passthrough` relays (same family; `model` rewritten, usage observed) and
 `TranslatingRelay` (a family decoder feeding an inbound encoder) share the interface.
+`FamilyCodec` is the one `UpstreamCodec` implementation: a family module's functions as fields.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from aisix.errors import GatewayError
@@ -59,7 +62,8 @@ class StreamDecoder(Protocol):
 class UpstreamCodec(Protocol):
     """One wire family, seen from the gateway as a client of it."""
 
-    family: str
+    @property
+    def family(self) -> str: ...
 
     def encode_request(self, request: ChatRequest, model_name: str) -> dict[str, Any]:
         """The family's JSON body for a canonical request (stream flag included)."""
@@ -78,6 +82,32 @@ class UpstreamCodec(Protocol):
     def usage_of(self, body: dict[str, Any]) -> Usage | None:
         """Usage of a same-family (passthrough) non-stream answer."""
         ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FamilyCodec:
+    """An `UpstreamCodec` made of a family module's pure functions (no forwarding methods:
+    each call is the function itself). `usage_field` names where a same-family answer keeps
+    its usage, read by `read_usage`."""
+
+    family: str
+    encode_request: Callable[[ChatRequest, str], dict[str, Any]]
+    decode_response: Callable[[dict[str, Any]], ChatResponse]
+    stream_decoder: Callable[[], StreamDecoder]
+    parse_error: Callable[[bytes], UpstreamFault]
+    read_usage: Callable[[Any], Usage | None]
+    usage_field: str = "usage"
+
+    def usage_of(self, body: dict[str, Any]) -> Usage | None:
+        return self.read_usage(body.get(self.usage_field))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmbeddingFamilyCodec(FamilyCodec):
+    """A `FamilyCodec` whose family also serves embeddings (an `EmbeddingCodec`)."""
+
+    encode_embeddings: Callable[[EmbeddingRequest, str], dict[str, Any]]
+    decode_embeddings: Callable[[dict[str, Any]], EmbeddingResponse]
 
 
 class StreamRelay(Protocol):

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from aisix.errors import InvalidRequest, UpstreamDecodeError, UpstreamError
+from aisix.wire.base import EmbeddingFamilyCodec
 from aisix.wire.types import (
     ChatRequest,
     ChatResponse,
@@ -415,29 +416,13 @@ def _vector(raw: Any) -> list[float]:
     return [float(x) for x in raw]
 
 
-class Codec:
-    family = FAMILY
-
-    def encode_request(self, request: ChatRequest, model_name: str) -> dict[str, Any]:
-        return encode_request(request, model_name)
-
-    def decode_response(self, body: dict[str, Any]) -> ChatResponse:
-        return decode_response(body)
-
-    def stream_decoder(self) -> StreamDecoder:
-        return StreamDecoder()
-
-    def parse_error(self, body: bytes) -> UpstreamFault:
-        return parse_error(body)
-
-    def usage_of(self, body: dict[str, Any]) -> Usage | None:
-        return usage_of(body.get("usage"))
-
-    def encode_embeddings(self, request: EmbeddingRequest, model_name: str) -> dict[str, Any]:
-        return encode_embeddings(request, model_name)
-
-    def decode_embeddings(self, body: dict[str, Any]) -> EmbeddingResponse:
-        return decode_embeddings(body)
-
-
-CODEC = Codec()
+CODEC = EmbeddingFamilyCodec(
+    family=FAMILY,
+    encode_request=encode_request,
+    decode_response=decode_response,
+    stream_decoder=StreamDecoder,
+    parse_error=parse_error,
+    read_usage=usage_of,
+    encode_embeddings=encode_embeddings,
+    decode_embeddings=decode_embeddings,
+)

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from aisix.errors import UpstreamDecodeError, UpstreamError, openai_fault
+from aisix.wire.base import FamilyCodec
 from aisix.wire.sse import SSEDecoder
 from aisix.wire.types import (
     ChatRequest,
@@ -349,25 +350,11 @@ def _delta_events(delta: dict[str, Any], out: list[StreamEvent]) -> None:
             out.append(ToolCallDelta(index, arguments))
 
 
-class Codec:
-    """The OpenAI family as an `UpstreamCodec`."""
-
-    family = FAMILY
-
-    def encode_request(self, request: ChatRequest, model_name: str) -> dict[str, Any]:
-        return encode_request(request, model_name)
-
-    def decode_response(self, body: dict[str, Any]) -> ChatResponse:
-        return decode_response(body)
-
-    def stream_decoder(self) -> StreamDecoder:
-        return StreamDecoder()
-
-    def parse_error(self, body: bytes) -> UpstreamFault:
-        return parse_error(body)
-
-    def usage_of(self, body: dict[str, Any]) -> Usage | None:
-        return usage_of(body.get("usage"))
-
-
-CODEC = Codec()
+CODEC = FamilyCodec(
+    family=FAMILY,
+    encode_request=encode_request,
+    decode_response=decode_response,
+    stream_decoder=StreamDecoder,
+    parse_error=parse_error,
+    read_usage=usage_of,
+)

@@ -11,7 +11,7 @@ Shared pieces (usage, stop reasons, SSE framing, error bodies) live in `common`.
 from aisix.wire.anthropic.common import FAMILY, parse_error, usage_of
 from aisix.wire.anthropic.count_tokens import COUNT_TOKENS, CountTokens, estimate_tokens
 from aisix.wire.anthropic.inbound import MESSAGES, MessagesInbound
-from aisix.wire.anthropic.upstream import CODEC, Codec
+from aisix.wire.anthropic.upstream import CODEC
 from aisix.wire.base import InboundCodec, UpstreamCodec
 
 # the codecs satisfy the seams' protocols (checked by mypy)
@@ -23,7 +23,6 @@ __all__ = [
     "COUNT_TOKENS",
     "FAMILY",
     "MESSAGES",
-    "Codec",
     "CountTokens",
     "MessagesInbound",
     "estimate_tokens",

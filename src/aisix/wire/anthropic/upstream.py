@@ -27,6 +27,7 @@ from aisix.wire.anthropic.common import (
     stream_error,
     usage_of,
 )
+from aisix.wire.base import FamilyCodec
 from aisix.wire.request import invalid
 from aisix.wire.sse import SSEDecoder, SSEEvent
 from aisix.wire.types import (
@@ -49,8 +50,6 @@ from aisix.wire.types import (
     ToolCall,
     ToolCallDelta,
     ToolCallStart,
-    UpstreamFault,
-    Usage,
     UsageReport,
 )
 
@@ -482,25 +481,11 @@ class StreamDecoder:
                 out.append(ThinkingDelta(signature=signature))
 
 
-class Codec:
-    """The Anthropic family as an `UpstreamCodec`."""
-
-    family = FAMILY
-
-    def encode_request(self, request: ChatRequest, model_name: str) -> JsonObject:
-        return encode_request(request, model_name)
-
-    def decode_response(self, body: JsonObject) -> ChatResponse:
-        return decode_response(body)
-
-    def stream_decoder(self) -> StreamDecoder:
-        return StreamDecoder()
-
-    def parse_error(self, body: bytes) -> UpstreamFault:
-        return parse_error(body)
-
-    def usage_of(self, body: JsonObject) -> Usage | None:
-        return usage_of(body.get("usage"))
-
-
-CODEC = Codec()
+CODEC = FamilyCodec(
+    family=FAMILY,
+    encode_request=encode_request,
+    decode_response=decode_response,
+    stream_decoder=StreamDecoder,
+    parse_error=parse_error,
+    read_usage=usage_of,
+)

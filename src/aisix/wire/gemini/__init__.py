@@ -8,8 +8,10 @@ non-Gemini embedding models) implement `UpstreamCodec` and `EmbeddingCodec` for 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from aisix.wire.base import EmbeddingFamilyCodec
 from aisix.wire.gemini.decode import (
     StreamDecoder,
     decode_embeddings,
@@ -24,61 +26,48 @@ from aisix.wire.gemini.encode import (
     encode_embeddings,
     encode_request,
 )
-from aisix.wire.types import (
-    ChatRequest,
-    ChatResponse,
-    EmbeddingRequest,
-    EmbeddingResponse,
-    UpstreamFault,
-    Usage,
-)
+from aisix.wire.types import EmbeddingRequest
 
 
-class Codec:
-    """The Gemini family as an `UpstreamCodec` and `EmbeddingCodec`."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GeminiCodec(EmbeddingFamilyCodec):
+    """The Gemini family as an `UpstreamCodec` and `EmbeddingCodec`; `vertex`: Vertex AI,
+    where embeddings of non-Gemini models go through `:predict`."""
 
-    family = FAMILY
-    __slots__ = ("vertex",)
-
-    def __init__(self, vertex: bool = False) -> None:
-        #: Vertex AI: embeddings of non-Gemini models go through `:predict`
-        self.vertex = vertex
-
-    def encode_request(self, request: ChatRequest, model_name: str) -> dict[str, Any]:
-        return encode_request(request, model_name)
-
-    def decode_response(self, body: dict[str, Any]) -> ChatResponse:
-        return decode_response(body)
-
-    def stream_decoder(self) -> StreamDecoder:
-        return StreamDecoder()
-
-    def parse_error(self, body: bytes) -> UpstreamFault:
-        return parse_error(body)
-
-    def usage_of(self, body: dict[str, Any]) -> Usage | None:
-        return usage_of(body.get("usageMetadata"))
+    vertex: bool = False
 
     def embedding_method(self, model_name: str, count: int) -> str:
         """`embedContent`, `batchEmbedContents` or (Vertex) `predict`."""
         return embedding_method(model_name, count, self.vertex)
 
-    def encode_embeddings(self, request: EmbeddingRequest, model_name: str) -> dict[str, Any]:
-        method = embedding_method(model_name, len(request.inputs), self.vertex)
+
+def _codec(vertex: bool) -> GeminiCodec:
+    def encode(request: EmbeddingRequest, model_name: str) -> dict[str, Any]:
+        method = embedding_method(model_name, len(request.inputs), vertex)
         return encode_embeddings(request, model_name, method)
 
-    def decode_embeddings(self, body: dict[str, Any]) -> EmbeddingResponse:
-        return decode_embeddings(body)
+    return GeminiCodec(
+        family=FAMILY,
+        encode_request=encode_request,
+        decode_response=decode_response,
+        stream_decoder=StreamDecoder,
+        parse_error=parse_error,
+        read_usage=usage_of,
+        usage_field="usageMetadata",
+        encode_embeddings=encode,
+        decode_embeddings=decode_embeddings,
+        vertex=vertex,
+    )
 
 
-CODEC = Codec()
-VERTEX_CODEC = Codec(vertex=True)
+CODEC = _codec(vertex=False)
+VERTEX_CODEC = _codec(vertex=True)
 
 __all__ = [
     "CODEC",
     "FAMILY",
     "VERTEX_CODEC",
-    "Codec",
+    "GeminiCodec",
     "StreamDecoder",
     "decode_embeddings",
     "decode_response",

@@ -16,6 +16,7 @@ import warnings
 import wave
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from e2e_helpers import ALIAS, CALLER_KEY, UPSTREAM_MODEL, Gateway, http_request, wait_for
@@ -223,23 +224,24 @@ def test_cohere_sdk_rerank_through_the_gateway(
     import cohere
 
     gw, _ = seeded
-    client = cohere.ClientV2(api_key=CALLER_KEY, base_url=gw.proxy_url, timeout=10)
-    ranked = client.rerank(
-        model=ALIAS,
-        query="red fox",
-        documents=["blue sky", "a red fox jumps", "red"],
-        top_n=2,
-    )
-    assert [r.index for r in ranked.results] == [1, 2]
-    assert ranked.results[0].relevance_score == 1.0
-    sent = fake_openai.model_requests()[-1]
-    assert sent.path == "/v1/rerank" and sent.json["model"] == UPSTREAM_MODEL
-    assert sent.json["top_n"] == 2
-    with pytest.raises(cohere.core.api_error.ApiError) as refused:
-        cohere.ClientV2(api_key="sk-wrong", base_url=gw.proxy_url).rerank(
-            model=ALIAS, query="q", documents=["d"]
+    with httpx.Client(timeout=10) as http:  # ours, closed: the SDK never closes its own
+        client = cohere.ClientV2(api_key=CALLER_KEY, base_url=gw.proxy_url, httpx_client=http)
+        ranked = client.rerank(
+            model=ALIAS,
+            query="red fox",
+            documents=["blue sky", "a red fox jumps", "red"],
+            top_n=2,
         )
-    assert refused.value.status_code == 401
+        assert [r.index for r in ranked.results] == [1, 2]
+        assert ranked.results[0].relevance_score == 1.0
+        sent = fake_openai.model_requests()[-1]
+        assert sent.path == "/v1/rerank" and sent.json["model"] == UPSTREAM_MODEL
+        assert sent.json["top_n"] == 2
+        with pytest.raises(cohere.core.api_error.ApiError) as refused:
+            cohere.ClientV2(api_key="sk-wrong", base_url=gw.proxy_url, httpx_client=http).rerank(
+                model=ALIAS, query="q", documents=["d"]
+            )
+        assert refused.value.status_code == 401
 
 
 def test_speech_stream_gets_no_sse_keepalive(gateway: Any, fake_openai: FakeOpenAIUpstream) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from fakes.aiohttp_fake import AiohttpFake
 from fakes.openai_upstream import RecordedRequest, _drop, _pause
 
 JsonObject = dict[str, Any]
@@ -130,28 +131,21 @@ def split(text: str, pieces: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-class FakeAnthropicUpstream:
+class FakeAnthropicUpstream(AiohttpFake):
     """An Anthropic Messages upstream with per-request scripted behaviour (module docstring)."""
 
+    name = "fake-anthropic-upstream"
+
     def __init__(self, *, host: str = "127.0.0.1", api_key: str | None = None) -> None:
-        self.host = host
+        super().__init__(host=host)
         #: when set, requests without this key (`x-api-key` or Bearer) get 401
         self.api_key = api_key
-        self.port = 0
         self.requests: list[RecordedRequest] = []
         self.default = Reply()
         self._script: collections.deque[Reply] = collections.deque()
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
 
     # -- control -------------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """Root URL without `/v1`, e.g. `http://127.0.0.1:41234`."""
-        return f"http://{self.host}:{self.port}"
 
     def script(self, *replies: Reply) -> None:
         with self._lock:
@@ -172,59 +166,6 @@ class FakeAnthropicUpstream:
                 )
             time.sleep(0.01)
         return list(self.requests)
-
-    def start(self) -> FakeAnthropicUpstream:
-        started = threading.Event()
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._serve())
-            except BaseException as exc:  # reported to start()
-                errors.append(exc)
-                started.set()
-                return
-            started.set()
-            loop.run_forever()
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-anthropic-upstream", daemon=True)
-        self._thread.start()
-        if not started.wait(10) or errors:
-            raise RuntimeError(f"fake Anthropic upstream failed to start: {errors}")
-        return self
-
-    def stop(self) -> None:
-        loop, runner, thread = self._loop, self._runner, self._thread
-        if loop is None or thread is None:
-            return
-        if runner is not None:
-            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        self._loop = self._thread = self._runner = None
-
-    def __enter__(self) -> FakeAnthropicUpstream:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- server --------------------------------------------------------------------------------
-
-    async def _serve(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        self.port = server.sockets[0].getsockname()[1]
 
     def _next_reply(self) -> Reply:
         with self._lock:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import binascii
 import struct
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,6 +24,8 @@ from aiohttp import web
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+
+from fakes.aiohttp_fake import AiohttpFake
 
 ACCESS_KEY = "AKIDFAKEBEDROCK0001"
 SECRET_KEY = "fake-bedrock-secret-key-do-not-use"
@@ -72,54 +73,21 @@ def event(kind: str, data: dict[str, Any]) -> bytes:
     return frame(headers, orjson.dumps(data))
 
 
-class FakeBedrock:
+class FakeBedrock(AiohttpFake):
+    """Bedrock runtime: Converse, ConverseStream and InvokeModel, each checking SigV4."""
+
+    name = "fake-bedrock"
+
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[SeenRequest] = []
         self._script: deque[BedrockReply] = deque()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/model/{model}/{action}", self._handle)
 
     def script(self, *replies: BedrockReply) -> None:
         self._script.extend(replies)
-
-    def start(self) -> FakeBedrock:
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            app = web.Application()
-            app.router.add_post("/model/{model}/{action}", self._handle)
-            self._runner = web.AppRunner(app)
-            loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            loop.run_until_complete(site.start())
-            server = site._server
-            assert server is not None
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-            ready.set()
-            loop.run_forever()
-            loop.close()
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        loop = self._loop
-        if loop is None or self._runner is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(10)
 
     # -- signature ---------------------------------------------------------------------------
 

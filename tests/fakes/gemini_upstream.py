@@ -29,6 +29,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from fakes.aiohttp_fake import AiohttpFake
 from fakes.openai_upstream import RecordedRequest, _drop, _pause
 
 JsonObject = dict[str, Any]
@@ -135,13 +136,14 @@ def _b64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-class FakeGeminiUpstream:
+class FakeGeminiUpstream(AiohttpFake):
     """A Gemini / Vertex / OAuth upstream with per-request scripted behaviour."""
 
+    name = "fake-gemini-upstream"
+
     def __init__(self, *, chunks: int = 3, host: str = "127.0.0.1") -> None:
+        super().__init__(host=host)
         self.chunks = chunks
-        self.host = host
-        self.port = 0
         self.requests: list[RecordedRequest] = []
         #: the x-goog-api-key the Gemini routes accept (None: any)
         self.api_key: str | None = None
@@ -155,15 +157,8 @@ class FakeGeminiUpstream:
         self._script: collections.deque[GeminiReply] = collections.deque()
         self._token_script: collections.deque[int] = collections.deque()
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
 
     # -- control -------------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     @property
     def token_url(self) -> str:
@@ -200,59 +195,6 @@ class FakeGeminiUpstream:
                 raise AssertionError(f"expected {count} model requests, got {len(self.requests)}")
             time.sleep(0.01)
         return self.model_requests()
-
-    def start(self) -> FakeGeminiUpstream:
-        started = threading.Event()
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._serve())
-            except BaseException as exc:
-                errors.append(exc)
-                started.set()
-                return
-            started.set()
-            loop.run_forever()
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-gemini-upstream", daemon=True)
-        self._thread.start()
-        if not started.wait(10) or errors:
-            raise RuntimeError(f"fake gemini upstream failed to start: {errors}")
-        return self
-
-    def stop(self) -> None:
-        loop, runner, thread = self._loop, self._runner, self._thread
-        if loop is None or thread is None:
-            return
-        if runner is not None:
-            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        self._loop = self._thread = self._runner = None
-
-    def __enter__(self) -> FakeGeminiUpstream:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- server --------------------------------------------------------------------------------
-
-    async def _serve(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0, backlog=1024)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        self.port = server.sockets[0].getsockname()[1]
 
     def _next_reply(self) -> GeminiReply:
         with self._lock:

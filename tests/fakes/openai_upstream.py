@@ -23,12 +23,13 @@ import time
 import wave
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from aisix import demo_upstream as demo
+from fakes.aiohttp_fake import AiohttpFake
 
 JsonObject = dict[str, Any]
 
@@ -81,32 +82,24 @@ class Reply:
         return cls(status=status, json=body, retry_after=retry_after, **kwargs)
 
 
-class FakeOpenAIUpstream:
+class FakeOpenAIUpstream(AiohttpFake):
     """An OpenAI-compatible upstream with per-request scripted behaviour; see module docstring."""
+
+    name = "fake-openai-upstream"
 
     def __init__(
         self, *, chunks: int = 4, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None
     ) -> None:
+        super().__init__(host=host, tls=tls)
         self.chunks = chunks
-        self.host = host
-        self.tls = tls  # serve HTTPS with this server context
-        self.port = 0
         self.requests: list[RecordedRequest] = []
         #: monotonic times at which a client went away while a stream was being written
         self.disconnects: list[float] = []
         self.default = Reply()
         self._script: collections.deque[Reply] = collections.deque()
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
 
     # -- control -------------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """Root URL without `/v1`, e.g. `http://127.0.0.1:41234`."""
-        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def script(self, *replies: Reply) -> None:
         """Queue replies; each request takes the next one, then `default` answers."""
@@ -136,59 +129,6 @@ class FakeOpenAIUpstream:
                 )
             time.sleep(0.01)
         return list(self.requests)
-
-    def start(self) -> Self:
-        started = threading.Event()
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._serve())
-            except BaseException as exc:  # reported to start()
-                errors.append(exc)
-                started.set()
-                return
-            started.set()
-            loop.run_forever()
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-openai-upstream", daemon=True)
-        self._thread.start()
-        if not started.wait(10) or errors:
-            raise RuntimeError(f"fake upstream failed to start: {errors}")
-        return self
-
-    def stop(self) -> None:
-        loop, runner, thread = self._loop, self._runner, self._thread
-        if loop is None or thread is None:
-            return
-        if runner is not None:
-            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        self._loop = self._thread = self._runner = None
-
-    def __enter__(self) -> FakeOpenAIUpstream:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- server --------------------------------------------------------------------------------
-
-    async def _serve(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0, backlog=2048, ssl_context=self.tls)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        self.port = server.sockets[0].getsockname()[1]
 
     def _next_reply(self) -> Reply:
         with self._lock:

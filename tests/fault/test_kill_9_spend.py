@@ -1,4 +1,4 @@
-"""Durability of settled spend across kill -9 (issue 12 item 8), memory counter backend.
+"""Durability of settled spend across kill -9 (issue 12 items 8 and 12), memory counter backend.
 
 A burst of priced requests runs against the gateway; the gateway is killed with SIGKILL in
 the middle of it and started again, three times. After each kill, the spend in the ledger

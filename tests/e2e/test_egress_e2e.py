@@ -31,12 +31,14 @@ def forward_proxy() -> Iterator[ConnectProxy]:
                 while not stop.is_set():
                     await asyncio.sleep(0.05)
 
-        loop.run_until_complete(main())
-        pending = asyncio.all_tasks(loop)  # connections the gateway kept alive
-        for task in pending:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.close()
+        try:
+            loop.run_until_complete(main())
+            pending = asyncio.all_tasks(loop)  # connections the gateway kept alive
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        finally:
+            loop.close()
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()

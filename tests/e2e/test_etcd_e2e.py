@@ -51,6 +51,8 @@ def seed_on(a: Gateway, b: Gateway, upstream: str) -> Seed:
     model_id = a.create_model(ALIAS, pk_id)
     key_id = a.create_api_key(CALLER_KEY, [ALIAS])
     within(lambda: b.can_call(CALLER_KEY, ALIAS), "the new caller key to work on B")
+    # A applies its own writes through its watch too: wait for it as well
+    wait_for(lambda: a.can_call(CALLER_KEY, ALIAS), 5.0, "the new caller key to work on A")
     return Seed(provider_key_id=pk_id, model_id=model_id, api_key_id=key_id)
 
 

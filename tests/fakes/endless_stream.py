@@ -59,7 +59,10 @@ class EndlessStream:
             )
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
-            loop.run_forever()
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
 
         self._thread = threading.Thread(target=run, name="endless-stream", daemon=True)
         self._thread.start()
@@ -81,6 +84,7 @@ class EndlessStream:
         loop.call_soon_threadsafe(shutdown)
         if self._thread is not None:
             self._thread.join(5)
+        self._loop = self._thread = self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -34,6 +34,7 @@ import orjson
 import pytest
 import yaml
 
+from fakes.azure_upstream import EntraSetup, FakeAzureOpenAI, FakeEntraID
 from fakes.openai_upstream import FakeOpenAIUpstream
 
 _METRIC_LINE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$")
@@ -542,6 +543,33 @@ class Gateway:
 
 
 GatewayFactory = Callable[..., Gateway]
+
+
+@pytest.fixture
+def entra_setup() -> EntraSetup:
+    """A tenant, client id and secret for the fake Entra ID."""
+    return EntraSetup()
+
+
+@pytest.fixture
+def entra(entra_setup: EntraSetup) -> Iterator[FakeEntraID]:
+    """The fake Entra ID token endpoint, trusting `entra_setup`'s client."""
+    fake = FakeEntraID({entra_setup.client_id: entra_setup.client_secret}).start()
+    fake.tenants = {entra_setup.tenant}
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def azure(entra: FakeEntraID) -> Iterator[FakeAzureOpenAI]:
+    """The fake Azure OpenAI resource with deployment `gpt4o`, accepting `entra`'s tokens."""
+    fake = FakeAzureOpenAI(entra=entra, deployments={"gpt4o": "gpt-4o-2024-08-06"}).start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
 
 
 @pytest.fixture

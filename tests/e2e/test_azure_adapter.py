@@ -10,7 +10,6 @@ refreshed before it expires, and the client secret never in answers, errors or l
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -32,30 +31,6 @@ ALIAS = "azure-gpt4o"
 DEPLOYMENT = "gpt4o"
 API_VERSION = "2024-10-21"
 MESSAGES: Any = [{"role": "user", "content": "hello azure"}]
-
-
-@pytest.fixture
-def entra_setup() -> EntraSetup:
-    return EntraSetup()
-
-
-@pytest.fixture
-def entra(entra_setup: EntraSetup) -> Iterator[FakeEntraID]:
-    fake = FakeEntraID({entra_setup.client_id: entra_setup.client_secret}).start()
-    fake.tenants = {entra_setup.tenant}
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-@pytest.fixture
-def azure(entra: FakeEntraID) -> Iterator[FakeAzureOpenAI]:
-    fake = FakeAzureOpenAI(entra=entra, deployments={DEPLOYMENT: "gpt-4o-2024-08-06"}).start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
 
 
 def seed(gw: Gateway, azure: FakeAzureOpenAI, secret: str, alias: str = ALIAS) -> str:

@@ -39,31 +39,6 @@ API_VERSION = "2024-10-21"
 MESSAGES: Any = [{"role": "user", "content": "hello azure"}]
 
 
-@pytest.fixture
-def entra_setup() -> EntraSetup:
-    return EntraSetup()
-
-
-@pytest.fixture
-def entra(entra_setup: EntraSetup) -> Iterator[FakeEntraID]:
-    fake = FakeEntraID({entra_setup.client_id: entra_setup.client_secret}).start()
-    fake.tenants = {entra_setup.tenant}
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-@pytest.fixture
-def azure(entra: FakeEntraID) -> Iterator[FakeAzureOpenAI]:
-    fake = FakeAzureOpenAI(entra=entra, deployments={"gpt4o": "gpt-4o-2024-08-06"})
-    fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
 def client(azure: FakeAzureOpenAI, **auth: Any) -> openai.AzureOpenAI:
     if not auth:
         auth = {"api_key": azure.api_key}

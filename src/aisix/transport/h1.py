@@ -251,15 +251,21 @@ class H1Transport:
         timeout: float | None,
         stream: bool,
     ) -> Response:
+        # the hot path: kept inline (one coroutine less per call than `_exchange_streamed`)
         data = encode_request(route.prefix, headers, body, route.with_length)
-        deadline = (
-            None if timeout is None or stream else asyncio.get_running_loop().time() + timeout
-        )
-        conn = await route.pool.acquire(self._connect_timeout(timeout), timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None or stream else loop.time() + timeout
+        connect_timeout = self.connect_timeout_s
+        if timeout is not None and (connect_timeout is None or timeout < connect_timeout):
+            connect_timeout = timeout
+        conn = await route.pool.acquire(connect_timeout, timeout)
         response = Response(conn, stream, timeout)
         try:
             conn.send(response, data)
-            await _answer(response, stream, timeout, deadline)
+            if stream:
+                await response._wait_head(timeout)
+            else:
+                await response._wait_done(deadline)
         except BaseException:
             response.close()
             raise

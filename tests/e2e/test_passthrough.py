@@ -162,7 +162,7 @@ def test_passthrough_to_bedrock_is_re_signed(gateway: Any) -> None:
 
     fake = FakeBedrock().start()
     try:
-        gw: Gateway = gateway()
+        gw: Gateway = gateway({"proxy": {"upload_body_limit_bytes": 64 * 1024}})
         secret = {"access_key_id": ACCESS_KEY, "secret_access_key": SECRET_KEY, "region": REGION}
         pk = gw.create(
             "provider_keys",
@@ -216,6 +216,27 @@ def test_passthrough_to_bedrock_is_re_signed(gateway: Any) -> None:
         assert response.status == 200, streamed
         assert streamed["output"]["message"]["content"][0]["text"] == "echo: raw ping"
         assert fake.requests[-1].signature_ok and fake.requests[-1].json == body
+
+        # read whole to be signed, a streamed upload is still bounded: 413, nothing sent
+        def oversized() -> Iterator[bytes]:
+            for _ in range(4):
+                yield b"x" * 32 * 1024
+                time.sleep(0.05)
+
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=20)
+        conn.request(
+            "POST",
+            f"/passthrough/aws/model/{model_id}/converse",
+            oversized(),
+            {"Authorization": "Bearer sk-aws"},
+            encode_chunked=True,
+        )
+        response = conn.getresponse()
+        refused = orjson.loads(response.read())
+        conn.close()
+        assert response.status == 413, refused
+        assert "limit" in refused["error"]["message"]
+        assert len(fake.requests) == 2
     finally:
         fake.stop()
 

@@ -180,15 +180,15 @@ async def serve_passthrough(
     timeout_ms, stream_timeout_ms = upstream_timeouts(rt, model.value)
     async with Reservations() as holds:
         hold = holds.take(await rt.governor.admit_key(snapshot, key, Estimate(0, 0), price))
-        request = await provider.authorize(request)
-        if rt.egress is not None:
-            request.proxy = rt.egress.proxy(model, request.url)
         head = common + ratelimit_headers(hold)
         ctx.attempts = 1
         started = time.perf_counter()
-        try:
+        try:  # a streamed upload may pass the limit while it is signed or sent
+            request = await provider.authorize(request)
+            if rt.egress is not None:
+                request.proxy = rt.egress.proxy(model, request.url)
             usage = await _relay(rt, ctx, request, send, head, timeout_ms, stream_timeout_ms)
-        except BodyTooLarge:  # a streamed upload went past the limit before any answer
+        except BodyTooLarge:
             raise too_large(limit) from None
         ctx.attempt_log.append(
             AttemptFinished(

@@ -35,26 +35,39 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+def declared_length(scope: Scope, limit: int) -> int | None:
+    """The request's Content-Length (None: absent or not a number); BodyTooLarge when it
+    declares more than `limit` bytes (0 = no limit)."""
+    declared = header(scope, b"content-length")
+    length = int(declared) if declared is not None and declared.isdigit() else None
+    if limit and length is not None and length > limit:
+        raise BodyTooLarge
+    return length
+
+
+def body_part(message: Message, size: int, limit: int) -> tuple[bytes, int, bool]:
+    """One received message of the body: (its bytes, the body's size so far, whether more
+    follows). ClientGone on a disconnect, BodyTooLarge once the size passes `limit`."""
+    if message["type"] == "http.disconnect":
+        raise ClientGone
+    chunk: bytes = message.get("body", b"")
+    size += len(chunk)
+    if limit and size > limit:
+        raise BodyTooLarge
+    return chunk, size, message.get("more_body", False)
+
+
 async def read_body(receive: Receive, scope: Scope, limit: int) -> bytes:
     """Read the whole body; raise BodyTooLarge past `limit` bytes (0 = no limit)."""
     if limit:
-        declared = header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise BodyTooLarge
+        declared_length(scope, limit)
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
+    more = True
+    while more:
+        chunk, size, more = body_part(await receive(), size, limit)
         if chunk:
-            size += len(chunk)
-            if limit and size > limit:
-                raise BodyTooLarge
             chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -20,7 +20,16 @@ from collections.abc import AsyncGenerator
 
 import orjson
 
-from aisix.asgi import BodyTooLarge, ClientGone, Headers, Receive, Scope, Send, header
+from aisix.asgi import (
+    BodyTooLarge,
+    ClientGone,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    body_part,
+    declared_length,
+)
 from aisix.errors import (
     ModelNotFound,
     PermissionDenied,
@@ -217,36 +226,22 @@ async def request_body(receive: Receive, scope: Scope, limit: int) -> bytes | St
     """The client's body: bytes if it came in one piece (most calls), else a `StreamedBody`
     that yields the rest as it arrives. Raises BodyTooLarge past `limit` (0: none), also
     later, from the stream."""
-    declared = header(scope, b"content-length")
-    length = int(declared) if declared is not None and declared.isdigit() else None
-    if limit and length is not None and length > limit:
-        raise BodyTooLarge
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise ClientGone
-    first: bytes = message.get("body", b"")
-    if limit and len(first) > limit:
-        raise BodyTooLarge
-    if not message.get("more_body", False):
+    length = declared_length(scope, limit)
+    first, size, more = body_part(await receive(), 0, limit)
+    if not more:
         return first
-    return StreamedBody(_rest(receive, first, limit), length)
+    return StreamedBody(_rest(receive, first, size, limit), length)
 
 
-async def _rest(receive: Receive, first: bytes, limit: int) -> AsyncGenerator[bytes, None]:
+async def _rest(
+    receive: Receive, first: bytes, size: int, limit: int
+) -> AsyncGenerator[bytes, None]:
     yield first
-    size = len(first)
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if limit and size > limit:
-            raise BodyTooLarge
+    more = True
+    while more:
+        chunk, size, more = body_part(await receive(), size, limit)
         if chunk:
             yield chunk
-        if not message.get("more_body", False):
-            return
 
 
 async def _relay(

@@ -21,6 +21,7 @@ if _TESTS_DIR not in sys.path:
 from fakes.etcd_server import EtcdServer  # noqa: E402
 from fakes.openai_upstream import FakeOpenAIUpstream  # noqa: E402
 from fakes.postgres_server import PostgresServer  # noqa: E402
+from fakes.redis_server import RedisServer  # noqa: E402
 
 _handed_out: set[int] = set()
 
@@ -56,6 +57,16 @@ def fake_openai() -> Iterator[FakeOpenAIUpstream]:
 def own_etcd(tmp_path: Path) -> Iterator[EtcdServer]:
     """A real single-member etcd for one test (tests that stop and restart it)."""
     server = EtcdServer(tmp_path / "etcd").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server for one test (test modules may share one with a wider scope)."""
+    server = RedisServer(tmp_path / "redis").start()
     try:
         yield server
     finally:

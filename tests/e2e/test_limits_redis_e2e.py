@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import functools
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,15 +28,6 @@ from fakes.openai_upstream import FakeOpenAIUpstream, Reply
 from fakes.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def redis_config(server: RedisServer, **extra: Any) -> dict[str, Any]:

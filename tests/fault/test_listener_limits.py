@@ -34,6 +34,19 @@ def _addr(gw: Gateway, listener: str) -> tuple[str, int]:
     }[listener]
 
 
+def _read_some(sock: socket.socket, received: bytearray) -> bool:
+    """One read (up to the socket's timeout) into `received`; False once the server closed or
+    reset the connection."""
+    try:
+        chunk = sock.recv(65536)
+    except TimeoutError:
+        return True
+    except ConnectionResetError:
+        return False
+    received.extend(chunk)
+    return bool(chunk)
+
+
 def _read_until_closed(sock: socket.socket, deadline_s: float) -> tuple[bytes, float]:
     """Everything the server sends until it closes; fails if it is still open at the deadline."""
     start = time.monotonic()
@@ -43,15 +56,8 @@ def _read_until_closed(sock: socket.socket, deadline_s: float) -> tuple[bytes, f
         if left <= 0:
             raise AssertionError(f"connection still open after {deadline_s}s: {bytes(received)!r}")
         sock.settimeout(left)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        except ConnectionResetError:
-            chunk = b""
-        if not chunk:
+        if not _read_some(sock, received):
             return bytes(received), time.monotonic() - start
-        received.extend(chunk)
 
 
 def _assert_envelope(listener: str, response: HttpResponse, status: int) -> Any:
@@ -79,7 +85,7 @@ def test_slowloris_is_cut_at_the_header_read_timeout(tight: Gateway, listener: s
     with socket.create_connection(_addr(tight, listener), timeout=5) as sock:
         start = time.monotonic()
         sent = 0
-        received = b""
+        received = bytearray()
         sock.settimeout(0.25)
         while time.monotonic() - start < 8:  # one byte every 0.25 s: the head never ends
             try:
@@ -87,19 +93,12 @@ def test_slowloris_is_cut_at_the_header_read_timeout(tight: Gateway, listener: s
                 sent += 1
             except (BrokenPipeError, ConnectionResetError):
                 break
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                continue
-            except ConnectionResetError:
+            if not _read_some(sock, received):
                 break
-            if not chunk:
-                break
-            received += chunk
         elapsed = time.monotonic() - start
         rest, _ = _read_until_closed(sock, 3)
     assert elapsed < 4, f"slowloris still connected after {elapsed:.1f}s ({sent} bytes sent)"
-    error = _assert_envelope(listener, parse_raw_response(received + rest), 408)
+    error = _assert_envelope(listener, parse_raw_response(bytes(received) + rest), 408)
     if listener == "proxy":
         assert error["code"] == "request_timeout"
 
@@ -179,15 +178,8 @@ def _send_and_collect(addr: tuple[str, int], payload: bytes, deadline_s: float =
                     sent = len(view)
                 except TimeoutError:
                     pass
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                continue
-            except ConnectionResetError:
+            if not _read_some(sock, received):
                 break
-            if not chunk:
-                break
-            received.extend(chunk)
         else:
             raise AssertionError(f"connection still open after {deadline_s}s")
     return bytes(received)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,15 +22,6 @@ REVOKE_WITHIN_S = 1.0
 CHAT = {"model": ALIAS, "messages": [{"role": "user", "content": "hi"}]}
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def replicas(
     gateway: Any, etcd: EtcdServer, redis: RedisServer, prefix: str
 ) -> tuple[Gateway, Gateway]:
@@ -41,6 +30,19 @@ def replicas(
         "ratelimit": {"backend": "redis", "redis": {"url": redis.url}},
     }
     return gateway(overrides), gateway(overrides)
+
+
+def seed(
+    a: Gateway, b: Gateway, fake: FakeOpenAIUpstream, model: dict[str, Any], **key: Any
+) -> str:
+    """Provider key, model and caller key created on `a`, callable on both (b through etcd);
+    the caller key's id."""
+    pk = a.create_provider_key(fake.url)
+    a.create_model(ALIAS, pk, **model)
+    key_id = a.create_api_key(CALLER_KEY, [ALIAS], **key)
+    for gw in (a, b):
+        gw.wait_for_key(CALLER_KEY)
+    return key_id
 
 
 def clear_of_minute_edge(margin_s: float = 8.0) -> None:
@@ -67,11 +69,7 @@ def test_two_replicas_share_one_rate_limit_exactly(
     fake_openai: FakeOpenAIUpstream,
 ) -> None:
     a, b = replicas(gateway, own_etcd, redis_server, prefix)
-    pk = a.create_provider_key(fake_openai.url)
-    a.create_model(ALIAS, pk, cooldown={"enabled": False})
-    a.create_api_key(CALLER_KEY, [ALIAS], rate_limit={"rpm": RPM})
-    for gw in (a, b):
-        gw.wait_for_key(CALLER_KEY)  # created on a, served by b through etcd
+    seed(a, b, fake_openai, {"cooldown": {"enabled": False}}, rate_limit={"rpm": RPM})
     clear_of_minute_edge()
     calls = [a if i % 2 else b for i in range(2 * RPM)]  # twice the limit, half on each
     with concurrent.futures.ThreadPoolExecutor(len(calls)) as pool:
@@ -93,11 +91,8 @@ def test_a_revoked_key_is_refused_on_both_replicas_within_one_second(
     fake_openai: FakeOpenAIUpstream,
 ) -> None:
     a, b = replicas(gateway, own_etcd, redis_server, prefix)
-    pk = a.create_provider_key(fake_openai.url)
-    a.create_model(ALIAS, pk)
-    key_id = a.create_api_key(CALLER_KEY, [ALIAS])
+    key_id = seed(a, b, fake_openai, {})
     for gw in (a, b):
-        gw.wait_for_key(CALLER_KEY)
         assert call(gw, CALLER_KEY).status == 200
     revoked_at = time.monotonic()
     deleted = b.admin("DELETE", f"/apikeys/{key_id}")
